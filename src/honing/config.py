@@ -440,7 +440,7 @@ def format_validation_error(err: ValidationError, cls: type[StrictModel], source
     lines = []
     for item in err.errors():
         loc = [str(p) for p in item["loc"]]
-        key = ".".join(loc) or "(top level)"
+        key = ".".join(loc)
         if item["type"] == "extra_forbidden":
             allowed = ", ".join(_allowed_keys(cls, loc[:-1])) or "(none)"
             lines.append(f"{key}: unknown key; allowed here: {allowed}")
@@ -448,7 +448,7 @@ def format_validation_error(err: ValidationError, cls: type[StrictModel], source
             given = item.get("input")
             shown = "" if isinstance(given, dict) else f" (got {given!r})"
             msg = item["msg"].removeprefix("Value error, ")
-            lines.append(f"{key}: {msg}{shown}")
+            lines.append(f"{key}: {msg}{shown}" if key else msg)
     head = f"invalid config from {source}: " if len(lines) == 1 else f"invalid config from {source}:\n  "
     return head + "\n  ".join(lines)
 
