@@ -1,0 +1,209 @@
+"""Run records: what went into a model, what came out, and how it went.
+
+Every stage writes one run directory:
+
+    <run>/config.yaml     the resolved config
+    <run>/run.json        inputs with content hashes, parent run, code and library versions,
+                          seeds, status, final metrics, outputs
+    <run>/metrics.jsonl   one JSON object per logged step
+    <run>/checkpoints/    resumable training state
+    <run>/model/ or <run>/adapter/   the output
+
+From any output directory one can walk back, run by run, to the raw data that made it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from honing.config import dump_config
+from honing.errors import HoningError
+
+RUN_FILE = "run.json"
+_hash_cache: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, cached per (path, size, mtime) for this process."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _hash_cache:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _hash_cache[key] = digest.hexdigest()
+    return _hash_cache[key]
+
+
+def tree_sha256(path: str | Path) -> str:
+    """sha256 over every file under a directory (relative names and contents, sorted); a file's own hash otherwise."""
+    path = Path(path)
+    if path.is_file():
+        return file_sha256(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(path)).encode())
+        digest.update(file_sha256(file).encode())
+    return digest.hexdigest()
+
+
+def find_parent_run(path: str | Path | None) -> dict[str, Any] | None:
+    """If `path` lies inside a honing run directory, that run's id, directory and stage."""
+    if not path:
+        return None
+    current = Path(path).resolve()
+    for candidate in [current, *current.parents]:
+        record = candidate / RUN_FILE
+        if record.is_file():
+            try:
+                data = json.loads(record.read_text())
+            except (OSError, json.JSONDecodeError):
+                return None
+            return {"run_id": data.get("run_id"), "dir": str(candidate), "stage": data.get("stage")}
+    return None
+
+
+def code_version() -> dict[str, Any]:
+    """honing's version and, when running from a git checkout, the commit and whether it was dirty."""
+    from honing import __version__
+
+    info: dict[str, Any] = {"honing": __version__}
+    root = Path(__file__).resolve().parents[2]
+    if (root / ".git").exists():
+        try:
+            commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5)
+            if commit.returncode == 0:
+                info["git_commit"] = commit.stdout.strip()
+                info["git_dirty"] = bool(dirty.stdout.strip())
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return info
+
+
+def library_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for name in ("torch", "transformers", "peft", "datasets", "tokenizers", "safetensors", "pydantic"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def default_run_dir(stage: str) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{stage}-{stamp}"
+
+
+class Run:
+    """One run directory and its `run.json`. Only the main process writes (is_main=False makes it inert)."""
+
+    def __init__(self, directory: Path, record: dict[str, Any], *, is_main: bool = True):
+        self.dir = directory
+        self.record = record
+        self.is_main = is_main
+
+    # ----------------------------------------------------------------- creation
+
+    @classmethod
+    def create(cls, stage: str, config: BaseModel, directory: str | Path | None, *, is_main: bool = True) -> Run:
+        """Start a run directory. Call this only after the inputs were validated, so a bad
+        input never leaves a half-written run behind."""
+        path = Path(directory) if directory else default_run_dir(stage)
+        if is_main and path.exists() and (path / RUN_FILE).exists():
+            raise HoningError(f"{path} already holds a run; pass --resume to continue it, or choose another output.dir")
+        record = {
+            "run_id": f"{stage}-{_dt.datetime.now(_dt.timezone.utc).strftime('%Y%m%dT%H%M%SZ')}-{os.urandom(3).hex()}",
+            "stage": stage,
+            "status": "running",
+            "started": _now(),
+            "command": sys.argv,
+            "code": code_version(),
+            "libraries": library_versions(),
+            "host": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
+            "inputs": [],
+            "parent": None,
+            "outputs": {},
+            "metrics": {},
+        }
+        run = cls(path, record, is_main=is_main)
+        if is_main:
+            path.mkdir(parents=True, exist_ok=True)
+            (path / "config.yaml").write_text(dump_config(config), encoding="utf-8")
+            run.save()
+        return run
+
+    @classmethod
+    def open(cls, directory: str | Path, *, is_main: bool = True) -> Run:
+        """Reopen an existing run (for --resume)."""
+        path = Path(directory)
+        record_path = path / RUN_FILE
+        if not record_path.is_file():
+            raise HoningError(f"{path} is not a run directory (no {RUN_FILE}); nothing to resume")
+        record = json.loads(record_path.read_text())
+        record["status"] = "running"
+        record.setdefault("resumed", []).append(_now())
+        run = cls(path, record, is_main=is_main)
+        run.save()
+        return run
+
+    # ----------------------------------------------------------------- recording
+
+    def add_input(self, role: str, path: str | Path, *, sha256: str | None = None, **extra: Any) -> None:
+        """Record an input with its content hash (computed unless given)."""
+        digest = sha256 or (tree_sha256(path) if Path(path).exists() else None)
+        entry = {"role": role, "path": str(path), "sha256": digest, **extra}
+        self.record["inputs"] = [i for i in self.record["inputs"] if not (i["role"] == role and i["path"] == str(path))]
+        self.record["inputs"].append(entry)
+        self.save()
+
+    def set(self, key: str, value: Any) -> None:
+        self.record[key] = value
+        self.save()
+
+    def add_output(self, role: str, path: str | Path) -> None:
+        self.record["outputs"][role] = str(path)
+        self.save()
+
+    def log_metrics(self, step: int, metrics: dict[str, Any]) -> None:
+        if not self.is_main:
+            return
+        line = json.dumps({"step": step, "time": _now(), **metrics}, default=float)
+        with (self.dir / "metrics.jsonl").open("a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+
+    def finish(self, status: str = "completed", metrics: dict[str, Any] | None = None) -> None:
+        self.record["status"] = status
+        self.record["finished"] = _now()
+        if metrics:
+            self.record["metrics"].update(metrics)
+        self.save()
+
+    def save(self) -> None:
+        if self.is_main:
+            write_json_atomic(self.dir / RUN_FILE, self.record)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

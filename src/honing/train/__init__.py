@@ -1,0 +1,1 @@
+"""The training engine: one loop shared by every objective."""

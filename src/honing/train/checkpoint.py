@@ -1,0 +1,158 @@
+"""Resumable checkpoints, written atomically.
+
+A checkpoint is a directory `checkpoints/step-00000042/` holding the trainable weights
+(safetensors), the optimiser and scheduler state, the RNG states and the engine's counters.
+It is written under a temporary name and renamed into place only when complete, and
+`checkpoints/latest` (a one-line file, itself replaced atomically) names the newest; a crash at
+any moment leaves the previous checkpoint whole and `latest` pointing at it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+LATEST = "latest"
+BEST = "best"
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters being trained (all of them in full fine-tuning, the adapter's with LoRA)."""
+    return {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(
+    root: Path,
+    name: str,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    scheduler: Any | None,
+    trainer_state: dict[str, Any],
+    rng: dict[str, Any] | None = None,
+    mark_latest: bool = True,
+) -> Path:
+    """Write checkpoint `root/name` atomically and (by default) point `latest` at it."""
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / name
+    tmp = root / f".tmp-{name}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_file(trainable_state(model), str(tmp / "weights.safetensors"))
+    extra = {"rng": rng if rng is not None else rng_state()}
+    if optimizer is not None:
+        extra["optimizer"] = optimizer.state_dict()
+    if scheduler is not None:
+        extra["scheduler"] = scheduler.state_dict()
+    torch.save(extra, tmp / "state.pt")
+    (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2))
+    for file in tmp.iterdir():
+        with file.open("rb") as handle:
+            os.fsync(handle.fileno())
+    _fsync_dir(tmp)
+    if final.exists():
+        # Replacing a directory is two steps; move the old one aside first so that at no point
+        # is there neither an old nor a new complete checkpoint under a known name.
+        old = root / f".old-{name}"
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, final)
+    _fsync_dir(root)
+    if mark_latest:
+        _write_atomic_text(root / LATEST, name + "\n")
+    return final
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    pointer = root / LATEST
+    if not pointer.is_file():
+        return None
+    path = root / pointer.read_text().strip()
+    return path if (path / "trainer_state.json").is_file() else None
+
+
+def load_checkpoint(
+    path: Path,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
+    restore_rng: bool = True,
+) -> dict[str, Any]:
+    """Load weights (and, when given, optimiser/scheduler/RNG state); return the trainer state."""
+    weights = load_file(str(path / "weights.safetensors"))
+    params = dict(model.named_parameters())
+    missing = [name for name in weights if name not in params]
+    if missing:
+        raise RuntimeError(f"checkpoint {path} has weights the model lacks: {missing[:3]}")
+    with torch.no_grad():
+        for name, value in weights.items():
+            params[name].copy_(value.to(params[name].device, params[name].dtype))
+    extra = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+    if optimizer is not None and "optimizer" in extra:
+        optimizer.load_state_dict(extra["optimizer"])
+    if scheduler is not None and "scheduler" in extra:
+        scheduler.load_state_dict(extra["scheduler"])
+    if restore_rng:
+        set_rng_state(extra["rng"])
+    return json.loads((path / "trainer_state.json").read_text())
+
+
+def prune_checkpoints(root: Path, keep_last: int) -> None:
+    """Delete all but the newest `keep_last` step checkpoints (the best one is separate and kept)."""
+    steps = sorted(p for p in root.glob("step-*") if p.is_dir())
+    for old in steps[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+    for stale in root.glob(".tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)

@@ -1,0 +1,404 @@
+"""The training loop every objective shares.
+
+    fit()  ─ plan ─▶ [ resume ] ─▶ for each optimiser step:
+                                     micro-batches of this rank ─▶ train_step ─▶ log
+                                     ─▶ validate / early stop ─▶ checkpoint
+                                   ─▶ restore best (early stopping) ─▶ result
+
+Correctness rules kept here (DESIGN.md): the loss is normalised by the target tokens of the
+whole optimiser step across micro-batches and ranks; the data order and dropout depend only on
+(seed, step), so a resumed run continues exactly; checkpoints are atomic; a NaN stops the run
+(or skips the step) with the last good checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from honing.config import TrainConfig
+from honing.errors import HoningError
+from honing.runs import Run
+from honing.train import checkpoint as ckpt
+from honing.train.distributed import Dist, all_reduce_sum, barrier
+from honing.train.objectives.causal_lm import TargetedCausalLM, count_targets
+from honing.train.optim import build_optimizer, build_scheduler
+from honing.ui import console, progress_bar
+
+Collate = Callable[[Sequence[Any]], dict[str, torch.Tensor]]
+
+
+class TrainingDiverged(HoningError):
+    """The loss became NaN or infinite and train.on_nan is stop."""
+
+
+@dataclass
+class StepPlan:
+    """How the training items map onto optimiser steps."""
+
+    items: int
+    items_per_step: int  # micro_batch_size × grad_accum × world_size
+    steps_per_epoch: int
+    total_steps: int
+    dropped_per_epoch: int
+
+
+@dataclass
+class TrainState:
+    """The engine's counters; saved in every checkpoint."""
+
+    step: int = 0
+    tokens_seen: int = 0
+    target_tokens_seen: int = 0
+    best_val_loss: float | None = None
+    best_step: int | None = None
+    evals_without_improvement: int = 0
+    skipped_steps: int = 0
+    elapsed_s: float = 0.0
+    last_train_loss: float | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)  # validation results
+
+
+def plan_steps(n_items: int, cfg: TrainConfig, world_size: int) -> StepPlan:
+    per_step = cfg.micro_batch_size * cfg.grad_accum * world_size
+    if n_items < cfg.grad_accum * world_size:
+        raise HoningError(
+            f"only {n_items} training items for {cfg.grad_accum * world_size} micro-batches per step; "
+            "add data or lower train.grad_accum"
+        )
+    full, rest = divmod(n_items, per_step)
+    # A final partial step is kept when every micro-batch of it gets at least one item.
+    partial = 1 if rest >= cfg.grad_accum * world_size else 0
+    steps_per_epoch = full + partial
+    dropped = 0 if partial or rest == 0 else rest
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    return StepPlan(n_items, per_step, steps_per_epoch, total, dropped)
+
+
+def epoch_order(n_items: int, seed: int, epoch: int) -> list[int]:
+    """The item order of an epoch: a function of (seed, epoch) only, never of global RNG state."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n_items, generator=generator).tolist()
+
+
+def rank_micro_batches(plan: StepPlan, step: int, seed: int, cfg: TrainConfig, ctx: Dist) -> list[list[int]]:
+    """Item indices of this rank's micro-batches for optimiser step `step` (0-based).
+
+    The global item set of a step is the same for any world size, so one process with
+    grad_accum=2k and k processes with grad_accum=2 see the same data per step."""
+    epoch, index = divmod(step, plan.steps_per_epoch)
+    order = epoch_order(plan.items, seed, epoch)
+    step_items = order[index * plan.items_per_step : (index + 1) * plan.items_per_step]
+    chunks = cfg.grad_accum * ctx.world_size
+    size, extra = divmod(len(step_items), chunks)
+    bounds, start = [], 0
+    for i in range(chunks):
+        end = start + size + (1 if i < extra else 0)
+        bounds.append((start, end))
+        start = end
+    mine = bounds[ctx.rank * cfg.grad_accum : (ctx.rank + 1) * cfg.grad_accum]
+    return [step_items[a:b] for a, b in mine]
+
+
+def autocast_context(precision: str, device: torch.device):
+    use_bf16 = precision == "bf16" or (
+        precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
+    )
+    if use_bf16:
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items() if k in ("input_ids", "labels", "position_ids", "attention_mask")}
+
+
+def _tokens_in(batch: dict[str, torch.Tensor]) -> int:
+    if "attention_mask" in batch:
+        return int(batch["attention_mask"].sum())
+    return int(batch["input_ids"].numel())
+
+
+def train_step(
+    module: nn.Module,
+    micro_batches: list[dict[str, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    ctx: Dist,
+) -> dict[str, float]:
+    """Forward/backward over this rank's micro-batches and one optimiser step.
+
+    Each micro-batch's summed loss is divided by the step's *global* target count; DDP
+    averages gradients over ranks, so the loss is scaled by world_size to make the result
+    the sum over all target tokens divided by their number.
+    """
+    local_targets = sum(count_targets(b["labels"]) for b in micro_batches)
+    global_targets = int(all_reduce_sum(torch.tensor(local_targets, dtype=torch.float64), ctx).item())
+    if global_targets == 0:
+        raise HoningError("an optimiser step has no target tokens; check data.train_on and the masking")
+    loss_total = torch.zeros((), dtype=torch.float64, device=ctx.device)
+    for i, batch in enumerate(micro_batches):
+        last = i == len(micro_batches) - 1
+        sync = contextlib.nullcontext() if last or not isinstance(module, DistributedDataParallel) else module.no_sync()
+        with sync:
+            with autocast_context(cfg.precision, ctx.device):
+                loss_sum, _ = module(**_to(batch, ctx.device))
+            (loss_sum * ctx.world_size / global_targets).backward()
+        loss_total += loss_sum.detach().double()
+    loss = float(all_reduce_sum(loss_total, ctx).item()) / global_targets
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    finite = math.isfinite(loss) and math.isfinite(grad_norm)
+    if finite:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    tokens = int(all_reduce_sum(torch.tensor(sum(_tokens_in(b) for b in micro_batches), dtype=torch.float64), ctx).item())
+    return {"loss": loss, "grad_norm": grad_norm, "target_tokens": global_targets, "tokens": tokens, "finite": finite}
+
+
+@torch.no_grad()
+def evaluate(module: nn.Module, items: Sequence[Any], collate: Collate, cfg: TrainConfig, ctx: Dist) -> dict[str, float]:
+    """Validation loss (per target token, masked tokens excluded) and perplexity, over all ranks."""
+    module.eval()
+    loss_total = torch.zeros((), dtype=torch.float64, device=ctx.device)
+    targets = torch.zeros((), dtype=torch.float64, device=ctx.device)
+    mine = list(range(ctx.rank, len(items), ctx.world_size))
+    for start in range(0, len(mine), cfg.micro_batch_size):
+        batch = collate([items[i] for i in mine[start : start + cfg.micro_batch_size]])
+        with autocast_context(cfg.precision, ctx.device):
+            loss_sum, n = module(**_to(batch, ctx.device))
+        loss_total += loss_sum.double()
+        targets += n.double()
+    module.train()
+    loss_total, targets = all_reduce_sum(loss_total, ctx), all_reduce_sum(targets, ctx)
+    loss = float(loss_total / targets) if targets > 0 else float("nan")
+    return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50.0)), "val_target_tokens": int(targets)}
+
+
+class _StopRequest:
+    """First Ctrl-C: finish the current step, checkpoint, exit. Second: stop at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> _StopRequest:
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        console.print("[yellow]interrupt: finishing this step and writing a checkpoint (Ctrl-C again to abort)[/]")
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+@dataclass
+class FitResult:
+    state: TrainState
+    stopped: str  # completed | early_stopped | interrupted
+    restored_best: bool = False
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def fit(
+    model: nn.Module,
+    train_items: Sequence[Any],
+    val_items: Sequence[Any],
+    collate: Collate,
+    cfg: TrainConfig,
+    *,
+    run: Run,
+    ctx: Dist = Dist(),
+    resume: bool = False,
+    show_progress: bool = True,
+    after_step: Callable[[TrainState], None] | None = None,
+) -> FitResult:
+    """Train `model` (already on ctx.device, adapters applied) and return the final state."""
+    plan = plan_steps(len(train_items), cfg, ctx.world_size)
+    module: nn.Module = TargetedCausalLM(model)
+    if ctx.enabled:
+        module = DistributedDataParallel(module, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, plan.total_steps)
+    checkpoints = run.dir / "checkpoints"
+    state = TrainState()
+    if resume:
+        state = _resume(checkpoints, model, optimizer, scheduler, run)
+    _describe_plan(model, plan, cfg, ctx, run, state)
+
+    module.train()
+    last_eval_step = -1
+    started = time.perf_counter() - state.elapsed_s
+    stopped = "completed"
+    if val_items and state.step == 0 and cfg.eval_every:
+        _validate(module, val_items, collate, cfg, ctx, run, state, checkpoints, model)
+        last_eval_step = 0
+    bar = progress_bar(plan.total_steps, enabled=show_progress and ctx.is_main)
+    with bar, _StopRequest() as stop:
+        task = bar.add_task("train", total=plan.total_steps, completed=state.step, loss=float("nan"), lr=0.0, tps=0.0)
+        window_tokens, window_start = 0, time.perf_counter()
+        while state.step < plan.total_steps:
+            step = state.step
+            # Dropout depends on (seed, step, rank) only, so a resumed run draws the same masks.
+            torch.manual_seed(cfg.seed * 1_000_003 + step * 4099 + ctx.rank)
+            indices = rank_micro_batches(plan, step, cfg.seed, cfg, ctx)
+            micro_batches = [collate([train_items[i] for i in chunk]) for chunk in indices]
+            lr = scheduler.get_last_lr()[0]
+            result = train_step(module, micro_batches, optimizer, cfg, ctx)
+            if not result["finite"]:
+                if cfg.on_nan == "stop":
+                    raise TrainingDiverged(
+                        f"loss became {result['loss']} (grad norm {result['grad_norm']}) at step {step + 1}; "
+                        f"stopped with the last good checkpoint in {checkpoints} (train.on_nan=skip skips such steps)"
+                    )
+                state.skipped_steps += 1
+                console.print(f"[yellow]step {step + 1}: non-finite loss {result['loss']}, step skipped[/]")
+            scheduler.step()
+            state.step += 1
+            state.tokens_seen += result["tokens"]
+            state.target_tokens_seen += result["target_tokens"]
+            state.last_train_loss = result["loss"]
+            state.elapsed_s = time.perf_counter() - started
+            window_tokens += result["tokens"]
+            window_elapsed = time.perf_counter() - window_start
+            tps = window_tokens / window_elapsed if window_elapsed > 0 else 0.0
+            if state.step % cfg.log_every == 0 or state.step == plan.total_steps:
+                run.log_metrics(state.step, {
+                    "loss": result["loss"], "lr": lr, "grad_norm": result["grad_norm"],
+                    "tokens": result["tokens"], "target_tokens": result["target_tokens"],
+                    "tokens_per_s": tps, "epoch": state.step / plan.steps_per_epoch,
+                })
+            bar.update(task, completed=state.step, loss=result["loss"], lr=lr, tps=tps)
+
+            is_last = state.step == plan.total_steps
+            if val_items and ((cfg.eval_every and state.step % cfg.eval_every == 0) or is_last):
+                _validate(module, val_items, collate, cfg, ctx, run, state, checkpoints, model)
+                last_eval_step = state.step
+                if cfg.early_stopping_patience and state.evals_without_improvement >= cfg.early_stopping_patience:
+                    stopped = "early_stopped"
+            if (cfg.save_every and state.step % cfg.save_every == 0) or stop.requested or stopped != "completed":
+                _save(checkpoints, model, optimizer, scheduler, state, cfg, ctx)
+            if after_step is not None:
+                after_step(state)
+            if stop.requested:
+                stopped = "interrupted"
+            if stopped != "completed":
+                break
+    if val_items and last_eval_step != state.step and stopped == "completed":
+        _validate(module, val_items, collate, cfg, ctx, run, state, checkpoints, model)
+    restored = False
+    if cfg.early_stopping_patience and state.best_step is not None and state.best_step != state.step and stopped != "interrupted":
+        ckpt.load_checkpoint(checkpoints / ckpt.BEST, model=model, restore_rng=False)
+        restored = True
+        console.print(f"restored the best checkpoint (step {state.best_step}, val loss {state.best_val_loss:.4f}) before saving")
+    metrics = {
+        "steps": state.step,
+        "train_loss": state.last_train_loss,
+        "best_val_loss": state.best_val_loss,
+        "best_step": state.best_step,
+        "tokens_seen": state.tokens_seen,
+        "target_tokens_seen": state.target_tokens_seen,
+        "skipped_steps": state.skipped_steps,
+        "train_seconds": round(state.elapsed_s, 2),
+        "tokens_per_s": state.tokens_seen / state.elapsed_s if state.elapsed_s else None,
+    }
+    if state.history:
+        metrics.update({k: v for k, v in state.history[-1].items() if k.startswith("val_")})
+        metrics["first_val_loss"] = state.history[0]["val_loss"]
+    return FitResult(state=state, stopped=stopped, restored_best=restored, metrics=metrics)
+
+
+def _validate(module, val_items, collate, cfg, ctx, run, state: TrainState, checkpoints: Path, model) -> None:
+    result = evaluate(module, val_items, collate, cfg, ctx)
+    result["step"] = state.step
+    state.history.append(result)
+    run.log_metrics(state.step, {k: v for k, v in result.items() if k != "step"})
+    improved = state.best_val_loss is None or result["val_loss"] < state.best_val_loss
+    if improved:
+        state.best_val_loss, state.best_step = result["val_loss"], state.step
+        state.evals_without_improvement = 0
+        if ctx.is_main:
+            ckpt.save_checkpoint(checkpoints, ckpt.BEST, model=model, optimizer=None, scheduler=None,
+                                 trainer_state=_state_dict(state), mark_latest=False)
+    else:
+        state.evals_without_improvement += 1
+    barrier(ctx)
+    if ctx.is_main:
+        marker = " (best)" if improved else ""
+        console.print(f"step {state.step}: val loss {result['val_loss']:.4f}, perplexity {result['val_perplexity']:.2f}{marker}")
+
+
+def _state_dict(state: TrainState) -> dict[str, Any]:
+    return dict(state.__dict__)
+
+
+def _save(checkpoints: Path, model, optimizer, scheduler, state: TrainState, cfg: TrainConfig, ctx: Dist) -> None:
+    if ctx.is_main:
+        ckpt.save_checkpoint(checkpoints, f"step-{state.step:08d}", model=model, optimizer=optimizer,
+                             scheduler=scheduler, trainer_state=_state_dict(state))
+        ckpt.prune_checkpoints(checkpoints, cfg.keep_last)
+    barrier(ctx)
+
+
+def _resume(checkpoints: Path, model, optimizer, scheduler, run: Run) -> TrainState:
+    latest = ckpt.latest_checkpoint(checkpoints)
+    if latest is None:
+        raise HoningError(f"no checkpoint to resume from in {checkpoints}")
+    saved = ckpt.load_checkpoint(latest, model=model, optimizer=optimizer, scheduler=scheduler)
+    state = TrainState(**saved)
+    if run.is_main:
+        _truncate_metrics(run.dir / "metrics.jsonl", state.step)
+    console.print(f"resumed from {latest} (step {state.step})")
+    return state
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines written after the checkpoint, so the resumed run does not log a step twice."""
+    import json
+
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def _describe_plan(model: nn.Module, plan: StepPlan, cfg: TrainConfig, ctx: Dist, run: Run, state: TrainState) -> None:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    info = {
+        "parameters": total,
+        "trainable_parameters": trainable,
+        "items_per_step": plan.items_per_step,
+        "steps_per_epoch": plan.steps_per_epoch,
+        "total_steps": plan.total_steps,
+        "world_size": ctx.world_size,
+        "dropped_items_per_epoch": plan.dropped_per_epoch,
+    }
+    if ctx.is_main:
+        run.set("plan", info)
+        console.print(
+            f"parameters: {total:,} total, {trainable:,} trainable ({100 * trainable / max(total, 1):.2f}%)\n"
+            f"steps: {plan.total_steps} of {plan.items_per_step} sequences "
+            f"({cfg.micro_batch_size} × {cfg.grad_accum} accumulation × {ctx.world_size} processes), "
+            f"{plan.steps_per_epoch} per epoch over {plan.items} items; run directory: {run.dir}"
+        )
+        if plan.dropped_per_epoch:
+            console.print(f"[yellow]{plan.dropped_per_epoch} items per epoch do not fill a step and are left out of that epoch (the order changes every epoch)[/]")
