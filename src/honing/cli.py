@@ -1,0 +1,122 @@
+"""`honing <stage> [CONFIG.yaml] [key=value ...]`: parse, load the config, call the stage.
+
+This module imports no torch: `honing --help` and `honing <stage> --help` stay instant.
+Every stage's help lists its config fields with their docs and defaults, read from the
+config models themselves.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import click
+
+from honing.config import STAGES, describe_fields, load_config
+from honing.errors import HoningError
+
+SUMMARIES = {
+    "pretrain": "Pre-train a causal LM on raw text (a new model from a config, or continue one).",
+    "sft": "Supervised fine-tuning (full, LoRA, DoRA, QLoRA) on instruction or chat data.",
+    "generate": "Answer every prompt of a file, writing a JSONL of responses.",
+    "chat": "Chat with a model (base, fine-tuned, or base + adapter) in the terminal.",
+    "merge": "Fold a LoRA/DoRA adapter into its base model and save a plain HF model.",
+    "inspect": "Show a data file's format, counts, token lengths and trained-vs-masked tokens.",
+    "quickstart": "Fine-tune the embedded model on the bundled task and show before/after on held-out data.",
+}
+TRAINING_STAGES = {"pretrain", "sft"}
+
+
+class StageCommand(click.Command):
+    """A stage's --help: the summary, the usage, then every config field."""
+
+    def __init__(self, stage: str, **kwargs):
+        self.stage = stage
+        super().__init__(**kwargs)
+
+    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_paragraph()
+        formatter.write_text(SUMMARIES[self.stage])
+        formatter.write_paragraph()
+        formatter.write_text(
+            f"Settings come from an optional YAML file and key=value overrides, which win: "
+            f"honing {self.stage} examples/{self.stage}/<config>.yaml train.lr=2e-4"
+        )
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = describe_fields(STAGES[self.stage])
+        with formatter.section("Config fields (key: type = default)"):
+            formatter.write_dl([(f"{key}: {kind} = {default}", doc) for key, kind, default, doc in rows])
+
+
+def _split_args(args: tuple[str, ...]) -> tuple[str | None, list[str]]:
+    config, overrides = None, []
+    for i, arg in enumerate(args):
+        if i == 0 and "=" not in arg:
+            config = arg
+        elif "=" in arg:
+            overrides.append(arg)
+        else:
+            raise HoningError(f"unexpected argument {arg!r}: give one config file first, then key=value overrides")
+    return config, overrides
+
+
+def _run_stage(stage: str, args: tuple[str, ...], resume: str | None) -> None:
+    config_path, overrides = _split_args(args)
+    if resume:
+        saved = Path(resume) / "config.yaml"
+        if not saved.is_file():
+            raise HoningError(f"{resume} is not a run directory (no config.yaml); nothing to resume")
+        if config_path or overrides:
+            raise HoningError("--resume continues a run with its saved config; give no config file or overrides with it")
+        config_path = str(saved)
+    cfg = load_config(STAGES[stage], config_path, overrides)
+    module = importlib.import_module(f"honing.stages.{stage}")
+    if stage in TRAINING_STAGES:
+        module.run(cfg, resume=resume)
+    else:
+        module.run(cfg)
+
+
+def _make_command(stage: str) -> click.Command:
+    params: list[click.Parameter] = [click.Argument(["args"], nargs=-1)]
+    if stage in TRAINING_STAGES:
+        params.append(click.Option(["--resume"], metavar="RUN_DIR", help="Continue this run from its latest checkpoint, exactly."))
+
+    def callback(args: tuple[str, ...], resume: str | None = None) -> None:
+        _run_stage(stage, args, resume)
+
+    return StageCommand(stage, name=stage, callback=callback, params=params, short_help=SUMMARIES[stage],
+                        context_settings={"ignore_unknown_options": True})
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="honing")
+def cli() -> None:
+    """honing: from a base model to a specialised, evaluated model, with the evidence of how it got there."""
+
+
+for _stage in STAGES:
+    cli.add_command(_make_command(_stage))
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except HoningError as err:
+        click.secho(f"error: {err}", err=True, fg="red")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

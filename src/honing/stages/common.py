@@ -1,0 +1,121 @@
+"""What the training stages (pretrain, sft) share: validating inputs before a run directory
+exists, recording inputs and outputs, and the train → save → record sequence."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from honing.config import OutputConfig, TrainConfig
+from honing.data.types import PreparedData
+from honing.runs import Run, find_parent_run
+from honing.train.distributed import Dist
+from honing.ui import console
+
+
+@dataclass
+class StageParts:
+    """Everything a training stage built before training starts."""
+
+    model: Any
+    tokenizer: Any
+    data: PreparedData
+    train_items: list
+    val_items: list
+    collate: Callable
+    model_source: dict[str, Any]
+
+
+def report_data(data: PreparedData, ctx: Dist) -> None:
+    """Say what the data layer did, including anything it truncated or skipped."""
+    if not ctx.is_main:
+        return
+    s = data.stats
+    console.print(
+        f"data: {data.format} format, {s.get('train_examples', len(data.train))} training and "
+        f"{s.get('validation_examples', len(data.validation))} validation examples, "
+        f"{s.get('target_tokens', '?')} of {s.get('tokens', '?')} tokens trained"
+    )
+    if s.get("truncated"):
+        console.print(f"[yellow]{s['truncated']} examples were longer than data.max_length and were truncated[/]")
+    if data.rejects:
+        first = data.rejects[0]
+        console.print(f"[yellow]{len(data.rejects)} records rejected (first: {first.where()}: {first.reason}); see rejects.jsonl[/]")
+    if not data.validation:
+        console.print("[yellow]no validation data: validation loss, early stopping and the best checkpoint are off[/]")
+
+
+def record_inputs(run: Run, parts: StageParts, model_path: str | None) -> None:
+    """Inputs with content hashes, the parent run, the data stats, and the rejects file."""
+    source = parts.model_source
+    run.add_input("base_model", source.get("path") or source.get("kind"), sha256=source.get("sha256"), kind=source.get("kind"))
+    for entry in parts.data.inputs:
+        run.add_input(f"data_{entry['role']}", entry["path"], sha256=entry.get("sha256"))
+    run.set("parent", find_parent_run(model_path))
+    run.set("data", {**parts.data.stats, "format": parts.data.format, "rejected": len(parts.data.rejects)})
+    if parts.data.rejects and run.is_main:
+        with (run.dir / "rejects.jsonl").open("w", encoding="utf-8") as handle:
+            for reject in parts.data.rejects:
+                handle.write(json.dumps({"file": reject.file, "line": reject.line, "reason": reject.reason,
+                                         "record": reject.record}, default=str) + "\n")
+        run.add_output("rejects", run.dir / "rejects.jsonl")
+
+
+def train_and_save(stage: str, config: Any, parts: StageParts, train: TrainConfig, output: OutputConfig,
+                   ctx: Dist, *, resume: str | Path | None, model_path: str | None) -> dict[str, Any]:
+    """Create (or reopen) the run, train, save the model, and finish the record."""
+    from honing.models.save import save_model
+    from honing.train.engine import fit
+
+    run = Run.open(resume, is_main=ctx.is_main) if resume else Run.create(stage, config, output.dir, is_main=ctx.is_main)
+    if not resume:
+        record_inputs(run, parts, model_path)
+        if ctx.is_main and output.tensorboard:
+            run.set("tensorboard", _tensorboard_dir(run))
+    try:
+        result = fit(parts.model, parts.train_items, parts.val_items, parts.collate, train, run=run, ctx=ctx,
+                     resume=bool(resume))
+    except BaseException as err:
+        run.finish(status="diverged" if type(err).__name__ == "TrainingDiverged" else "failed")
+        raise
+    if result.stopped == "interrupted":
+        run.finish(status="interrupted", metrics=result.metrics)
+        console.print(f"stopped at step {result.state.step}; continue with: honing {stage} --resume {run.dir}")
+        return {"run_dir": str(run.dir), "status": "interrupted", **result.metrics}
+    outputs: dict[str, str] = {}
+    if ctx.is_main:
+        outputs = save_model(parts.model, parts.tokenizer, run.dir, save=output.save)
+        for role, path in outputs.items():
+            run.add_output(role, path)
+    run.finish(status=result.stopped, metrics={**result.metrics, "restored_best": result.restored_best})
+    _write_tensorboard(run, ctx, output)
+    if ctx.is_main:
+        where = ", ".join(f"{role}: {path}" for role, path in outputs.items())
+        console.print(f"[green]done[/] — {where}; record: {run.dir / 'run.json'}; metrics: {run.dir / 'metrics.jsonl'}")
+    return {"run_dir": str(run.dir), "status": result.stopped, "outputs": outputs, **result.metrics}
+
+
+def _tensorboard_dir(run: Run) -> str | None:
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return None
+    return str(run.dir / "tensorboard")
+
+
+def _write_tensorboard(run: Run, ctx: Dist, output: OutputConfig) -> None:
+    """Mirror metrics.jsonl into TensorBoard event files when the package is installed."""
+    target = run.record.get("tensorboard")
+    if not (ctx.is_main and output.tensorboard and target):
+        return
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=target)
+    for line in (run.dir / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        for key, value in row.items():
+            if key not in ("step", "time") and isinstance(value, (int, float)):
+                writer.add_scalar(key, value, row["step"])
+    writer.close()
