@@ -69,7 +69,12 @@ def train_and_save(stage: str, config: Any, parts: StageParts, train: TrainConfi
     from honing.models.save import save_model
     from honing.train.engine import fit
 
-    run = Run.open(resume, is_main=ctx.is_main) if resume else Run.create(stage, config, output.dir, is_main=ctx.is_main)
+    from honing.runs import default_run_dir
+    from honing.train.distributed import broadcast_object
+
+    # Every process must agree on the directory (the default name has a timestamp in it).
+    directory = broadcast_object(str(output.dir or default_run_dir(stage)), ctx)
+    run = Run.open(resume, is_main=ctx.is_main) if resume else Run.create(stage, config, directory, is_main=ctx.is_main)
     if not resume:
         record_inputs(run, parts, model_path)
         if ctx.is_main and output.tensorboard:

@@ -17,6 +17,7 @@ import contextlib
 import math
 import signal
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -271,7 +272,10 @@ def fit(
                     )
                 state.skipped_steps += 1
                 console.print(f"[yellow]step {step + 1}: non-finite loss {result['loss']}, step skipped[/]")
-            scheduler.step()
+            with warnings.catch_warnings():
+                # After a skipped step the optimiser did not step; the schedule still advances.
+                warnings.simplefilter("ignore", UserWarning)
+                scheduler.step()
             state.step += 1
             state.tokens_seen += result["tokens"]
             state.target_tokens_seen += result["target_tokens"]
