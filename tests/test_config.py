@@ -1,0 +1,102 @@
+"""Configs: every shipped example loads; bad configs name the key and what is allowed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from honing.config import STAGES, PretrainConfig, SFTConfig, describe_fields, load_config, parse_override
+from honing.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "examples").glob("*/*.yaml"))
+
+
+def test_there_is_an_example_for_every_stage():
+    stages_with_examples = {path.parent.name for path in EXAMPLES}
+    assert set(STAGES) - {"quickstart"} <= stages_with_examples
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_example_config_loads(path):
+    stage = path.parent.name
+    first_line = path.read_text().splitlines()[0]
+    assert first_line.startswith(f"# honing {stage} examples/{stage}/{path.name}"), "each example opens with its command"
+    config = load_config(STAGES[stage], path)
+    for key in ("train", "validation"):
+        data_path = getattr(getattr(config, "data", None), key, None)
+        if data_path and not data_path.startswith("path/to"):
+            assert (ROOT / data_path).exists(), f"{path.name} points at missing data {data_path}"
+
+
+def test_overrides_win_and_are_typed(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {train: a.jsonl}\ntrain: {lr: 0.1, micro_batch_size: 2}\n")
+    cfg = load_config(SFTConfig, path, ["train.lr=2e-4", "train.betas=[0.9, 0.95]", "adapter.target_modules=[q_proj]"])
+    assert cfg.train.lr == 2e-4 and cfg.train.micro_batch_size == 2
+    assert cfg.train.betas == (0.9, 0.95) and cfg.adapter.target_modules == ["q_proj"]
+
+
+def test_stage_defaults_survive_partial_sections():
+    cfg = load_config(PretrainConfig, None, ["data.train=corpus.txt"])
+    assert cfg.data.packing is True and cfg.data.train_on == "everything"
+    assert cfg.model.from_config is not None
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["data.train=a", "train.lrr=1"], "train.lrr: unknown key; allowed here: lr,"),
+        (["data.train=a", "trian.lr=1"], "trian: unknown key; allowed here: model, adapter, data, train, output"),
+        (["data.train=a", "train.schedule=steep"], "train.schedule: Input should be 'constant', 'linear' or 'cosine'"),
+        (["data.train=a", "train.lr=fast"], "train.lr: Input should be a valid number"),
+        (["data.train=a", "train.lr=-1"], "train.lr: Input should be greater than 0"),
+        (["train.lr=1e-4"], "data.train is required"),
+        (["data.train=a", "data.format=preference"], "sft trains on instruction, chat or sharegpt data"),
+        (["data.train=a", "model.path=x", "model.from_config.num_layers=2"], "either model.path or model.from_config"),
+    ],
+)
+def test_bad_config_errors_name_the_key(overrides, expected):
+    with pytest.raises(ConfigError) as err:
+        load_config(SFTConfig, None, overrides)
+    assert expected in str(err.value)
+
+
+def test_yaml_errors_name_file_and_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("data:\n  train: a.jsonl\n  max_length: [1,\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml:\d+: not valid YAML"):
+        load_config(SFTConfig, path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(SFTConfig, tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_override("train.lr")
+
+
+def test_every_field_is_documented():
+    for stage, cls in STAGES.items():
+        for key, _, _, doc in describe_fields(cls):
+            assert doc, f"{stage}: {key} has no docstring"
+
+
+def test_help_lists_fields_without_importing_torch():
+    code = (
+        "import sys; from click.testing import CliRunner; from honing.cli import cli;"
+        "r = CliRunner().invoke(cli, ['sft', '--help']); print(r.output);"
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "train.lr: float = 0.0002" in out.stdout and "Peak learning rate." in out.stdout
+    assert "data.on_bad_record: fail | skip = fail" in out.stdout
+
+
+def test_cli_bad_config_exits_nonzero_with_one_line(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "honing.cli", "sft", "data.train=a", "train.lrr=1"],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert out.returncode == 1
+    assert out.stderr.startswith("error: invalid config") and "Traceback" not in out.stderr
+    assert not (tmp_path / "runs").exists()
