@@ -1,0 +1,48 @@
+"""`honing pretrain` under torchrun with two processes (DDP, gloo on CPU) gives the losses of one
+process with the same global batch: the loss is normalised by target tokens across ranks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(tmp_path: Path, name: str, tokenizer_dir: Path, nproc: int, grad_accum: int) -> dict[int, dict]:
+    out = tmp_path / name
+    args = [
+        "pretrain", f"model.tokenizer={tokenizer_dir}", "model.from_config.num_layers=2",
+        "model.from_config.hidden_size=32", "model.from_config.num_heads=4", "model.from_config.num_kv_heads=2",
+        f"data.train={ROOT / 'examples/data/corpus.txt'}", "data.max_length=64", "data.validation_split=0.1",
+        "train.max_steps=4", "train.micro_batch_size=2", f"train.grad_accum={grad_accum}", "train.eval_every=2",
+        "train.save_every=null", "train.warmup_steps=0", f"output.dir={out}", "output.tensorboard=false",
+    ]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HONING_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run([*launcher, "-m", "honing.cli", *args], capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    merged: dict[int, dict] = {}
+    for row in rows:
+        merged.setdefault(row["step"], {}).update(row)
+    return merged
+
+
+@pytest.mark.slow
+def test_two_processes_match_one(tmp_path, tokenizer_dir):
+    one = _run(tmp_path, "one", tokenizer_dir, nproc=1, grad_accum=2)
+    two = _run(tmp_path, "two", tokenizer_dir, nproc=2, grad_accum=1)
+    assert sorted(one) == sorted(two) == [0, 1, 2, 3, 4]
+    for step in range(1, 5):
+        assert two[step]["loss"] == pytest.approx(one[step]["loss"], rel=1e-5), step
+        assert two[step]["target_tokens"] == one[step]["target_tokens"]
+    for step in (0, 2, 4):
+        assert two[step]["val_loss"] == pytest.approx(one[step]["val_loss"], rel=1e-5)
+    record = json.loads((tmp_path / "two" / "run.json").read_text())
+    assert record["plan"]["world_size"] == 2 and record["status"] == "completed"
