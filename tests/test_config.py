@@ -100,3 +100,12 @@ def test_cli_bad_config_exits_nonzero_with_one_line(tmp_path):
     assert out.returncode == 1
     assert out.stderr.startswith("error: invalid config") and "Traceback" not in out.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_quickstart_defaults_match_the_example_config():
+    from honing.config import QuickstartConfig
+
+    example = load_config(SFTConfig, ROOT / "examples/sft/quickstart.yaml")
+    built_in = QuickstartConfig().sft
+    assert example.data.train == "src/honing/quickstart/data/train.jsonl" and built_in.data.train == "<bundled>"
+    assert example.model_dump(exclude={"data": {"train"}}) == built_in.model_dump(exclude={"data": {"train"}})

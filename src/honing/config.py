@@ -329,15 +329,28 @@ class InspectConfig(StrictModel):
         return self
 
 
+def _quickstart_sft() -> SFTConfig:
+    """The same settings as examples/sft/quickstart.yaml (a test keeps the two equal)."""
+    return SFTConfig(
+        adapter=AdapterConfig(method="lora", rank=16, alpha=32, dropout=0.0, target_modules="all-linear"),
+        data=DataConfig(train="<bundled>", validation_split=0.05, max_length=256, train_on="all_assistant"),
+        train=TrainConfig(lr=1e-3, schedule="cosine", warmup_steps=5, epochs=1, micro_batch_size=8,
+                          grad_accum=1, eval_every=25, save_every=25),
+        output=OutputConfig(save="adapter"),
+    )
+
+
 class QuickstartConfig(StrictModel):
     """`honing quickstart`: LoRA fine-tune of the embedded model on the bundled support-ticket task, with a before/after table."""
 
-    sft: SFTConfig = SFTConfig(data=DataConfig(train="<bundled>"))
-    """The fine-tuning run (data paths default to the bundled task)."""
+    sft: SFTConfig = _quickstart_sft()
+    """The fine-tuning run; data.train=<bundled> means the task's bundled training file."""
     eval_examples: int = Field(60, ge=1)
     """Held-out examples scored before and after."""
     batch_size: int = Field(16, ge=1)
     """Prompts generated together during scoring."""
+    max_new_tokens: int = Field(64, ge=8)
+    """Longest answer generated while scoring."""
 
 
 STAGES: dict[str, type[StrictModel]] = {

@@ -64,8 +64,9 @@ def record_inputs(run: Run, parts: StageParts, model_path: str | None) -> None:
 
 
 def train_and_save(stage: str, config: Any, parts: StageParts, train: TrainConfig, output: OutputConfig,
-                   ctx: Dist, *, resume: str | Path | None, model_path: str | None) -> dict[str, Any]:
-    """Create (or reopen) the run, train, save the model, and finish the record."""
+                   ctx: Dist, *, resume: str | Path | None, model_path: str | None) -> tuple[Run, dict[str, Any]]:
+    """Create (or reopen) the run, train, save the model, and finish the record.
+    Returns the run (a caller may add to its record) and a summary."""
     from honing.models.save import save_model
     from honing.train.engine import fit
 
@@ -88,7 +89,7 @@ def train_and_save(stage: str, config: Any, parts: StageParts, train: TrainConfi
     if result.stopped == "interrupted":
         run.finish(status="interrupted", metrics=result.metrics)
         console.print(f"stopped at step {result.state.step}; continue with: honing {stage} --resume {run.dir}")
-        return {"run_dir": str(run.dir), "status": "interrupted", **result.metrics}
+        return run, {"run_dir": str(run.dir), "status": "interrupted", **result.metrics}
     outputs: dict[str, str] = {}
     if ctx.is_main:
         outputs = save_model(parts.model, parts.tokenizer, run.dir, save=output.save)
@@ -99,7 +100,7 @@ def train_and_save(stage: str, config: Any, parts: StageParts, train: TrainConfi
     if ctx.is_main:
         where = ", ".join(f"{role}: {path}" for role, path in outputs.items())
         console.print(f"[green]done[/] — {where}; record: {run.dir / 'run.json'}; metrics: {run.dir / 'metrics.jsonl'}")
-    return {"run_dir": str(run.dir), "status": result.stopped, "outputs": outputs, **result.metrics}
+    return run, {"run_dir": str(run.dir), "status": result.stopped, "outputs": outputs, **result.metrics}
 
 
 def _tensorboard_dir(run: Run) -> str | None:

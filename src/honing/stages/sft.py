@@ -14,13 +14,15 @@ from honing.stages.common import StageParts, report_data, train_and_save
 from honing.train.distributed import Dist, setup, teardown
 
 
-def setup_parts(cfg: SFTConfig, ctx: Dist) -> StageParts:
-    """Load and validate everything before a run directory exists (bad input leaves nothing behind)."""
+def setup_parts(cfg: SFTConfig, ctx: Dist, loaded=None) -> StageParts:
+    """Load and validate everything before a run directory exists (bad input leaves nothing behind).
+    `loaded` lets a caller that already holds the model (quickstart) pass it in."""
     from honing.data.prepare import prepare_data
     from honing.models.adapters import apply_adapter
     from honing.models.load import load_model
 
-    loaded = load_model(cfg.model, device=ctx.device, adapter=cfg.adapter)
+    if loaded is None:
+        loaded = load_model(cfg.model, device=ctx.device, adapter=cfg.adapter)
     data = prepare_data(cfg.data, loaded.tokenizer, purpose="sft")
     report_data(data, ctx)
     model = apply_adapter(loaded.model, cfg.adapter)
@@ -47,7 +49,8 @@ def sft(cfg: SFTConfig, *, resume: str | Path | None = None) -> dict[str, Any]:
     ctx = setup()
     try:
         parts = setup_parts(cfg, ctx)
-        return train_and_save("sft", cfg, parts, cfg.train, cfg.output, ctx, resume=resume, model_path=cfg.model.path)
+        _, summary = train_and_save("sft", cfg, parts, cfg.train, cfg.output, ctx, resume=resume, model_path=cfg.model.path)
+        return summary
     finally:
         teardown(ctx)
 
