@@ -144,3 +144,26 @@ def test_tokenize_text_chunks_without_dropping_anything(tokenizer):
     assert [t for c in chunks for t in c.input_ids] == ids
     assert all(len(c.input_ids) == 8 for c in chunks[:-1]) and 0 < len(chunks[-1].input_ids) <= 8
     assert all(c.labels == c.input_ids and not c.truncated for c in chunks)
+
+
+def test_a_template_that_refuses_a_conversation_is_a_record_problem(tokenizer):
+    tokenizer.chat_template = (
+        "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+        + CHATML_TEMPLATE
+    )
+    with pytest.raises(ValueError, match="the chat template rejects this conversation: System role not supported"):
+        tokenize_conversation(tokenizer, CONVERSATION, max_length=512)
+    # Without the system message it renders, and masking still works.
+    example = tokenize_conversation(tokenizer, CONVERSATION[1:], max_length=512)
+    assert runs(tokenizer, example, trained=True) == ["Hello.<|im_end|>", "Fine, thanks.<|im_end|>"]
+
+
+def test_a_template_that_refuses_partial_conversations_uses_the_search(tokenizer, monkeypatch):
+    # A template that cannot render a generation prompt: the prefix renders fail, the search finds the turns.
+    tokenizer.chat_template = "{% if add_generation_prompt %}{{ raise_exception('no generation') }}{% endif %}" + CHATML_TEMPLATE
+    spy = []
+    real = templating._searched_spans
+    monkeypatch.setattr(templating, "_searched_spans", lambda *a: spy.append(1) or real(*a))
+    example = tokenize_conversation(tokenizer, CONVERSATION, max_length=512)
+    assert spy
+    assert runs(tokenizer, example, trained=True) == ["Hello.<|im_end|>", "Fine, thanks.<|im_end|>"]

@@ -263,9 +263,12 @@ def load_sourced(
             raw = _as_record(raw, text_field)
             if fmt == "auto":
                 fmt = _detect(raw)
-            records.append(Sourced(file, line, normalize(raw, fmt, system_prompt=system_prompt)))
+            try:
+                records.append(Sourced(file, line, normalize(raw, fmt, system_prompt=system_prompt)))
+            except RecordError as err:  # say which format the record was held to
+                raise RecordError(f"{err} ({fmt} format)") from None
         except RecordError as err:
-            reject = Reject(file, line, _with_format(str(err), fmt), raw.text if isinstance(raw, _Unreadable) else raw)
+            reject = Reject(file, line, str(err), raw.text if isinstance(raw, _Unreadable) else raw)
             if on_bad_record != "skip":
                 raise DataError(f"{reject.where()}: {reject.reason}") from None
             rejects.append(reject)
@@ -294,10 +297,6 @@ def _detect(record: dict[str, Any]) -> str:
         return detect_format(record)
     except DataError as err:
         raise RecordError(str(err)) from None
-
-
-def _with_format(reason: str, fmt: str) -> str:
-    return reason if fmt == "auto" else f"{reason} ({fmt} format)"
 
 
 def write_rejects(rejects: list[Reject], path: str | Path) -> None:

@@ -61,6 +61,16 @@ def render(tokenizer: Any, messages: list[dict[str, str]], *, add_generation_pro
     )
 
 
+def _render_record(tokenizer: Any, messages: list[dict[str, str]]) -> str:
+    """Render a training conversation; a template that refuses it (raise_exception) rejects the record."""
+    from jinja2 import TemplateError
+
+    try:
+        return render(tokenizer, messages)
+    except TemplateError as err:
+        raise ValueError(f"the chat template rejects this conversation: {err}") from None
+
+
 def render_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> str:
     """The prompt for generation: the conversation followed by the assistant header."""
     return render(tokenizer, messages, add_generation_prompt=True)
@@ -76,7 +86,7 @@ def tokenize_conversation(
     """Token ids and labels of one conversation; labels are IGNORE_INDEX outside trained turns."""
     if train_on not in TRAIN_ON:
         raise ValueError(f"train_on must be one of {', '.join(TRAIN_ON)}, not {train_on!r}")
-    text = render(tokenizer, messages)
+    text = _render_record(tokenizer, messages)
     input_ids, offsets = _tokenize_with_offsets(tokenizer, text)
     if train_on == "everything":
         labels = list(input_ids)
@@ -114,12 +124,17 @@ def assistant_spans(tokenizer: Any, messages: list[dict[str, str]], text: str) -
 
 def _prefix_spans(tokenizer: Any, messages: list[dict[str, str]], text: str) -> list[tuple[int, int]] | None:
     """Spans from rendering prefixes of the conversation; None when the template is not prefix-consistent."""
+    from jinja2 import TemplateError
+
     spans = []
     for index, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        before = render(tokenizer, messages[:index], add_generation_prompt=True)
-        through = render(tokenizer, messages[: index + 1]).rstrip()
+        try:
+            before = render(tokenizer, messages[:index], add_generation_prompt=True)
+            through = render(tokenizer, messages[: index + 1]).rstrip()
+        except TemplateError:  # some templates refuse a partial conversation (e.g. one ending in assistant)
+            return None
         if not (text.startswith(before) and text.startswith(through) and len(through) > len(before)):
             return None
         spans.append((len(before), len(through)))
