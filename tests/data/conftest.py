@@ -69,7 +69,6 @@ EXPECTED_FORMAT = {
     "preference_strings": "preference",
     "preference_messages": "preference",
 }
-FILE_TYPES = ("jsonl", "json", "csv", "parquet", "txt", "saved_dataset", "directory")
 
 
 def write_jsonl(path: Path, records: list[Any]) -> Path:
