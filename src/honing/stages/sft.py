@@ -11,6 +11,7 @@ from typing import Any
 
 from honing.config import SFTConfig
 from honing.stages.common import StageParts, report_data, train_and_save
+from honing.train.checkpoint import seed_everything
 from honing.train.distributed import Dist, setup, teardown
 
 
@@ -25,6 +26,7 @@ def setup_parts(cfg: SFTConfig, ctx: Dist, loaded=None) -> StageParts:
         loaded = load_model(cfg.model, device=ctx.device, adapter=cfg.adapter)
     data = prepare_data(cfg.data, loaded.tokenizer, purpose="sft")
     report_data(data, ctx)
+    seed_everything(cfg.train.seed)  # adapter initialisation draws random numbers
     model = apply_adapter(loaded.model, cfg.adapter)
     if cfg.train.activation_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
