@@ -160,7 +160,7 @@ class TrainConfig(StrictModel):
     max_grad_norm: float | None = Field(1.0, gt=0)
     """Clip the global gradient norm to this; null disables clipping."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    """auto: bf16 autocast on GPUs that support it, fp32 otherwise."""
+    """auto: bf16 autocast where the hardware does bf16 natively (recent GPUs; CPUs with AVX-512 BF16 or AMX), fp32 elsewhere."""
     activation_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory."""
     seed: int = 42

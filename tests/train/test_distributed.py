@@ -21,7 +21,7 @@ def _run(tmp_path: Path, name: str, tokenizer_dir: Path, nproc: int, grad_accum:
         "model.from_config.hidden_size=32", "model.from_config.num_heads=4", "model.from_config.num_kv_heads=2",
         f"data.train={ROOT / 'examples/data/corpus.txt'}", "data.max_length=64", "data.validation_split=0.1",
         "train.max_steps=4", "train.micro_batch_size=2", f"train.grad_accum={grad_accum}", "train.eval_every=2",
-        "train.save_every=null", "train.warmup_steps=0", f"output.dir={out}", "output.tensorboard=false",
+        "train.save_every=null", "train.warmup_steps=0", "train.precision=fp32", f"output.dir={out}", "output.tensorboard=false",
     ]
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HONING_CACHE": str(tmp_path / "cache")}

@@ -55,7 +55,7 @@ def test_gradient_accumulation_equivalence():
     updated = []
     for micro, accum in [(8, 1), (2, 4)]:
         model = tiny_llama(VOCAB)
-        cfg = TrainConfig(micro_batch_size=micro, grad_accum=accum, max_grad_norm=None)
+        cfg = TrainConfig(micro_batch_size=micro, grad_accum=accum, max_grad_norm=None, precision="fp32")
         # SGD with lr=1 makes the update the gradient itself (Adam's first step is ±lr
         # wherever a gradient is non-zero, which would hide a wrongly scaled gradient).
         optimizer = torch.optim.SGD(model.parameters(), lr=1.0)

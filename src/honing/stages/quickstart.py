@@ -45,13 +45,14 @@ def _held_out(cfg: QuickstartConfig) -> tuple[list[list[dict]], list[dict], str]
 
 
 def _table(before: dict[str, Any], after: dict[str, Any]) -> Table:
-    table = Table(title="held-out support tickets: before and after fine-tuning")
+    table = Table(title=f"{before['examples']} held-out support tickets: before and after fine-tuning")
     for column in ("metric", "before", "after", "change"):
         table.add_column(column, justify="left" if column == "metric" else "right")
-    for key, value in before.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            change = after[key] - value
-            table.add_row(key, f"{value:.1%}", f"{after[key]:.1%}", f"[{'green' if change >= 0 else 'red'}]{change:+.1%}[/]")
+    rows = [(key, before[key], after[key]) for key in ("format_valid", "parsed", "field_accuracy", "exact_match")]
+    rows += [(f"  {field} accuracy", value, after["per_field"][field]) for field, value in before["per_field"].items()]
+    for name, old, new in rows:
+        change = new - old
+        table.add_row(name, f"{old:.1%}", f"{new:.1%}", f"[{'green' if change >= 0 else 'red'}]{change:+.1%}[/]")
     return table
 
 

@@ -110,11 +110,26 @@ def rank_micro_batches(plan: StepPlan, step: int, seed: int, cfg: TrainConfig, c
     return [step_items[a:b] for a, b in mine]
 
 
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """auto: bf16 autocast where the hardware multiplies bf16 natively (CUDA with bf16, or a CPU
+    with AVX-512 BF16 / AMX, where it is 2-3× faster than fp32); fp32 everywhere else, because
+    emulated bf16 is slower than fp32."""
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and _cpu_has_native_bf16()
+
+
+def _cpu_has_native_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def autocast_context(precision: str, device: torch.device):
-    use_bf16 = precision == "bf16" or (
-        precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
-    )
-    if use_bf16:
+    if uses_bf16(precision, device):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -395,6 +410,7 @@ def _describe_plan(model: nn.Module, plan: StepPlan, cfg: TrainConfig, ctx: Dist
         "total_steps": plan.total_steps,
         "world_size": ctx.world_size,
         "dropped_items_per_epoch": plan.dropped_per_epoch,
+        "precision": "bf16 autocast" if uses_bf16(cfg.precision, ctx.device) else "fp32",
     }
     if ctx.is_main:
         run.set("plan", info)
@@ -402,7 +418,7 @@ def _describe_plan(model: nn.Module, plan: StepPlan, cfg: TrainConfig, ctx: Dist
             f"parameters: {total:,} total, {trainable:,} trainable ({100 * trainable / max(total, 1):.2f}%)\n"
             f"steps: {plan.total_steps} of {plan.items_per_step} sequences "
             f"({cfg.micro_batch_size} × {cfg.grad_accum} accumulation × {ctx.world_size} processes), "
-            f"{plan.steps_per_epoch} per epoch over {plan.items} items; run directory: {run.dir}"
+            f"{plan.steps_per_epoch} per epoch over {plan.items} items; {info['precision']}; run directory: {run.dir}"
         )
         if plan.dropped_per_epoch:
             console.print(f"[yellow]{plan.dropped_per_epoch} items per epoch do not fill a step and are left out of that epoch (the order changes every epoch)[/]")
