@@ -72,6 +72,9 @@ def _run_stage(stage: str, args: tuple[str, ...], resume: str | None) -> None:
             raise HoningError("--resume continues a run with its saved config; give no config file or overrides with it")
         config_path = str(saved)
     cfg = load_config(STAGES[stage], config_path, overrides)
+    from honing.ui import quiet_libraries
+
+    quiet_libraries()
     module = importlib.import_module(f"honing.stages.{stage}")
     if stage in TRAINING_STAGES:
         module.run(cfg, resume=resume)

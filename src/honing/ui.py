@@ -27,3 +27,14 @@ def progress_bar(total: int, *, enabled: bool = True) -> Progress:
     )
 
 
+
+
+def quiet_libraries() -> None:
+    """Keep the terminal to honing's own progress: no per-tensor bars from transformers while
+    loading or saving, and no deprecation notices about transformers internals."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)

@@ -14,12 +14,23 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run(tmp_path: Path, name: str, tokenizer_dir: Path, nproc: int, grad_accum: int) -> dict[int, dict]:
+STAGE_ARGS = {
+    "pretrain": lambda model_dir, tokenizer_dir: [
+        f"model.tokenizer={tokenizer_dir}", "model.from_config.num_layers=2", "model.from_config.hidden_size=32",
+        "model.from_config.num_heads=4", "model.from_config.num_kv_heads=2",
+        f"data.train={ROOT / 'examples/data/corpus.txt'}",
+    ],
+    "sft": lambda model_dir, tokenizer_dir: [
+        f"model.path={model_dir}", "adapter.rank=4", "adapter.dropout=0.0", "data.packing=true",
+        f"data.train={ROOT / 'examples/data/chat.jsonl'}",
+    ],
+}
+
+
+def _run(tmp_path: Path, stage: str, name: str, model_dir: Path, tokenizer_dir: Path, nproc: int, grad_accum: int) -> dict[int, dict]:
     out = tmp_path / name
     args = [
-        "pretrain", f"model.tokenizer={tokenizer_dir}", "model.from_config.num_layers=2",
-        "model.from_config.hidden_size=32", "model.from_config.num_heads=4", "model.from_config.num_kv_heads=2",
-        f"data.train={ROOT / 'examples/data/corpus.txt'}", "data.max_length=64", "data.validation_split=0.1",
+        stage, *STAGE_ARGS[stage](model_dir, tokenizer_dir), "data.max_length=64", "data.validation_split=0.1",
         "train.max_steps=4", "train.micro_batch_size=2", f"train.grad_accum={grad_accum}", "train.eval_every=2",
         "train.save_every=null", "train.warmup_steps=0", "train.precision=fp32", f"output.dir={out}", "output.tensorboard=false",
     ]
@@ -35,9 +46,10 @@ def _run(tmp_path: Path, name: str, tokenizer_dir: Path, nproc: int, grad_accum:
 
 
 @pytest.mark.slow
-def test_two_processes_match_one(tmp_path, tokenizer_dir):
-    one = _run(tmp_path, "one", tokenizer_dir, nproc=1, grad_accum=2)
-    two = _run(tmp_path, "two", tokenizer_dir, nproc=2, grad_accum=1)
+@pytest.mark.parametrize("stage", ["pretrain", "sft"])
+def test_two_processes_match_one(tmp_path, tiny_model_dir, tokenizer_dir, stage):
+    one = _run(tmp_path, stage, "one", tiny_model_dir, tokenizer_dir, nproc=1, grad_accum=2)
+    two = _run(tmp_path, stage, "two", tiny_model_dir, tokenizer_dir, nproc=2, grad_accum=1)
     assert sorted(one) == sorted(two) == [0, 1, 2, 3, 4]
     for step in range(1, 5):
         assert two[step]["loss"] == pytest.approx(one[step]["loss"], rel=1e-5), step

@@ -47,13 +47,14 @@ def report_data(data: PreparedData, ctx: Dist) -> None:
         console.print("[yellow]no validation data: validation loss, early stopping and the best checkpoint are off[/]")
 
 
-def record_inputs(run: Run, parts: StageParts, model_path: str | None) -> None:
+def record_inputs(run: Run, parts: StageParts, model_path: str | None, train_seed: int, split_seed: int) -> None:
     """Inputs with content hashes, the parent run, the data stats, and the rejects file."""
     source = parts.model_source
     run.add_input("base_model", source.get("path") or source.get("kind"), sha256=source.get("sha256"), kind=source.get("kind"))
     for entry in parts.data.inputs:
         run.add_input(f"data_{entry['role']}", entry["path"], sha256=entry.get("sha256"))
     run.set("parent", find_parent_run(model_path))
+    run.set("seeds", {"train": train_seed, "split": split_seed})
     run.set("data", {**parts.data.stats, "format": parts.data.format, "rejected": len(parts.data.rejects)})
     if parts.data.rejects and run.is_main:
         with (run.dir / "rejects.jsonl").open("w", encoding="utf-8") as handle:
@@ -64,7 +65,8 @@ def record_inputs(run: Run, parts: StageParts, model_path: str | None) -> None:
 
 
 def train_and_save(stage: str, config: Any, parts: StageParts, train: TrainConfig, output: OutputConfig,
-                   ctx: Dist, *, resume: str | Path | None, model_path: str | None) -> tuple[Run, dict[str, Any]]:
+                   ctx: Dist, *, resume: str | Path | None, model_path: str | None,
+                   split_seed: int) -> tuple[Run, dict[str, Any]]:
     """Create (or reopen) the run, train, save the model, and finish the record.
     Returns the run (a caller may add to its record) and a summary."""
     from honing.models.save import save_model
@@ -77,7 +79,7 @@ def train_and_save(stage: str, config: Any, parts: StageParts, train: TrainConfi
     directory = broadcast_object(str(output.dir or default_run_dir(stage)), ctx)
     run = Run.open(resume, is_main=ctx.is_main) if resume else Run.create(stage, config, directory, is_main=ctx.is_main)
     if not resume:
-        record_inputs(run, parts, model_path)
+        record_inputs(run, parts, model_path, train.seed, split_seed)
         if ctx.is_main and output.tensorboard:
             run.set("tensorboard", _tensorboard_dir(run))
     try:

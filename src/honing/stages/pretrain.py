@@ -56,7 +56,8 @@ def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None) -> dict[s
     ctx = setup()
     try:
         parts = setup_parts(cfg, ctx)
-        _, summary = train_and_save("pretrain", cfg, parts, cfg.train, cfg.output, ctx, resume=resume, model_path=cfg.model.path)
+        _, summary = train_and_save("pretrain", cfg, parts, cfg.train, cfg.output, ctx, resume=resume, model_path=cfg.model.path,
+                                     split_seed=cfg.data.split_seed)
         return summary
     finally:
         teardown(ctx)

@@ -74,7 +74,7 @@ def quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
 
         parts = setup_parts(sft_cfg, ctx, loaded=loaded)
         run, result = train_and_save("quickstart", cfg, parts, sft_cfg.train, sft_cfg.output, ctx, resume=None,
-                                model_path=sft_cfg.model.path)
+                                model_path=sft_cfg.model.path, split_seed=sft_cfg.data.split_seed)
         after, after_answers = _score(parts.model, parts.tokenizer, prompts, labels, cfg, "the fine-tuned model")
 
         run_dir = Path(result["run_dir"])

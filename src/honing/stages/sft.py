@@ -51,7 +51,8 @@ def sft(cfg: SFTConfig, *, resume: str | Path | None = None) -> dict[str, Any]:
     ctx = setup()
     try:
         parts = setup_parts(cfg, ctx)
-        _, summary = train_and_save("sft", cfg, parts, cfg.train, cfg.output, ctx, resume=resume, model_path=cfg.model.path)
+        _, summary = train_and_save("sft", cfg, parts, cfg.train, cfg.output, ctx, resume=resume, model_path=cfg.model.path,
+                                     split_seed=cfg.data.split_seed)
         return summary
     finally:
         teardown(ctx)
