@@ -1,0 +1,197 @@
+"""Batched generation shared by eval, RL, synthetic data, chat and the quickstart.
+
+Prompts are rendered with the tokenizer's chat template (ChatML when it has none), sorted by
+length so each batch wastes little padding, padded on the LEFT, generated with the KV cache,
+and returned in the caller's order with only the new text, special tokens removed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from honing.config import SamplingConfig
+
+Prompt = str | list[dict[str, Any]]
+
+# End-of-turn markers of common chat templates; generation stops at whichever the template uses.
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "</s>")
+
+
+def chatml(messages: list[dict[str, Any]], *, add_generation_prompt: bool = True) -> str:
+    text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+    return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")
+
+
+def as_messages(prompt: Prompt, system_prompt: str | None = None) -> list[dict[str, Any]]:
+    """A prompt as a conversation: a string becomes one user turn; the system prompt is added
+    when the conversation has none."""
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    if system_prompt and not (messages and messages[0].get("role") == "system"):
+        messages = [{"role": "system", "content": system_prompt}, *messages]
+    return messages
+
+
+def render_prompt(tokenizer: Any, prompt: Prompt, *, chat_template: bool = True,
+                  system_prompt: str | None = None) -> tuple[str, bool]:
+    """(text, add_special_tokens). Rendered chat text already holds its special tokens, so it
+    is tokenised without adding a second BOS; plain text (chat_template=False) gets them."""
+    if isinstance(prompt, str) and not chat_template:
+        return prompt, True
+    messages = as_messages(prompt, system_prompt)
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    else:
+        text = chatml(messages)
+    return text, False
+
+
+def stop_token_ids(tokenizer: Any, model: Any = None) -> list[int]:
+    """eos (tokenizer and model) plus the end-of-turn token the chat template uses."""
+    ids: list[int] = []
+
+    def add(value: Any) -> None:
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(item, int) and item not in ids:
+                ids.append(item)
+
+    add(tokenizer.eos_token_id)
+    if model is not None and getattr(model, "generation_config", None) is not None:
+        add(model.generation_config.eos_token_id)
+    template = getattr(tokenizer, "chat_template", None) or chatml([{"role": "user", "content": ""}])
+    vocab = tokenizer.get_vocab()
+    for token in END_OF_TURN_TOKENS:
+        if token in template and token in vocab:
+            add(vocab[token])
+    return ids
+
+
+def generation_kwargs(sampling: SamplingConfig, tokenizer: Any, model: Any = None) -> dict[str, Any]:
+    """Arguments for model.generate: greedy at temperature 0, else sampling."""
+    stops = stop_token_ids(tokenizer, model)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stops[0] if stops else None)
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": sampling.max_new_tokens,
+        "eos_token_id": stops or None,
+        "pad_token_id": pad,
+        "repetition_penalty": sampling.repetition_penalty,
+        "use_cache": True,
+    }
+    if sampling.temperature == 0:
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    else:
+        kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
+    return kwargs
+
+
+def generate(model: Any, tokenizer: Any, prompts: Sequence[Prompt], sampling: SamplingConfig, *,
+             batch_size: int = 8, chat_template: bool = True, system_prompt: str | None = None,
+             progress: bool = True, streamer: Any = None) -> list[str]:
+    """One answer per prompt, in the prompts' order. A streamer (transformers TextStreamer)
+    needs a single prompt."""
+    import torch
+
+    if not prompts:
+        return []
+    if streamer is not None and len(prompts) != 1:
+        raise ValueError("a streamer can follow only one prompt at a time")
+    encoded = []
+    for prompt in prompts:
+        text, add_special = render_prompt(tokenizer, prompt, chat_template=chat_template, system_prompt=system_prompt)
+        encoded.append(tokenizer(text, add_special_tokens=add_special)["input_ids"])
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)  # longest first: OOM shows at once
+    kwargs = generation_kwargs(sampling, tokenizer, model)
+    answers: list[str] = [""] * len(prompts)
+    device = next(model.parameters()).device
+
+    was_training = model.training
+    model.eval()
+    try:
+        with _progress(len(prompts), progress) as advance, torch.inference_mode(), _seeded(sampling.seed, device):
+            for start in range(0, len(order), batch_size):
+                chunk = order[start:start + batch_size]
+                batch = _left_pad(tokenizer, [encoded[i] for i in chunk])
+                input_ids = batch["input_ids"].to(device)  # (B, T)
+                output = model.generate(
+                    input_ids=input_ids,
+                    attention_mask=batch["attention_mask"].to(device),
+                    streamer=streamer,
+                    **kwargs,
+                )  # (B, T + new)
+                new_tokens = output[:, input_ids.shape[1]:]
+                for index, tokens in zip(chunk, new_tokens):
+                    answers[index] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
+                advance(len(chunk))
+    finally:
+        model.train(was_training)
+    return answers
+
+
+def _left_pad(tokenizer: Any, sequences: list[list[int]]) -> dict[str, Any]:
+    saved = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        return tokenizer.pad({"input_ids": sequences}, padding=True, return_tensors="pt", return_attention_mask=True)
+    finally:
+        tokenizer.padding_side = saved
+
+
+class _seeded:
+    """Seed sampling without disturbing the caller's RNG state."""
+
+    def __init__(self, seed: int, device: Any):
+        import torch
+
+        devices = [device] if device.type == "cuda" else []
+        self._fork = torch.random.fork_rng(devices=devices)
+        self._seed = seed
+
+    def __enter__(self) -> None:
+        import torch
+
+        self._fork.__enter__()
+        torch.manual_seed(self._seed)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._fork.__exit__(*exc)
+
+
+class _progress:
+    """A rich bar with prompts/s; a no-op when disabled."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total = total
+        self.enabled = enabled
+        self.bar: Any = None
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda n: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from honing.ui import console
+
+        self.start = time.perf_counter()
+        self.bar = Progress(
+            TextColumn("[bold]generating"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:.2f} prompts/s"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self.bar.__enter__()
+        task = self.bar.add_task("generate", total=self.total, rate=0.0)
+
+        def advance(n: int) -> None:
+            done = self.bar.tasks[0].completed + n
+            rate = done / max(time.perf_counter() - self.start, 1e-9)
+            self.bar.update(task, advance=n, rate=rate)
+
+        return advance
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
