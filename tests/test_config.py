@@ -109,3 +109,8 @@ def test_quickstart_defaults_match_the_example_config():
     built_in = QuickstartConfig().sft
     assert example.data.train == "src/honing/quickstart/data/train.jsonl" and built_in.data.train == "<bundled>"
     assert example.model_dump(exclude={"data": {"train"}}) == built_in.model_dump(exclude={"data": {"train"}})
+
+
+def test_override_value_that_is_not_yaml_is_a_string():
+    assert parse_override('system_prompt=Reply as {"a": "x"|"y"}: only JSON')[1] == 'Reply as {"a": "x"|"y"}: only JSON'
+    assert parse_override("train.betas=[0.9, 0.95]")[1] == [0.9, 0.95]

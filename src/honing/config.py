@@ -377,8 +377,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"override {text!r} has an empty key")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({err.problem})") from None
+    except yaml.YAMLError:
+        value = raw  # not YAML (e.g. a prompt with quotes and colons): take it as the string it is
     if isinstance(value, str):
         value = _maybe_number(value)
     return key.split("."), value
