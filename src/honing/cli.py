@@ -76,10 +76,9 @@ def _run_stage(stage: str, args: tuple[str, ...], resume: str | None) -> None:
 
     quiet_libraries()
     module = importlib.import_module(f"honing.stages.{stage}")
-    if stage in TRAINING_STAGES:
-        module.run(cfg, resume=resume)
-    else:
-        module.run(cfg)
+    result = module.run(cfg, resume=resume) if stage in TRAINING_STAGES else module.run(cfg)
+    if isinstance(result, dict) and result.get("status") == "interrupted":
+        sys.exit(130)  # stopped by Ctrl-C after writing a checkpoint; --resume continues it
 
 
 def _make_command(stage: str) -> click.Command:

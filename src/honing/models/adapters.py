@@ -99,16 +99,11 @@ def apply_adapter(model: Any, cfg: AdapterConfig) -> Any:
 
 
 def count_parameters(model: Any) -> tuple[int, int]:
-    """(total, trainable) parameter counts; shared (tied) weights are counted once."""
-    seen: set[int] = set()
+    """(total, trainable) parameter counts; tied weights are counted once (parameters() dedups)."""
     total = trainable = 0
     for param in model.parameters():
-        if id(param) in seen:
-            continue
-        seen.add(id(param))
         count = param.numel()
-        # bitsandbytes 4-bit weights pack two values per byte
-        if param.__class__.__name__ == "Params4bit":
+        if param.__class__.__name__ == "Params4bit":  # bitsandbytes packs two 4-bit values per byte
             count *= 2
         total += count
         if param.requires_grad:
