@@ -1,0 +1,39 @@
+"""End to end on the embedded SmolLM2-135M-Instruct GGUF (slow: seconds to half a minute)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from honing.config import ModelConfig, SamplingConfig
+
+pytestmark = pytest.mark.slow
+
+
+def test_embedded_model_answers(tmp_path):
+    from honing.generate import generate
+    from honing.models.load import gguf_model_cache, load_model
+
+    loaded = load_model(ModelConfig())  # the first load ever converts into the cache (~20 s); later ones read it
+    assert loaded.source["kind"] == "embedded" and len(loaded.source["sha256"]) == 64
+    assert loaded.tokenizer.eos_token == loaded.tokenizer.pad_token == "<|im_end|>"
+    assert not hasattr(loaded.model.config, "quantization_config")
+    assert (gguf_model_cache(Path(loaded.source["path"])) / "config.json").is_file()
+    [answer] = generate(loaded.model, loaded.tokenizer, ["What is the capital of France?"],
+                        SamplingConfig(max_new_tokens=24, temperature=0.0), progress=False)
+    assert "Paris" in answer, answer
+
+
+def test_embedded_tokenizer_is_cached(tmp_path, monkeypatch):
+    from honing.models.load import load_tokenizer
+
+    monkeypatch.setenv("HONING_CACHE", str(tmp_path))
+    first = load_tokenizer(ModelConfig())  # converts from the GGUF (~6 s)
+    start = time.perf_counter()
+    again = load_tokenizer(ModelConfig())
+    assert time.perf_counter() - start < 1.0
+    assert again("Hello there")["input_ids"] == first("Hello there")["input_ids"]
+    assert again.chat_template == first.chat_template
+    assert not list((tmp_path / "tokenizers").glob(".*")), "no temporary leftovers"
