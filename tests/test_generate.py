@@ -31,7 +31,8 @@ def lively_model(tiny_model):
 
 
 def test_batched_equals_one_at_a_time(lively_model, tokenizer):
-    batched = generate(lively_model, tokenizer, PROMPTS, GREEDY, batch_size=4, progress=False)
+    # 5 prompts in batches of 3 and 2: both batches are padded, the first by many tokens
+    batched = generate(lively_model, tokenizer, PROMPTS, GREEDY, batch_size=3, progress=False)
     single = [generate(lively_model, tokenizer, [p], GREEDY, batch_size=1, progress=False)[0] for p in PROMPTS]
     assert batched == single
     assert len(batched) == len(PROMPTS) and all(batched) and len(set(batched)) > 1
@@ -100,3 +101,15 @@ def test_progress_bar_and_empty(tiny_model, tokenizer):
 def test_streamer_needs_one_prompt(tiny_model, tokenizer):
     with pytest.raises(ValueError, match="one prompt"):
         generate(tiny_model, tokenizer, PROMPTS[:2], GREEDY, streamer=object(), progress=False)
+
+
+def test_strings_and_message_lists_render_the_same(tokenizer):
+    """A string is one user turn; both get the template's generation prompt and exactly one BOS."""
+    as_string, add_special = render_prompt(tokenizer, "What is 2 + 2?")
+    as_messages, add_special_messages = render_prompt(tokenizer, [{"role": "user", "content": "What is 2 + 2?"}])
+    assert as_string == as_messages and not add_special and not add_special_messages
+    assert as_string.startswith(tokenizer.bos_token) and as_string.endswith("<|im_start|>assistant\n")
+    ids = tokenizer(as_string, add_special_tokens=add_special)["input_ids"]
+    assert ids[0] == tokenizer.bos_token_id and ids[1] != tokenizer.bos_token_id
+    assert tokenizer.decode(ids) == as_string
+
