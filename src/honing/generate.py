@@ -19,11 +19,6 @@ Prompt = str | list[dict[str, Any]]
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "</s>")
 
 
-def chatml(messages: list[dict[str, Any]], *, add_generation_prompt: bool = True) -> str:
-    text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
-    return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")
-
-
 def as_messages(prompt: Prompt, system_prompt: str | None = None) -> list[dict[str, Any]]:
     """A prompt as a conversation: a string becomes one user turn; the system prompt is added
     when the conversation has none."""
@@ -39,12 +34,11 @@ def render_prompt(tokenizer: Any, prompt: Prompt, *, chat_template: bool = True,
     is tokenised without adding a second BOS; plain text (chat_template=False) gets them."""
     if isinstance(prompt, str) and not chat_template:
         return prompt, True
-    messages = as_messages(prompt, system_prompt)
-    if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    else:
-        text = chatml(messages)
-    return text, False
+    from honing.data.templating import render_prompt as render_with_template
+
+    # The same rendering as training (including the ChatML fallback), so the model is asked
+    # exactly the way it was taught.
+    return render_with_template(tokenizer, as_messages(prompt, system_prompt)), False
 
 
 def stop_token_ids(tokenizer: Any, model: Any = None) -> list[int]:
@@ -59,7 +53,9 @@ def stop_token_ids(tokenizer: Any, model: Any = None) -> list[int]:
     add(tokenizer.eos_token_id)
     if model is not None and getattr(model, "generation_config", None) is not None:
         add(model.generation_config.eos_token_id)
-    template = getattr(tokenizer, "chat_template", None) or chatml([{"role": "user", "content": ""}])
+    from honing.data.templating import chat_template
+
+    template = chat_template(tokenizer)
     vocab = tokenizer.get_vocab()
     for token in END_OF_TURN_TOKENS:
         if token in template and token in vocab:

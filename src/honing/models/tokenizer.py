@@ -15,14 +15,6 @@ TURN_START = "<|im_start|>"
 TURN_END = "<|im_end|>"
 SPECIAL_TOKENS = [DOCUMENT_TOKEN, TURN_START, TURN_END]
 
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
-
-
 def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> Any:
     """Train a byte-level BPE on `texts`: at most `vocab_size` tokens (fewer when the corpus
     runs out of merges), every byte representable, so any text round-trips."""
@@ -51,5 +43,7 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> Any:
         additional_special_tokens=[TURN_START, TURN_END],
         clean_up_tokenization_spaces=False,
     )
+    from honing.data.templating import CHATML_TEMPLATE
+
     tokenizer.chat_template = CHATML_TEMPLATE
     return tokenizer
