@@ -177,6 +177,10 @@ class TrainConfig(StrictModel):
     """On a NaN or infinite loss: stop cleanly, or skip that optimiser step."""
     log_every: int = Field(1, ge=1)
     """Write metrics every N optimiser steps."""
+    loss_kernel: Literal["auto", "plain", "chunked", "liger"] = "auto"
+    """How the output head and loss are computed on target tokens: plain (whole tokens × vocab logits),
+    chunked (never all logits at once: far less memory, and as fast or faster on CPU), liger (Liger's
+    fused kernel; CUDA and liger-kernel); auto: liger where available, else chunked."""
 
 
 class OutputConfig(StrictModel):

@@ -7,6 +7,8 @@ ranks), so gradient accumulation and data parallelism do not change the result.
 The output head is applied only at positions that have a target. In SFT most positions are
 prompt tokens, and the head (hidden × vocab) is the largest matrix the model multiplies, so
 skipping it where no loss is taken saves much of the step without changing a single number.
+The head and the loss on those positions go through one kernel from `honing.train.kernels`
+(plain, chunked so the (tokens × vocab) logits are never whole, or Liger's fused one on CUDA).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from honing.data.types import IGNORE_INDEX
+from honing.train.kernels import LossKernel, select_loss_kernel
 
 # Config attributes that mean the head's logits are transformed after the matmul; such
 # models go through their own forward so the transformation is applied exactly.
@@ -34,12 +37,20 @@ class TargetedCausalLM(nn.Module):
     whole computation.
     """
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, loss_kernel: str = "auto"):
         super().__init__()
         self.model = model
         lm = causal_lm_of(model)
         config = lm.config
         self.head_only_on_targets = not any(getattr(config, name, None) for name in _LOGIT_TRANSFORMS)
+        self.loss_kernel = loss_kernel
+        device = next(model.parameters()).device
+        self._kernels: dict[torch.device, LossKernel] = {device: select_loss_kernel(loss_kernel, device)}  # fails early
+
+    def _kernel_for(self, device: torch.device) -> LossKernel:
+        if device not in self._kernels:  # the model moved after wrapping
+            self._kernels[device] = select_loss_kernel(self.loss_kernel, device)
+        return self._kernels[device]
 
     def forward(
         self,
@@ -57,11 +68,30 @@ class TargetedCausalLM(nn.Module):
             backbone = getattr(lm, lm.base_model_prefix)
             hidden = backbone(**inputs).last_hidden_state  # (B, T, H)
             selected = hidden[:, :-1][mask]  # (N, H)
-            logits = lm.get_output_embeddings()(selected)  # (N, V)
+            head = lm.get_output_embeddings()
+            if _is_plain_linear(head):
+                kernel = self._kernel_for(selected.device)
+                loss_sum = kernel(selected, head.weight, targets[mask], bias=head.bias)
+            else:  # an adapted (LoRA) or otherwise wrapped head: its own forward is the truth
+                logits = head(selected)  # (N, V)
+                loss_sum = F.cross_entropy(logits.float(), targets[mask], reduction="sum")
         else:
             logits = self.model(**inputs).logits[:, :-1][mask]  # (N, V)
-        loss_sum = F.cross_entropy(logits.float(), targets[mask], reduction="sum")
+            loss_sum = F.cross_entropy(logits.float(), targets[mask], reduction="sum")
         return loss_sum, n_targets
+
+
+def _is_plain_linear(head: nn.Module) -> bool:
+    """True when the head is exactly weight @ x (+ bias) on ordinary tensors, so a kernel may
+    take its weight directly. Not for PEFT-wrapped, quantised or FSDP-sharded heads (whose
+    class differs) nor DTensor weights."""
+    if type(head) is not nn.Linear:
+        return False
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:
+        return True
+    return not isinstance(head.weight, DTensor)
 
 
 def count_targets(labels: torch.Tensor) -> int:
