@@ -68,9 +68,9 @@ def _run_stage(stage: str, args: tuple[str, ...], resume: str | None) -> None:
         saved = Path(resume) / "config.yaml"
         if not saved.is_file():
             raise HoningError(f"{resume} is not a run directory (no config.yaml); nothing to resume")
-        if config_path or overrides:
-            raise HoningError("--resume continues a run with its saved config; give no config file or overrides with it")
-        config_path = str(saved)
+        if config_path:
+            raise HoningError("--resume continues a run with its saved config; give key=value overrides, not a config file")
+        config_path = str(saved)  # overrides (e.g. train.grad_accum on another number of processes) still apply
     cfg = load_config(STAGES[stage], config_path, overrides)
     from honing.ui import quiet_libraries
 
@@ -84,7 +84,9 @@ def _run_stage(stage: str, args: tuple[str, ...], resume: str | None) -> None:
 def _make_command(stage: str) -> click.Command:
     params: list[click.Parameter] = [click.Argument(["args"], nargs=-1)]
     if stage in TRAINING_STAGES:
-        params.append(click.Option(["--resume"], metavar="RUN_DIR", help="Continue this run from its latest checkpoint, exactly."))
+        params.append(click.Option(["--resume"], metavar="RUN_DIR", help=(
+            "Continue this run from its latest checkpoint, exactly, with its saved config (key=value overrides still apply)."
+        )))
 
     def callback(args: tuple[str, ...], resume: str | None = None) -> None:
         _run_stage(stage, args, resume)

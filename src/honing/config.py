@@ -163,6 +163,9 @@ class TrainConfig(StrictModel):
     """auto: bf16 autocast where the hardware does bf16 natively (recent GPUs; CPUs with AVX-512 BF16 or AMX), fp32 elsewhere."""
     activation_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory."""
+    distributed: Literal["ddp", "fsdp"] = "ddp"
+    """Under torchrun: ddp (each process holds the whole model) or fsdp (FSDP2: weights, gradients and
+    optimiser state sharded across processes; checkpoints are sharded and resume on any number of processes)."""
     seed: int = 42
     """Seed for weights created here, data order and dropout."""
     eval_every: int | None = Field(50, ge=1)

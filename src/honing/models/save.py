@@ -82,42 +82,43 @@ def base_model_path(peft_model: Any) -> str | None:
 
 
 def save_model(model: Any, tokenizer: Any, out_dir: str | Path, *,
-               save: Literal["adapter", "merged", "both"] = "adapter") -> dict[str, str]:
+               save: Literal["adapter", "merged", "both"] = "adapter", state_dict: dict | None = None) -> dict[str, str]:
     """Save a trained model into `out_dir`; returns {role: path}.
 
     A PEFT model gives `adapter/` (PEFT format, naming its base by absolute path so plain
     PeftModel.from_pretrained reloads it), `model/` (merged, plain HF), or both. The in-memory
     model is left untouched, so training can continue. A full model always gives `model/`.
+    `state_dict` (full, gathered from FSDP shards) is saved instead of the model's own tensors.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if not is_peft_model(model):
-        return {"model": str(_save_full(model, tokenizer, out_dir / "model"))}
+        return {"model": str(_save_full(model, tokenizer, out_dir / "model", state_dict))}
 
     outputs: dict[str, str] = {}
     adapter_dir = out_dir / "adapter"
     if save in ("adapter", "both"):
-        outputs["adapter"] = str(save_adapter(model, tokenizer, adapter_dir))
+        outputs["adapter"] = str(save_adapter(model, tokenizer, adapter_dir, state_dict))
     if save in ("merged", "both"):
         outputs["model"] = str(_save_merged(model, tokenizer, out_dir / "model", adapter_dir if "adapter" in outputs else None))
     return outputs
 
 
-def _save_full(model: Any, tokenizer: Any, target: Path) -> Path:
+def _save_full(model: Any, tokenizer: Any, target: Path, state_dict: dict | None = None) -> Path:
     _strip_gguf_quantization(model)
     with atomic_dir(target) as tmp:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, state_dict=state_dict)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
     return target
 
 
-def save_adapter(peft_model: Any, tokenizer: Any, target: str | Path) -> Path:
+def save_adapter(peft_model: Any, tokenizer: Any, target: str | Path, state_dict: dict | None = None) -> Path:
     """The PEFT adapter (adapter_config.json + adapter_model.safetensors) and the tokenizer."""
     target = Path(target)
     base = base_model_path(peft_model)
     with atomic_dir(target) as tmp:
-        peft_model.save_pretrained(tmp)
+        peft_model.save_pretrained(tmp, state_dict=state_dict)
         if base is not None:
             config_file = tmp / "adapter_config.json"
             config = json.loads(config_file.read_text())

@@ -78,6 +78,10 @@ def train_and_save(stage: str, config: Any, parts: StageParts, train: TrainConfi
     # Every process must agree on the directory (the default name has a timestamp in it).
     directory = broadcast_object(str(output.dir or default_run_dir(stage)), ctx)
     run = Run.open(resume, is_main=ctx.is_main) if resume else Run.create(stage, config, directory, is_main=ctx.is_main)
+    if resume and ctx.is_main:
+        from honing.config import dump_config
+
+        (run.dir / "config.yaml").write_text(dump_config(config), encoding="utf-8")  # with any resume overrides
     if not resume:
         record_inputs(run, parts, model_path, train.seed, split_seed)
         if ctx.is_main and output.tensorboard:
@@ -92,9 +96,12 @@ def train_and_save(stage: str, config: Any, parts: StageParts, train: TrainConfi
         run.finish(status="interrupted", metrics=result.metrics)
         console.print(f"stopped at step {result.state.step}; continue with: honing {stage} --resume {run.dir}")
         return run, {"run_dir": str(run.dir), "status": "interrupted", **result.metrics}
+    from honing.train.parallel import full_state_dict
+
     outputs: dict[str, str] = {}
+    gathered = full_state_dict(parts.model, ctx, train.distributed)
     if ctx.is_main:
-        outputs = save_model(parts.model, parts.tokenizer, run.dir, save=output.save)
+        outputs = save_model(parts.model, parts.tokenizer, run.dir, save=output.save, state_dict=gathered)
         for role, path in outputs.items():
             run.add_output(role, path)
     run.finish(status=result.stopped, metrics={**result.metrics, "restored_best": result.restored_best})

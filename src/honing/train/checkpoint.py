@@ -163,3 +163,97 @@ def prune_checkpoints(root: Path, keep_last: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
     for stale in root.glob(".tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- sharded (FSDP2)
+
+
+def _dcp_state(module: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    options = StateDictOptions(ignore_frozen_params=True)
+    model_sd, optim_sd = get_state_dict(module, optimizer if optimizer is not None else [], options=options)
+    state = {"model": model_sd}
+    if optimizer is not None:
+        state["optimizer"] = optim_sd
+    return state
+
+
+def save_sharded_checkpoint(
+    root: Path,
+    name: str,
+    *,
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    scheduler: Any | None,
+    trainer_state: dict[str, Any],
+    is_main: bool,
+    barrier,
+    mark_latest: bool = True,
+) -> Path:
+    """Every process writes its shards (torch.distributed.checkpoint) into a temporary directory;
+    the main process adds the scheduler, RNG and counters and renames it into place. The
+    shards are resharded on load, so a run saved on N processes resumes on any number."""
+    import torch.distributed.checkpoint as dcp
+
+    final, tmp = root / name, root / f".tmp-{name}"
+    if is_main:
+        root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    barrier()
+    dcp.save(_dcp_state(module, optimizer), checkpoint_id=str(tmp))
+    barrier()
+    if is_main:
+        extra = {"rng": rng_state()}
+        if scheduler is not None:
+            extra["scheduler"] = scheduler.state_dict()
+        torch.save(extra, tmp / "state.pt")
+        (tmp / "trainer_state.json").write_text(json.dumps({**trainer_state, "sharded": True}, indent=2))
+        for file in tmp.iterdir():
+            with file.open("rb") as handle:
+                os.fsync(handle.fileno())
+        _fsync_dir(tmp)
+        if final.exists():
+            old = root / f".old-{name}"
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(root)
+        if mark_latest:
+            _write_atomic_text(root / LATEST, name + "\n")
+    barrier()
+    return final
+
+
+def load_sharded_checkpoint(
+    path: Path,
+    *,
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
+    restore_rng: bool = True,
+) -> dict[str, Any]:
+    """Load a sharded checkpoint into `module` (sharded or not, on any number of processes)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    state = _dcp_state(module, optimizer)
+    dcp.load(state, checkpoint_id=str(path))
+    set_state_dict(module, optimizer if optimizer is not None else [], model_state_dict=state["model"],
+                   optim_state_dict=state.get("optimizer", {}), options=StateDictOptions(ignore_frozen_params=True))
+    extra = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+    if scheduler is not None and "scheduler" in extra:
+        scheduler.load_state_dict(extra["scheduler"])
+    if restore_rng:
+        set_rng_state(extra["rng"])
+    return json.loads((path / "trainer_state.json").read_text())
+
+
+def is_sharded(path: Path) -> bool:
+    return (path / ".metadata").is_file()

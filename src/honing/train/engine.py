@@ -24,7 +24,6 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from honing.config import TrainConfig
 from honing.errors import HoningError
@@ -33,6 +32,7 @@ from honing.train import checkpoint as ckpt
 from honing.train.distributed import Dist, all_reduce_sum, barrier
 from honing.train.objectives.causal_lm import TargetedCausalLM, count_targets
 from honing.train.optim import build_optimizer, build_scheduler
+from honing.train.parallel import as_float, gradient_sync, wrap
 from honing.ui import console, progress_bar
 
 Collate = Callable[[Sequence[Any]], dict[str, torch.Tensor]]
@@ -64,6 +64,7 @@ class TrainState:
     best_step: int | None = None
     evals_without_improvement: int = 0
     skipped_steps: int = 0
+    items_per_step: int = 0
     elapsed_s: float = 0.0
     last_train_loss: float | None = None
     history: list[dict[str, Any]] = field(default_factory=list)  # validation results
@@ -163,9 +164,7 @@ def train_step(
         raise HoningError("an optimiser step has no target tokens; check data.train_on and the masking")
     loss_total = torch.zeros((), dtype=torch.float64, device=ctx.device)
     for i, batch in enumerate(micro_batches):
-        last = i == len(micro_batches) - 1
-        sync = contextlib.nullcontext() if last or not isinstance(module, DistributedDataParallel) else module.no_sync()
-        with sync:
+        with gradient_sync(module, i == len(micro_batches) - 1):
             with autocast_context(cfg.precision, ctx.device):
                 loss_sum, _ = module(**_to(batch, ctx.device))
             (loss_sum * ctx.world_size / global_targets).backward()
@@ -173,7 +172,7 @@ def train_step(
     loss = float(all_reduce_sum(loss_total, ctx).item()) / global_targets
     params = [p for g in optimizer.param_groups for p in g["params"]]
     max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    grad_norm = as_float(torch.nn.utils.clip_grad_norm_(params, max_norm))
     finite = math.isfinite(loss) and math.isfinite(grad_norm)
     if finite:
         optimizer.step()
@@ -249,15 +248,14 @@ def fit(
 ) -> FitResult:
     """Train `model` (already on ctx.device, adapters applied) and return the final state."""
     plan = plan_steps(len(train_items), cfg, ctx.world_size)
-    module: nn.Module = TargetedCausalLM(model)
-    if ctx.enabled:
-        module = DistributedDataParallel(module, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    module = wrap(TargetedCausalLM(model), cfg.distributed, ctx)  # FSDP2 shards `model` in place
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, plan.total_steps)
-    checkpoints = run.dir / "checkpoints"
-    state = TrainState()
+    store = Checkpoints(run.dir / "checkpoints", module, model, cfg, ctx)
+    checkpoints = store.root
+    state = TrainState(items_per_step=plan.items_per_step)
     if resume:
-        state = _resume(checkpoints, model, optimizer, scheduler, run)
+        state = _resume(store, optimizer, scheduler, run, plan)
     _describe_plan(model, plan, cfg, ctx, run, state)
 
     module.train()
@@ -265,7 +263,7 @@ def fit(
     started = time.perf_counter() - state.elapsed_s
     stopped = "completed"
     if val_items and state.step == 0 and cfg.eval_every:
-        _validate(module, val_items, collate, cfg, ctx, run, state, checkpoints, model)
+        _validate(module, val_items, collate, cfg, ctx, run, state, store)
         last_eval_step = 0
     bar = progress_bar(plan.total_steps, enabled=show_progress and ctx.is_main)
     with bar, _StopRequest() as stop:
@@ -309,12 +307,12 @@ def fit(
 
             is_last = state.step == plan.total_steps
             if val_items and ((cfg.eval_every and state.step % cfg.eval_every == 0) or is_last):
-                _validate(module, val_items, collate, cfg, ctx, run, state, checkpoints, model)
+                _validate(module, val_items, collate, cfg, ctx, run, state, store)
                 last_eval_step = state.step
                 if cfg.early_stopping_patience and state.evals_without_improvement >= cfg.early_stopping_patience:
                     stopped = "early_stopped"
             if (cfg.save_every and state.step % cfg.save_every == 0) or stop.requested or stopped != "completed":
-                _save(checkpoints, model, optimizer, scheduler, state, cfg, ctx)
+                store.save(f"step-{state.step:08d}", optimizer, scheduler, state)
             if after_step is not None:
                 after_step(state)
             if stop.requested:
@@ -322,10 +320,10 @@ def fit(
             if stopped != "completed":
                 break
     if val_items and last_eval_step != state.step and stopped == "completed":
-        _validate(module, val_items, collate, cfg, ctx, run, state, checkpoints, model)
+        _validate(module, val_items, collate, cfg, ctx, run, state, store)
     restored = False
     if cfg.early_stopping_patience and state.best_step is not None and state.best_step != state.step and stopped != "interrupted":
-        ckpt.load_checkpoint(checkpoints / ckpt.BEST, model=model, restore_rng=False)
+        store.load(checkpoints / ckpt.BEST)
         restored = True
         console.print(f"restored the best checkpoint (step {state.best_step}, val loss {state.best_val_loss:.4f}) before saving")
     metrics = {
@@ -345,7 +343,7 @@ def fit(
     return FitResult(state=state, stopped=stopped, restored_best=restored, metrics=metrics)
 
 
-def _validate(module, val_items, collate, cfg, ctx, run, state: TrainState, checkpoints: Path, model) -> None:
+def _validate(module, val_items, collate, cfg, ctx, run, state: TrainState, store: Checkpoints) -> None:
     result = evaluate(module, val_items, collate, cfg, ctx)
     result["step"] = state.step
     state.history.append(result)
@@ -354,9 +352,7 @@ def _validate(module, val_items, collate, cfg, ctx, run, state: TrainState, chec
     if improved:
         state.best_val_loss, state.best_step = result["val_loss"], state.step
         state.evals_without_improvement = 0
-        if ctx.is_main:
-            ckpt.save_checkpoint(checkpoints, ckpt.BEST, model=model, optimizer=None, scheduler=None,
-                                 trainer_state=_state_dict(state), mark_latest=False)
+        store.save(ckpt.BEST, None, None, state, mark_latest=False)
     else:
         state.evals_without_improvement += 1
     barrier(ctx)
@@ -369,20 +365,52 @@ def _state_dict(state: TrainState) -> dict[str, Any]:
     return dict(state.__dict__)
 
 
-def _save(checkpoints: Path, model, optimizer, scheduler, state: TrainState, cfg: TrainConfig, ctx: Dist) -> None:
-    if ctx.is_main:
-        ckpt.save_checkpoint(checkpoints, f"step-{state.step:08d}", model=model, optimizer=optimizer,
-                             scheduler=scheduler, trainer_state=_state_dict(state))
-        ckpt.prune_checkpoints(checkpoints, cfg.keep_last)
-    barrier(ctx)
+class Checkpoints:
+    """Where and how this run's checkpoints are written: whole files from the main process
+    (one process, DDP), or shards from every process (FSDP2) that reload on any world size."""
+
+    def __init__(self, root: Path, module: nn.Module, model: nn.Module, cfg: TrainConfig, ctx: Dist):
+        self.root, self.module, self.model, self.cfg, self.ctx = root, module, model, cfg, ctx
+        self.sharded = cfg.distributed == "fsdp"
+
+    def save(self, name: str, optimizer, scheduler, state: TrainState, *, mark_latest: bool = True) -> None:
+        if self.sharded:
+            ckpt.save_sharded_checkpoint(self.root, name, module=self.module, optimizer=optimizer, scheduler=scheduler,
+                                         trainer_state=_state_dict(state), is_main=self.ctx.is_main,
+                                         barrier=lambda: barrier(self.ctx), mark_latest=mark_latest)
+        elif self.ctx.is_main:
+            ckpt.save_checkpoint(self.root, name, model=self.model, optimizer=optimizer, scheduler=scheduler,
+                                 trainer_state=_state_dict(state), mark_latest=mark_latest)
+        if mark_latest and self.ctx.is_main:
+            ckpt.prune_checkpoints(self.root, self.cfg.keep_last)
+        barrier(self.ctx)
+
+    def load(self, path: Path, optimizer=None, scheduler=None, *, restore_rng: bool = False) -> dict[str, Any]:
+        if ckpt.is_sharded(path):
+            return ckpt.load_sharded_checkpoint(path, module=self.module, optimizer=optimizer, scheduler=scheduler,
+                                                restore_rng=restore_rng)
+        if self.sharded and self.ctx.enabled:
+            raise HoningError(f"{path} was written without FSDP; resume it with train.distributed=ddp")
+        return ckpt.load_checkpoint(path, model=self.model, optimizer=optimizer, scheduler=scheduler, restore_rng=restore_rng)
 
 
-def _resume(checkpoints: Path, model, optimizer, scheduler, run: Run) -> TrainState:
-    latest = ckpt.latest_checkpoint(checkpoints)
+def _state_dict(state: TrainState) -> dict[str, Any]:
+    return dict(state.__dict__)
+
+
+def _resume(store: Checkpoints, optimizer, scheduler, run: Run, plan: StepPlan) -> TrainState:
+    latest = ckpt.latest_checkpoint(store.root)
     if latest is None:
-        raise HoningError(f"no checkpoint to resume from in {checkpoints}")
-    saved = ckpt.load_checkpoint(latest, model=model, optimizer=optimizer, scheduler=scheduler)
+        raise HoningError(f"no checkpoint to resume from in {store.root}")
+    saved = store.load(latest, optimizer, scheduler, restore_rng=True)
+    saved.pop("sharded", None)
     state = TrainState(**saved)
+    if state.items_per_step and state.items_per_step != plan.items_per_step:
+        raise HoningError(
+            f"the run was trained with {state.items_per_step} sequences per step and would resume with "
+            f"{plan.items_per_step}; set train.grad_accum so that micro_batch_size × grad_accum × processes "
+            f"= {state.items_per_step}, or the data order cannot continue exactly"
+        )
     if run.is_main:
         _truncate_metrics(run.dir / "metrics.jsonl", state.step)
     console.print(f"resumed from {latest} (step {state.step})")
