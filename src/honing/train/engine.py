@@ -248,7 +248,7 @@ def fit(
 ) -> FitResult:
     """Train `model` (already on ctx.device, adapters applied) and return the final state."""
     plan = plan_steps(len(train_items), cfg, ctx.world_size)
-    module = wrap(TargetedCausalLM(model), cfg.distributed, ctx)  # FSDP2 shards `model` in place
+    module = wrap(TargetedCausalLM(model, loss_kernel=cfg.loss_kernel), cfg.distributed, ctx)  # FSDP2 shards `model` in place
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, plan.total_steps)
     store = Checkpoints(run.dir / "checkpoints", module, model, cfg, ctx)
