@@ -182,7 +182,7 @@ class TrainConfig(StrictModel):
     """Write metrics every N optimiser steps."""
     loss_kernel: Literal["auto", "plain", "chunked", "liger"] = "auto"
     """How the output head and loss are computed on target tokens: plain (whole tokens × vocab logits),
-    chunked (never all logits at once: far less memory, and as fast or faster on CPU), liger (Liger's
+    chunked (never all logits at once: a fraction of the memory, about as fast), liger (Liger's
     fused kernel; CUDA and liger-kernel); auto: liger where available, else chunked."""
 
 
