@@ -134,3 +134,18 @@ def _write_tensorboard(run: Run, ctx: Dist, output: OutputConfig) -> None:
             if key not in ("step", "time") and isinstance(value, (int, float)):
                 writer.add_scalar(key, value, row["step"])
     writer.close()
+
+
+def run_training_stage(stage: str, cfg: Any, setup_parts: Callable[[Any, Dist], StageParts],
+                       resume: str | Path | None) -> dict[str, Any]:
+    """A training stage from start to end: join the processes, build the parts, train, save."""
+    from honing.train.distributed import setup, teardown
+
+    ctx = setup()
+    try:
+        parts = setup_parts(cfg, ctx)
+        _, summary = train_and_save(stage, cfg, parts, cfg.train, cfg.output, ctx, resume=resume,
+                                    model_path=cfg.model.path, split_seed=cfg.data.split_seed)
+        return summary
+    finally:
+        teardown(ctx)

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from honing.config import PretrainConfig
-from honing.stages.common import StageParts, report_data, train_and_save
+from honing.stages.common import StageParts, report_data, run_training_stage
 from honing.stages.sft import batching
-from honing.train.distributed import Dist, setup, teardown
+from honing.train.distributed import Dist
 from honing.ui import console
 
 
@@ -53,14 +53,6 @@ def setup_parts(cfg: PretrainConfig, ctx: Dist) -> StageParts:
 
 def pretrain(cfg: PretrainConfig, *, resume: str | Path | None = None) -> dict[str, Any]:
     """Pre-train; returns the run directory, outputs and final metrics."""
-    ctx = setup()
-    try:
-        parts = setup_parts(cfg, ctx)
-        _, summary = train_and_save("pretrain", cfg, parts, cfg.train, cfg.output, ctx, resume=resume, model_path=cfg.model.path,
-                                     split_seed=cfg.data.split_seed)
-        return summary
-    finally:
-        teardown(ctx)
-
+    return run_training_stage("pretrain", cfg, setup_parts, resume)
 
 run = pretrain

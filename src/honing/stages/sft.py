@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from honing.config import SFTConfig
-from honing.stages.common import StageParts, report_data, train_and_save
+from honing.stages.common import StageParts, report_data, run_training_stage
 from honing.train.checkpoint import seed_everything
-from honing.train.distributed import Dist, setup, teardown
+from honing.train.distributed import Dist
 
 
 def setup_parts(cfg: SFTConfig, ctx: Dist, loaded=None) -> StageParts:
@@ -48,14 +48,6 @@ def batching(data, packing: bool, max_length: int, pad_id: int):
 
 def sft(cfg: SFTConfig, *, resume: str | Path | None = None) -> dict[str, Any]:
     """Fine-tune; returns the run directory, outputs and final metrics."""
-    ctx = setup()
-    try:
-        parts = setup_parts(cfg, ctx)
-        _, summary = train_and_save("sft", cfg, parts, cfg.train, cfg.output, ctx, resume=resume, model_path=cfg.model.path,
-                                     split_seed=cfg.data.split_seed)
-        return summary
-    finally:
-        teardown(ctx)
-
+    return run_training_stage("sft", cfg, setup_parts, resume)
 
 run = sft

@@ -74,36 +74,17 @@ def _write_atomic_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(
-    root: Path,
-    name: str,
-    *,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None,
-    scheduler: Any | None,
-    trainer_state: dict[str, Any],
-    rng: dict[str, Any] | None = None,
-    mark_latest: bool = True,
-) -> Path:
-    """Write checkpoint `root/name` atomically and (by default) point `latest` at it."""
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / name
-    tmp = root / f".tmp-{name}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    save_file(trainable_state(model), str(tmp / "weights.safetensors"))
-    extra = {"rng": rng if rng is not None else rng_state()}
-    if optimizer is not None:
-        extra["optimizer"] = optimizer.state_dict()
-    if scheduler is not None:
-        extra["scheduler"] = scheduler.state_dict()
+def _publish(root: Path, tmp: Path, name: str, extra: dict[str, Any], trainer_state: dict[str, Any],
+             mark_latest: bool) -> Path:
+    """Finish a checkpoint written in `tmp` (state.pt, trainer_state.json), make it durable, and
+    rename it to `root/name`; then, optionally, point `latest` at it."""
     torch.save(extra, tmp / "state.pt")
     (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2))
     for file in tmp.iterdir():
         with file.open("rb") as handle:
             os.fsync(handle.fileno())
     _fsync_dir(tmp)
+    final = root / name
     if final.exists():
         # Replacing a directory is two steps; move the old one aside first so that at no point
         # is there neither an old nor a new complete checkpoint under a known name.
@@ -119,6 +100,32 @@ def save_checkpoint(
     if mark_latest:
         _write_atomic_text(root / LATEST, name + "\n")
     return final
+
+
+def save_checkpoint(
+    root: Path,
+    name: str,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    scheduler: Any | None,
+    trainer_state: dict[str, Any],
+    rng: dict[str, Any] | None = None,
+    mark_latest: bool = True,
+) -> Path:
+    """Write checkpoint `root/name` atomically and (by default) point `latest` at it."""
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{name}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_file(trainable_state(model), str(tmp / "weights.safetensors"))
+    extra = {"rng": rng if rng is not None else rng_state()}
+    if optimizer is not None:
+        extra["optimizer"] = optimizer.state_dict()
+    if scheduler is not None:
+        extra["scheduler"] = scheduler.state_dict()
+    return _publish(root, tmp, name, extra, trainer_state, mark_latest)
 
 
 def latest_checkpoint(root: Path) -> Path | None:
@@ -209,24 +216,7 @@ def save_sharded_checkpoint(
         extra = {"rng": rng_state()}
         if scheduler is not None:
             extra["scheduler"] = scheduler.state_dict()
-        torch.save(extra, tmp / "state.pt")
-        (tmp / "trainer_state.json").write_text(json.dumps({**trainer_state, "sharded": True}, indent=2))
-        for file in tmp.iterdir():
-            with file.open("rb") as handle:
-                os.fsync(handle.fileno())
-        _fsync_dir(tmp)
-        if final.exists():
-            old = root / f".old-{name}"
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, final)
-        _fsync_dir(root)
-        if mark_latest:
-            _write_atomic_text(root / LATEST, name + "\n")
+        _publish(root, tmp, name, extra, {**trainer_state, "sharded": True}, mark_latest)
     barrier()
     return final
 

@@ -394,10 +394,6 @@ class Checkpoints:
         return ckpt.load_checkpoint(path, model=self.model, optimizer=optimizer, scheduler=scheduler, restore_rng=restore_rng)
 
 
-def _state_dict(state: TrainState) -> dict[str, Any]:
-    return dict(state.__dict__)
-
-
 def _resume(store: Checkpoints, optimizer, scheduler, run: Run, plan: StepPlan) -> TrainState:
     latest = ckpt.latest_checkpoint(store.root)
     if latest is None:
