@@ -155,3 +155,15 @@ def test_skip_bad_records_writes_rejects(tiny_model_dir, tmp_path):
     with pytest.raises(HoningError, match="mixed.jsonl:2"):
         sft(sft_config(tiny_model_dir, tmp_path / "run2", f"data.train={data}"))
     assert not (tmp_path / "run2").exists()
+
+
+def test_tensorboard_gets_the_metrics_live(tiny_model_dir, tmp_path):
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    sft(sft_config(tiny_model_dir, out, "output.tensorboard=true"))
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss")] == [1, 2, 3]
+    assert [e.step for e in events.Scalars("val_loss")] == [0, 2, 3]

@@ -123,6 +123,7 @@ class Run:
         self.dir = directory
         self.record = record
         self.is_main = is_main
+        self._tensorboard = None
 
     # ----------------------------------------------------------------- creation
 
@@ -186,14 +187,28 @@ class Run:
         self.record["outputs"][role] = str(path)
         self.save()
 
+    def attach_tensorboard(self, log_dir: str | Path) -> None:
+        """Also write every logged metric to TensorBoard, live (needs the tensorboard package)."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._tensorboard = SummaryWriter(log_dir=str(log_dir))
+
     def log_metrics(self, step: int, metrics: dict[str, Any]) -> None:
         if not self.is_main:
             return
         line = json.dumps({"step": step, "time": _now(), **metrics}, default=float)
         with (self.dir / "metrics.jsonl").open("a", encoding="utf-8") as handle:
             handle.write(line + "\n")
+        if self._tensorboard is not None:
+            for key, value in metrics.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self._tensorboard.add_scalar(key, value, step)
+            self._tensorboard.flush()
 
     def finish(self, status: str = "completed", metrics: dict[str, Any] | None = None) -> None:
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+            self._tensorboard = None
         self.record["status"] = status
         self.record["finished"] = _now()
         if metrics:

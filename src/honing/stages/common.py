@@ -86,6 +86,8 @@ def train_and_save(stage: str, config: Any, parts: StageParts, train: TrainConfi
         record_inputs(run, parts, model_path, train.seed, split_seed)
         if ctx.is_main and output.tensorboard:
             run.set("tensorboard", _tensorboard_dir(run))
+    if ctx.is_main and output.tensorboard and run.record.get("tensorboard"):
+        run.attach_tensorboard(run.record["tensorboard"])
     try:
         result = fit(parts.model, parts.train_items, parts.val_items, parts.collate, train, run=run, ctx=ctx,
                      resume=bool(resume))
@@ -105,7 +107,6 @@ def train_and_save(stage: str, config: Any, parts: StageParts, train: TrainConfi
         for role, path in outputs.items():
             run.add_output(role, path)
     run.finish(status=result.stopped, metrics={**result.metrics, "restored_best": result.restored_best})
-    _write_tensorboard(run, ctx, output)
     if ctx.is_main:
         where = ", ".join(f"{role}: {path}" for role, path in outputs.items())
         console.print(f"[green]done[/] — {where}; record: {run.dir / 'run.json'}; metrics: {run.dir / 'metrics.jsonl'}")
@@ -118,22 +119,6 @@ def _tensorboard_dir(run: Run) -> str | None:
     except ImportError:
         return None
     return str(run.dir / "tensorboard")
-
-
-def _write_tensorboard(run: Run, ctx: Dist, output: OutputConfig) -> None:
-    """Mirror metrics.jsonl into TensorBoard event files when the package is installed."""
-    target = run.record.get("tensorboard")
-    if not (ctx.is_main and output.tensorboard and target):
-        return
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(log_dir=target)
-    for line in (run.dir / "metrics.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        for key, value in row.items():
-            if key not in ("step", "time") and isinstance(value, (int, float)):
-                writer.add_scalar(key, value, row["step"])
-    writer.close()
 
 
 def run_training_stage(stage: str, cfg: Any, setup_parts: Callable[[Any, Dist], StageParts],
