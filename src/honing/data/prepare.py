@@ -170,6 +170,7 @@ def _log(stats: dict[str, Any], cfg: DataConfig) -> None:
         stats["tokens"], stats["target_tokens"], 100 * stats["masked_share"],
     )
     if stats["truncated"]:
-        logger.warning("%d examples were longer than data.max_length=%d and were truncated", stats["truncated"], cfg.max_length)
+        # The stage prints this to the user (and records it in run.json); here it is for library callers.
+        logger.info("%d examples were longer than data.max_length=%d and were truncated", stats["truncated"], cfg.max_length)
     if stats["validation_empty"]:
-        logger.warning("no validation examples (data.validation unset and data.validation_split=%s); validation is skipped", cfg.validation_split)
+        logger.info("no validation examples (data.validation unset and data.validation_split=%s); validation is skipped", cfg.validation_split)
