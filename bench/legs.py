@@ -71,7 +71,7 @@ def _parameter_counts(model) -> dict[str, int]:
 
 
 def run_honing(size: Size, mode: str, *, seed: int, device: str, precision: str, attn: str, model_dtype: str,
-               run_dir: str) -> dict[str, Any]:
+               run_dir: str, compile: bool = False) -> dict[str, Any]:
     from honing.config import AdapterConfig, TrainConfig
     from honing.data.packing import collate_packed, pack
     from honing.data.types import TokenizedExample
@@ -90,7 +90,7 @@ def run_honing(size: Size, mode: str, *, seed: int, device: str, precision: str,
     cfg = TrainConfig(
         lr=size.lr, schedule="constant", warmup_steps=0, weight_decay=0.0, max_steps=size.total_steps,
         micro_batch_size=size.micro_batch, grad_accum=size.grad_accum, max_grad_norm=1.0, precision=precision,
-        seed=seed, eval_every=None, save_every=None, log_every=1,
+        seed=seed, eval_every=None, save_every=None, log_every=1, compile=compile,
     )
     clock = StepClock(size, device)
 

@@ -46,6 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="weight dtype of the model given to both frameworks")
     parser.add_argument("--attn", choices=["sdpa", "eager", "flash_attention_2"], default="sdpa",
                         help="attention implementation, the same for both")
+    parser.add_argument("--compile", action="store_true",
+                        help="honing legs with train.compile=true (torch.compile of each block; the warm-up steps absorb the compile)")
     parser.add_argument("--trl", action=argparse.BooleanOptionalAction, default=True, help="run the TRL legs")
     parser.add_argument("--liger", action="store_true", help="also run TRL with use_liger_kernel=True")
     parser.add_argument("--frameworks", help="comma-separated subset of honing,trl,trl+liger (overrides --trl/--liger)")
@@ -192,7 +194,7 @@ def leg_spec(size: Size, framework: str, mode: str, args, device: str, precision
              tag: str = "") -> dict[str, Any]:
     return {"role": "leg", "framework": framework, "mode": mode, "size": size_dict(size), "seed": args.seed,
             "device": device, "precision": precision, "attn": args.attn, "model_dtype": args.model_dtype,
-            "run_dir": str(workdir / f"run-{framework}-{mode}-{size.seq}{tag}")}
+            "compile": args.compile, "run_dir": str(workdir / f"run-{framework}-{mode}-{size.seq}{tag}")}
 
 
 def run_legs(size: Size, frameworks: list[str], args, device: str, precision: str, peak: float,
@@ -379,7 +381,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report: dict[str, Any] = {
         "command": "python -m bench.train " + " ".join(sys.argv[1:] if argv is None else argv),
         "size": size_dict(size), "device": device, "precision": precision, "model_dtype": args.model_dtype,
-        "attn": args.attn, "seed": args.seed, "hardware": hardware(device), "versions": versions(),
+        "attn": args.attn, "compile": args.compile, "seed": args.seed, "hardware": hardware(device), "versions": versions(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     print(f"{size.name}: seq {size.seq}, batch {size.micro_batch}×{size.grad_accum}, {size.warmup}+{size.steps} steps, "

@@ -42,7 +42,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
                   model_dtype=spec["model_dtype"])
     try:
         if spec["framework"] == "honing":
-            result = legs.run_honing(size, spec["mode"], run_dir=spec["run_dir"], **common)
+            result = legs.run_honing(size, spec["mode"], run_dir=spec["run_dir"], compile=spec.get("compile", False),
+                                     **common)
         else:
             result = legs.run_trl(size, spec["mode"], liger=spec["framework"] == "trl+liger", run_dir=spec["run_dir"],
                                   **common)

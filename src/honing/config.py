@@ -180,6 +180,13 @@ class TrainConfig(StrictModel):
     """On a NaN or infinite loss: stop cleanly, or skip that optimiser step."""
     log_every: int = Field(1, ge=1)
     """Write metrics every N optimiser steps."""
+    compile: bool = False
+    """torch.compile each transformer block (regional compilation: one compiled graph reused by every
+    block, so compiling takes seconds, not minutes). Pays off on GPUs for long runs; the first steps
+    are slower while it compiles. Needs a C++ compiler on CPU."""
+    prefetch: Literal["auto", "on", "off"] = "auto"
+    """Build the next step's batches in a background thread while this step computes (pinned memory,
+    asynchronous copies). auto: on with CUDA, off on CPU, where the cores are busy with the step."""
     loss_kernel: Literal["auto", "plain", "chunked", "liger"] = "auto"
     """How the output head and loss are computed on target tokens: plain (whole tokens × vocab logits),
     chunked (never all logits at once: a fraction of the memory, about as fast), liger (Liger's

@@ -32,7 +32,9 @@ from honing.train import checkpoint as ckpt
 from honing.train.distributed import Dist, all_reduce_sum, barrier
 from honing.train.objectives.causal_lm import TargetedCausalLM, count_targets
 from honing.train.optim import build_optimizer, build_scheduler
-from honing.train.parallel import as_float, gradient_sync, wrap
+from honing.train.compilation import compile_blocks
+from honing.train.loader import for_config as step_batches
+from honing.train.parallel import as_float, block_modules, gradient_sync, wrap
 from honing.ui import console, progress_bar
 
 Collate = Callable[[Sequence[Any]], dict[str, torch.Tensor]]
@@ -248,6 +250,8 @@ def fit(
 ) -> FitResult:
     """Train `model` (already on ctx.device, adapters applied) and return the final state."""
     plan = plan_steps(len(train_items), cfg, ctx.world_size)
+    if cfg.compile:  # before wrapping: FSDP2 then shards the compiled blocks, and names stay unchanged
+        compile_blocks(block_modules(model), ctx.device)
     module = wrap(TargetedCausalLM(model, loss_kernel=cfg.loss_kernel), cfg.distributed, ctx)  # FSDP2 shards `model` in place
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, plan.total_steps)
@@ -266,15 +270,16 @@ def fit(
         _validate(module, val_items, collate, cfg, ctx, run, state, store)
         last_eval_step = 0
     bar = progress_bar(plan.total_steps, enabled=show_progress and ctx.is_main)
-    with bar, _StopRequest() as stop:
+    batches = step_batches(train_items, collate, lambda s: rank_micro_batches(plan, s, cfg.seed, cfg, ctx),
+                           plan.total_steps, cfg, ctx.device)
+    with bar, batches, _StopRequest() as stop:
         task = bar.add_task("train", total=plan.total_steps, completed=state.step, loss=float("nan"), lr=0.0, tps=0.0)
         window_tokens, window_start = 0, time.perf_counter()
         while state.step < plan.total_steps:
             step = state.step
             # Dropout depends on (seed, step, rank) only, so a resumed run draws the same masks.
             torch.manual_seed(cfg.seed * 1_000_003 + step * 4099 + ctx.rank)
-            indices = rank_micro_batches(plan, step, cfg.seed, cfg, ctx)
-            micro_batches = [collate([train_items[i] for i in chunk]) for chunk in indices]
+            micro_batches = batches.get(step)
             lr = scheduler.get_last_lr()[0]
             result = train_step(module, micro_batches, optimizer, cfg, ctx)
             if not result["finite"]:
