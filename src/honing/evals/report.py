@@ -1,0 +1,488 @@
+"""The evaluation report: `report.md` and one self-contained `report.html` with inline SVG charts.
+
+Both files are rendered from one list of blocks (headings, paragraphs, tables and, in HTML
+only, charts), so the two never disagree. `results` is the dict `honing eval` builds:
+`models`, `tasks`, `scores` (model → task → metric → {mean, low, high, n}) and `differences`
+against the baseline; `gate`, `examples`, `throughput`, `judge`, `confusion` and `curves` are
+optional.
+
+Numbers: a metric whose values all lie in [0, 1] reads as a percentage with one decimal
+("51.7% [38.3, 65.0]"), differences as percentage points; losses, perplexities, BLEU-like scores
+and anything outside [0, 1] read as plain numbers with four significant digits.
+Example texts longer than `EXAMPLE_CHARS` are cut, and the cut says how much was dropped.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from honing.errors import HoningError
+
+EXAMPLE_CHARS = 400
+_PLAIN_WORDS = {"loss", "perplexity", "ppl", "bleu", "chrf", "ter"}
+_COLORS = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#be185d", "#4b5563")
+_CURVES = (("loss", "train loss", "#2563eb", ""), ("val_loss", "validation loss", "#dc2626", "6 4"))
+
+
+class Block(NamedTuple):
+    """One piece of the report. kind: h1 | h2 | h3 | p | table | html (raw markup, HTML only)."""
+
+    kind: str
+    content: Any  # text; (header, rows) for a table; markup for html
+    cls: str = ""
+
+
+# ── public ──────────────────────────────────────────────────────────────────────────────────
+
+
+def load_curves(run_dir: str | Path) -> list[dict]:
+    """The metric records of a training run (`<run_dir>/metrics.jsonl`); [] when it has none."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise HoningError(f"{path}:{number}: not valid JSON ({err.msg}); fix or delete that line") from None
+        if not isinstance(record, dict) or "step" not in record:
+            raise HoningError(f"{path}:{number}: expected a JSON object with a 'step' key; fix or delete that line")
+        records.append(record)
+    return records
+
+
+def render_markdown(results: dict) -> str:
+    parts = (_markdown_block(block) for block in _blocks(results, charts=False))
+    return "\n\n".join(part for part in parts if part) + "\n"
+
+
+def render_html(results: dict) -> str:
+    body = "\n".join(_html_block(block) for block in _blocks(results, charts=True))
+    title = _esc(results.get("title") or "honing eval")
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{title}</title>\n'
+            f"<style>{_CSS}</style>\n</head>\n<body>\n<main>\n{body}\n</main>\n</body>\n</html>\n")
+
+
+def write_reports(results: dict, directory: str | Path) -> dict[str, Path]:
+    """Write `report.md` and `report.html` into `directory`, each atomically; returns their paths."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    texts = {"markdown": ("report.md", render_markdown(results)), "html": ("report.html", render_html(results))}
+    return {kind: _write_atomic(directory / name, text) for kind, (name, text) in texts.items()}
+
+
+def _write_atomic(path: Path, text: str) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+# ── numbers ─────────────────────────────────────────────────────────────────────────────────
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _num(value: Any, spec: str = ".3g") -> str:
+    value = _finite(value)
+    return "n/a" if value is None else format(value, spec)
+
+
+class _Numbers:
+    """Formats a metric's values: percentages for [0, 1] scores, plain numbers for the rest."""
+
+    def __init__(self, results: dict):
+        self.out_of_range = {
+            metric
+            for by_task in (results.get("scores") or {}).values()
+            for by_metric in (by_task or {}).values()
+            for metric, interval in (by_metric or {}).items()
+            if any(v is not None and not -1e-9 <= v <= 1 + 1e-9 for v in _triple(interval))
+        }
+
+    def plain(self, metric: str) -> bool:
+        name = metric.lower()
+        words = set(re.split(r"[^a-z0-9]+", name))
+        return metric in self.out_of_range or "loss" in name or "perplexity" in name or bool(words & _PLAIN_WORDS)
+
+    def value(self, metric: str, value: Any) -> str:
+        value = _finite(value)
+        if value is None:
+            return "n/a"
+        return f"{value:.4g}" if self.plain(metric) else f"{value * 100:.1f}%"
+
+    def interval(self, metric: str, interval: dict | None) -> str:
+        mean, low, high = _triple(interval)
+        if mean is None:
+            return "n/a"
+        if low is None or high is None:
+            return self.value(metric, mean)
+        if self.plain(metric):
+            return f"{mean:.4g} [{low:.4g}, {high:.4g}]"
+        return f"{mean * 100:.1f}% [{low * 100:.1f}, {high * 100:.1f}]"
+
+    def diff(self, metric: str, record: dict) -> str:
+        diff, low, high = (_finite(record.get(key)) for key in ("diff", "low", "high"))
+        if diff is None:
+            return "n/a"
+        spec, scale, unit = (".4g", 1, "") if self.plain(metric) else (".1f", 100, " pts")
+        text = f"{diff * scale:+{spec}}{unit}"
+        if low is not None and high is not None:
+            text += f" [{low * scale:+{spec}}, {high * scale:+{spec}}]"
+            text += " ▲" if low > 0 else " ▼" if high < 0 else ""
+        return text
+
+
+def _triple(interval: dict | None) -> tuple[float | None, float | None, float | None]:
+    interval = interval or {}
+    return _finite(interval.get("mean")), _finite(interval.get("low")), _finite(interval.get("high"))
+
+
+# ── content, shared by both formats ─────────────────────────────────────────────────────────
+
+
+def _blocks(results: dict, charts: bool) -> list[Block]:
+    numbers = _Numbers(results)
+    meta = [f"created {results['created']}" if results.get("created") else "",
+            f"run directory {results['run_dir']}" if results.get("run_dir") else ""]
+    blocks = [Block("h1", results.get("title") or "honing eval"), Block("p", " · ".join(filter(None, meta)), "meta")]
+    blocks += _models_blocks(results)
+    for task in results.get("tasks") or []:
+        blocks += _task_blocks(results, task, numbers, charts)
+    for section in (_differences_blocks, _gate_blocks):
+        blocks += section(results, numbers)
+    blocks += _throughput_blocks(results) + _judge_blocks(results)
+    blocks += _curve_blocks(results, charts) + _example_blocks(results)
+    return blocks
+
+
+def _model_names(results: dict) -> list[str]:
+    return [str(model.get("name")) for model in results.get("models") or []]
+
+
+def _ordered(keys, preferred: list[str]) -> list[str]:
+    keys = list(keys)
+    return [key for key in preferred if key in keys] + [key for key in keys if key not in preferred]
+
+
+def _score(results: dict, model: str, task: str, metric: str) -> dict | None:
+    return (((results.get("scores") or {}).get(model) or {}).get(task) or {}).get(metric)
+
+
+def _models_blocks(results: dict) -> list[Block]:
+    rows = [[str(m.get("name")), str(m.get("role") or "—"), str(m.get("source") or "—"), str(m.get("adapter") or "—")]
+            for m in results.get("models") or []]
+    return [Block("h2", "Models"), Block("table", (["model", "role", "source", "adapter"], rows))]
+
+
+def _task_blocks(results: dict, task: dict, numbers: _Numbers, charts: bool) -> list[Block]:
+    name = str(task.get("name"))
+    models = _model_names(results)
+    metrics = list(task.get("metrics") or sorted(
+        {m for model in models for m in ((results.get("scores") or {}).get(model) or {}).get(name) or {}}))
+    primary = task.get("primary") or (metrics[0] if metrics else None)
+    facts = [task.get("kind"), f"n = {task['n']}" if task.get("n") is not None else None,
+             f"primary metric: {primary}" if primary else None, "regression set" if task.get("regression") else None]
+    blocks = [Block("h2", f"Task: {name}")]
+    if task.get("description"):
+        blocks.append(Block("p", str(task["description"])))
+    blocks.append(Block("p", " · ".join(str(fact) for fact in facts if fact), "meta"))
+    header = ["model"] + [f"{metric} (primary)" if metric == primary else metric for metric in metrics]
+    rows = [[model] + [numbers.interval(metric, _score(results, model, name, metric)) for metric in metrics]
+            for model in models]
+    blocks.append(Block("table", (header, rows)))
+    if charts and primary:
+        blocks.append(Block("html", _interval_svg(results, name, primary, numbers)))
+    if charts:
+        confusion = results.get("confusion") or {}
+        for model in _ordered(confusion, models):
+            if (confusion.get(model) or {}).get(name):
+                blocks += [Block("h3", f"Confusion matrix: {model} (rows gold, columns predicted)"),
+                           Block("html", _confusion_html(confusion[model][name]))]
+    return blocks
+
+
+def _differences_blocks(results: dict, numbers: _Numbers) -> list[Block]:
+    records = results.get("differences") or []
+    if not records:
+        return []
+    rows = [[str(r.get("model")), str(r.get("baseline")), str(r.get("task")), str(r.get("metric")),
+             numbers.diff(str(r.get("metric")), r)] for r in records]
+    return [Block("h2", "Differences against the baseline"),
+            Block("p", "Candidate minus baseline, paired bootstrap interval; ▲/▼ where the interval excludes 0.", "meta"),
+            Block("table", (["model", "baseline", "task", "metric", "difference"], rows))]
+
+
+def _gate_blocks(results: dict, numbers: _Numbers) -> list[Block]:
+    gate = results.get("gate")
+    if not gate:
+        return []
+    passed = bool(gate.get("passed"))
+    rows = [["✓ pass" if c.get("passed") else "✗ FAIL", str(c.get("model")), str(c.get("task")), str(c.get("metric")),
+             str(c.get("kind")), numbers.value(str(c.get("metric")), c.get("value")),
+             numbers.value(str(c.get("metric")), c.get("limit")), str(c.get("message") or "")]
+            for c in gate.get("checks") or []]
+    blocks = [Block("h2", f"Gate: {'PASSED' if passed else 'FAILED'}", "pass" if passed else "fail")]
+    if rows:
+        header = ["result", "model", "task", "metric", "check", "value", "limit", "message"]
+        blocks.append(Block("table", (header, rows)))
+    return blocks
+
+
+def _throughput_blocks(results: dict) -> list[Block]:
+    throughput = results.get("throughput") or {}
+    rows = [[model, task, _num(t.get("examples_per_s")), _num(t.get("tokens_per_s")),
+             _num(t.get("seconds"), ".1f"), str(t.get("cached", "n/a"))]
+            for model in _ordered(throughput, _model_names(results))
+            for task, t in (throughput.get(model) or {}).items()]
+    if not rows:
+        return []
+    header = ["model", "task", "examples/s", "tokens/s", "seconds", "cached"]
+    return [Block("h2", "Throughput"), Block("table", (header, rows))]
+
+
+def _judge_blocks(results: dict) -> list[Block]:
+    judge = results.get("judge")
+    if not judge:
+        return []
+    return [Block("h2", "Judge"), Block("p", f"{judge.get('name')} ({judge.get('kind') or 'unknown kind'})")]
+
+
+def _curve_blocks(results: dict, charts: bool) -> list[Block]:
+    curves = results.get("curves") or {}
+    if not any(curves.values()):
+        return []
+    blocks = [Block("h2", "Training curves")]
+    for model in _ordered(curves, _model_names(results)):
+        records = curves.get(model) or []
+        if not records:
+            continue
+        lasts = [f"last {label} {_num(points[-1][1], '.4g')} at step {points[-1][0]:g}"
+                 for key, label, _, _ in _CURVES if (points := _points(records, key))]
+        blocks += [Block("h3", model), Block("p", "; ".join([f"metric records: {len(records)}"] + lasts), "meta")]
+        if charts:
+            blocks.append(Block("html", _curve_svg(model, records)))
+    return blocks
+
+
+def _example_blocks(results: dict) -> list[Block]:
+    examples = results.get("examples") or {}
+    blocks = [Block("h2", "Examples where models disagree")]
+    if not any(examples.values()):
+        return blocks + [Block("p", "None recorded.", "meta")]
+    task_order = [str(task.get("name")) for task in results.get("tasks") or []]
+    for task in _ordered(examples, task_order):
+        blocks.append(Block("h3", task))
+        if not examples[task]:
+            blocks.append(Block("p", "No disagreements.", "meta"))
+        for example in examples[task] or []:
+            outputs, scores = example.get("outputs") or {}, example.get("scores") or {}
+            rows = [["prompt", _clip(example.get("prompt")), ""], ["reference", _clip(example.get("reference")), ""]]
+            rows += [[model, _clip(outputs.get(model)), _num(scores.get(model))]
+                     for model in _ordered(set(outputs) | set(scores), _model_names(results))]
+            blocks.append(Block("table", ([f"example {example.get('id', '?')}", "text", "score"], rows), "examples"))
+    return blocks
+
+
+def _clip(value: Any, limit: int = EXAMPLE_CHARS) -> str:
+    if value is None:
+        return ""
+    text = " / ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    return text if len(text) <= limit else f"{text[:limit].rstrip()}… [+{len(text) - limit} chars]"
+
+
+def _points(records: list[dict], key: str) -> list[tuple[float, float]]:
+    pairs = ((_finite(r.get("step")), _finite(r.get(key))) for r in records)
+    return sorted((step, value) for step, value in pairs if step is not None and value is not None)
+
+
+# ── Markdown and HTML ───────────────────────────────────────────────────────────────────────
+
+
+def _markdown_block(block: Block) -> str:
+    if block.kind in ("h1", "h2", "h3"):
+        return "#" * int(block.kind[1]) + " " + " ".join(str(block.content).split()).replace("<", "\\<")
+    if block.kind == "p":
+        return str(block.content).replace("<", "\\<")
+    if block.kind == "table":
+        header, rows = block.content
+        return "\n".join([_markdown_row(header), "|" + "---|" * len(header)] + [_markdown_row(row) for row in rows])
+    return ""  # charts are HTML only
+
+
+def _markdown_row(cells: list[str]) -> str:
+    """Cells on one line; `|` and `<` escaped so that outputs show as written, not as markup."""
+    clean = (str(cell).replace("\r\n", "\n").replace("|", "\\|").replace("<", "\\<").replace("\n", " ↵ ")
+             for cell in cells)
+    return "| " + " | ".join(clean) + " |"
+
+
+def _esc(text: Any) -> str:
+    return html.escape(str(text))
+
+
+def _html_block(block: Block) -> str:
+    cls = f' class="{block.cls}"' if block.cls else ""
+    if block.kind == "table":
+        header, rows = block.content
+        head = "".join(f"<th>{_esc(cell)}</th>" for cell in header)
+        body = "".join("<tr>" + "".join(f"<td>{_esc(cell)}</td>" for cell in row) + "</tr>" for row in rows)
+        return f'<div class="scroll"><table{cls}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+    if block.kind == "html":
+        return block.content
+    return f"<{block.kind}{cls}>{_esc(block.content)}</{block.kind}>"
+
+
+def _confusion_html(matrix: dict) -> str:
+    gold = [str(label) for label in matrix]
+    predicted = _ordered({str(p) for row in matrix.values() for p in (row or {})}, gold)
+    counts = {(str(g), str(p)): _finite(c) or 0.0 for g, row in matrix.items() for p, c in (row or {}).items()}
+    peak = max(counts.values(), default=0.0) or 1.0
+    head = "<th>gold \\ predicted</th>" + "".join(f"<th>{_esc(p)}</th>" for p in predicted)
+    rows = []
+    for g in gold:
+        cells = []
+        for p in predicted:
+            share = counts.get((g, p), 0.0) / peak
+            style = f"background:rgba(37,99,235,{share:.2f});color:{'#fff' if share > 0.55 else '#111827'}"
+            cells.append(f'<td style="{style}">{counts.get((g, p), 0.0):g}</td>')
+        rows.append(f"<tr><th>{_esc(g)}</th>{''.join(cells)}</tr>")
+    return f'<table class="confusion"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+# ── SVG charts ──────────────────────────────────────────────────────────────────────────────
+
+
+def _ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """Round tick positions (1, 2, 2.5, 5 × 10^k apart) inside [low, high]."""
+    raw = (high - low) / count
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw * (1 - 1e-9))
+    first = math.ceil(low / step - 1e-9) * step
+    return [float(f"{first + i * step:.12g}") for i in range(int((high - first) / step + 1e-9) + 1)]
+
+
+def _span(values: list[float], pad: float) -> tuple[float, float]:
+    low, high = min(values), max(values)
+    if high - low < 1e-12:
+        spread = abs(low) * 0.1 or 1.0
+        return low - spread, high + spread
+    return low - pad * (high - low), high + pad * (high - low)
+
+
+def _svg_open(width: int, height: int, label: str) -> str:
+    return (f'<svg width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" role="img" aria-label="{_esc(label)}">')
+
+
+def _text(x: float, y: float, text: str, anchor: str = "start", extra: str = "") -> str:
+    return f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}"{extra}>{_esc(text)}</text>'
+
+
+def _interval_svg(results: dict, task: str, metric: str, numbers: _Numbers) -> str:
+    """One row per model: the primary metric's mean as a dot (and bar, for rates) with its interval."""
+    rows = [(model, _triple(_score(results, model, task, metric))) for model in _model_names(results)]
+    plain = numbers.plain(metric)
+    values = [v for _, triple in rows for v in triple if v is not None]
+    low_end, high_end = _span(values, 0.05) if plain and values else (0.0, 1.0)
+    width, left, right, top, row_height = 640, 150, 80, 8, 26
+    axis_y = top + row_height * len(rows)
+    parts = [_svg_open(width, axis_y + 26, f"{task}: {metric} by model")]
+
+    def x(value: float) -> float:
+        return left + (min(max(value, low_end), high_end) - low_end) / (high_end - low_end) * (width - left - right)
+
+    for tick in _ticks(low_end, high_end):
+        parts.append(f'<line x1="{x(tick):.1f}" y1="{top}" x2="{x(tick):.1f}" y2="{axis_y}" stroke="#e5e7eb"/>')
+        parts.append(_text(x(tick), axis_y + 16, f"{tick:.4g}" if plain else f"{tick * 100:g}%", "middle"))
+    for i, (model, (mean, low, high)) in enumerate(rows):
+        y, color = top + row_height * i + row_height / 2, _COLORS[i % len(_COLORS)]
+        parts.append(_text(left - 8, y + 4, model if len(model) <= 22 else model[:21] + "…", "end"))
+        if mean is None:
+            parts.append(_text(left + 4, y + 4, "n/a"))
+            continue
+        if not plain:
+            parts.append(f'<rect x="{left}" y="{y - 6:.1f}" width="{x(mean) - left:.1f}" height="12" '
+                         f'fill="{color}" fill-opacity="0.18"/>')
+        if low is not None and high is not None:
+            parts.append(f'<line x1="{x(low):.1f}" y1="{y:.1f}" x2="{x(high):.1f}" y2="{y:.1f}" stroke="{color}" stroke-width="2"/>')
+            parts += [f'<line x1="{x(v):.1f}" y1="{y - 5:.1f}" x2="{x(v):.1f}" y2="{y + 5:.1f}" stroke="{color}" stroke-width="2"/>'
+                      for v in (low, high)]
+        parts.append(f'<circle cx="{x(mean):.1f}" cy="{y:.1f}" r="4.5" fill="{color}"/>')
+        parts.append(_text(width - right + 8, y + 4, numbers.value(metric, mean)))
+    parts.append(f'<line x1="{left}" y1="{axis_y}" x2="{width - right}" y2="{axis_y}" stroke="#6b7280"/>')
+    return "".join(parts) + "</svg>"
+
+
+def _curve_svg(model: str, records: list[dict]) -> str:
+    """Train and validation loss against step, with axes, ticks and a legend."""
+    series = [(label, color, dash, points) for key, label, color, dash in _CURVES if (points := _points(records, key))]
+    if not series:
+        return '<p class="meta">No loss values logged.</p>'
+    steps = [p[0] for *_, points in series for p in points]
+    losses = [p[1] for *_, points in series for p in points]
+    (x_low, x_high), (y_low, y_high) = _span(steps, 0.0), _span(losses, 0.05)
+    width, height, left, right, top, bottom = 640, 280, 64, 16, 30, 40
+    parts = [_svg_open(width, height, f"training curves of {model}")]
+
+    def x(step: float) -> float:
+        return left + (step - x_low) / (x_high - x_low) * (width - left - right)
+
+    def y(loss: float) -> float:
+        return top + (y_high - loss) / (y_high - y_low) * (height - top - bottom)
+
+    for tick in _ticks(y_low, y_high):
+        parts.append(f'<line x1="{left}" y1="{y(tick):.1f}" x2="{width - right}" y2="{y(tick):.1f}" stroke="#e5e7eb"/>')
+        parts.append(_text(left - 6, y(tick) + 4, f"{tick:.4g}", "end"))
+    for tick in (t for t in _ticks(x_low, x_high) if t == int(t)):
+        parts.append(_text(x(tick), height - bottom + 16, f"{int(tick)}", "middle"))
+    parts.append(f'<polyline fill="none" stroke="#6b7280" points="{left},{top} {left},{height - bottom} '
+                 f'{width - right},{height - bottom}"/>')
+    parts.append(_text((left + width - right) / 2, height - 6, "step", "middle"))
+    for i, (label, color, dash, points) in enumerate(series):
+        dashes = f' stroke-dasharray="{dash}"' if dash else ""
+        if len(points) > 1:
+            coords = " ".join(f"{x(s):.1f},{y(v):.1f}" for s, v in points)
+            parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.8"{dashes} points="{coords}"/>')
+        if len(points) <= 40:
+            parts += [f'<circle cx="{x(s):.1f}" cy="{y(v):.1f}" r="2.5" fill="{color}"/>' for s, v in points]
+        legend_x = left + 8 + 150 * i
+        parts.append(f'<line x1="{legend_x}" y1="14" x2="{legend_x + 24}" y2="14" stroke="{color}" stroke-width="2"{dashes}/>')
+        parts.append(_text(legend_x + 30, 18, label))
+    return "".join(parts) + "</svg>"
+
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2937;background:#f9fafb;margin:0}
+main{max-width:1000px;margin:0 auto;padding:24px}
+h1{font-size:1.6em;margin-bottom:4px}
+h2{margin-top:2em;border-bottom:1px solid #e5e7eb;padding-bottom:4px}
+.scroll{overflow-x:auto}
+table{border-collapse:collapse;margin:8px 0;background:#fff}
+th,td{border:1px solid #e5e7eb;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f3f4f6;font-weight:600}
+td{font-variant-numeric:tabular-nums}
+table.examples td{white-space:pre-wrap;max-width:680px}
+table.confusion td{text-align:right;min-width:3em}
+.meta{color:#6b7280}
+.pass{color:#047857}
+.fail{color:#b91c1c}
+svg{display:block;max-width:100%;height:auto;margin:8px 0;background:#fff}
+svg text{font:11px system-ui,sans-serif;fill:#374151}
+"""
