@@ -24,7 +24,9 @@ SUMMARIES = {
     "merge": "Fold a LoRA/DoRA adapter into its base model and save a plain HF model.",
     "inspect": "Show a data file's format, counts, token lengths and trained-vs-masked tokens.",
     "quickstart": "Fine-tune the embedded model on the bundled task and show before/after on held-out data.",
+    "eval": "Evaluate models on tasks with bootstrap intervals; one Markdown + HTML report; --gate fails on regressions.",
 }
+GATE_FAILED_EXIT = 3  # `honing eval --gate`: a candidate regressed or missed a threshold (1 is a usage/input error)
 TRAINING_STAGES = {"pretrain", "sft"}
 
 
@@ -62,8 +64,10 @@ def _split_args(args: tuple[str, ...]) -> tuple[str | None, list[str]]:
     return config, overrides
 
 
-def _run_stage(stage: str, args: tuple[str, ...], resume: str | None) -> None:
+def _run_stage(stage: str, args: tuple[str, ...], resume: str | None, gate: bool = False) -> None:
     config_path, overrides = _split_args(args)
+    if gate:
+        overrides.append("gate.enabled=true")
     if resume:
         saved = Path(resume) / "config.yaml"
         if not saved.is_file():
@@ -79,6 +83,8 @@ def _run_stage(stage: str, args: tuple[str, ...], resume: str | None) -> None:
     result = module.run(cfg, resume=resume) if stage in TRAINING_STAGES else module.run(cfg)
     if isinstance(result, dict) and result.get("status") == "interrupted":
         sys.exit(130)  # stopped by Ctrl-C after writing a checkpoint; --resume continues it
+    if isinstance(result, dict) and result.get("gate") and not result["gate"]["passed"]:
+        sys.exit(GATE_FAILED_EXIT)
 
 
 def _make_command(stage: str) -> click.Command:
@@ -88,8 +94,13 @@ def _make_command(stage: str) -> click.Command:
             "Continue this run from its latest checkpoint, exactly, with its saved config (key=value overrides still apply)."
         )))
 
-    def callback(args: tuple[str, ...], resume: str | None = None) -> None:
-        _run_stage(stage, args, resume)
+    if stage == "eval":
+        params.append(click.Option(["--gate"], is_flag=True, help=(
+            f"Exit with code {GATE_FAILED_EXIT} when a candidate regresses on a regression task or misses a task's min threshold."
+        )))
+
+    def callback(args: tuple[str, ...], resume: str | None = None, gate: bool = False) -> None:
+        _run_stage(stage, args, resume, gate)
 
     return StageCommand(stage, name=stage, callback=callback, params=params, short_help=SUMMARIES[stage],
                         context_settings={"ignore_unknown_options": True})

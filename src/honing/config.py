@@ -367,6 +367,141 @@ class QuickstartConfig(StrictModel):
     """Longest answer generated while scoring."""
 
 
+# --------------------------------------------------------------------------- evaluation
+
+TaskKind = Literal["perplexity", "generation", "multiple_choice", "classification", "pairwise", "rubric"]
+
+
+class EvalModelConfig(StrictModel):
+    """One model to evaluate."""
+
+    name: str = Field(min_length=1)
+    """Short name used in the report and in overrides (models.<name>.adapter=...)."""
+    path: str | None = None
+    """A Hugging Face directory, a .gguf file or a run directory (its saved model or adapter); null: the embedded default."""
+    adapter: str | None = None
+    """A PEFT adapter directory (or a run directory that saved one) applied on top of path."""
+    role: Literal["base", "candidate"] = "candidate"
+    """base: the reference candidates are compared with (regressions, differences, pairwise judging)."""
+
+
+class EvalTaskConfig(StrictModel):
+    """One task: a data file and how answers are scored."""
+
+    name: str = Field(min_length=1)
+    """Short name used in the report."""
+    kind: TaskKind = "generation"
+    """perplexity: loss on held-out text or chat data (masked tokens excluded); generation: answers scored by
+    metrics; multiple_choice: the choice with the highest log-likelihood; classification: a label per example;
+    pairwise: a judge compares each candidate's answer with the base's, twice with the order swapped;
+    rubric: a judge grades each answer against a rubric."""
+    data: str
+    """The examples: a .jsonl/.json/.csv/.parquet file, or builtin:quickstart / builtin:general (bundled)."""
+    metrics: list[str] = []
+    """generation: metric names (exact_match, exact_match_normalized, token_f1, rouge_l, bleu, chrf, regex_match,
+    json_valid, json_schema) or module:function; empty: the kind's defaults."""
+    primary: str | None = None
+    """The metric that gates and orders the report; default: the first metric."""
+    regression: bool = False
+    """A general-capability task: a candidate may not score lower than the base by more than gate.regression_tolerance."""
+    min: dict[str, float] = {}
+    """Thresholds every candidate must reach, metric -> lowest allowed score (checked with --gate)."""
+    max_examples: int | None = Field(None, ge=1)
+    """Use only the first N examples."""
+    labels: list[str] | None = None
+    """classification: the label set (default: every label in the data)."""
+    classify_by: Literal["generation", "loglikelihood"] = "generation"
+    """classification: map a generated answer to a label, or pick the label with the highest log-likelihood."""
+    chat_template: bool | None = None
+    """Wrap prompts in the model's chat template; default true, except multiple_choice (plain text, as lm-evaluation-harness)."""
+    system_prompt: str | None = None
+    """System message for prompts that have none."""
+    max_new_tokens: int | None = Field(None, ge=1)
+    """Longest answer for this task (default: sampling.max_new_tokens)."""
+    rubric: str | None = None
+    """rubric: what a good answer does; the judge grades 1-10 against it (default: a general helpfulness rubric)."""
+    format: Literal["auto", "text", "instruction", "chat", "sharegpt"] = "auto"
+    """perplexity: the data format (auto detects it); the loss covers assistant turns of chat data, all of text."""
+    max_length: int = Field(1024, ge=8)
+    """perplexity and multiple_choice: longest token sequence (longer ones are truncated from the left and counted)."""
+
+
+class JudgeConfig(StrictModel):
+    """The model that judges answers: a local model, or an OpenAI-compatible HTTP endpoint."""
+
+    path: str | None = None
+    """A local judge model (directory, .gguf or run directory); null with no endpoint: the embedded default."""
+    adapter: str | None = None
+    """A PEFT adapter for the local judge."""
+    endpoint: str | None = None
+    """Base URL of an OpenAI-compatible API (e.g. http://localhost:8000/v1); answers are sent there and nowhere else."""
+    endpoint_model: str | None = None
+    """The model name the endpoint expects."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the endpoint's API key (read at run time, never written to the record)."""
+    max_new_tokens: int = Field(64, ge=1)
+    """Longest verdict."""
+    timeout_s: float = Field(60.0, gt=0)
+    """HTTP timeout per request."""
+
+
+class GateConfig(StrictModel):
+    """When `honing eval --gate` fails (exit code 3)."""
+
+    enabled: bool = False
+    """Check the gate (the --gate flag sets this)."""
+    regression_tolerance: float = Field(0.02, ge=0.0)
+    """Largest drop of a regression task's primary score (candidate − base, as a share: 0.02 = 2 points) that still passes."""
+
+
+class EvalConfig(StrictModel):
+    """`honing eval`: every model on every task, with bootstrap intervals, one report, and an optional gate."""
+
+    models: list[EvalModelConfig] = [EvalModelConfig(name="base", role="base")]
+    """The models; the one with role base (else the first) is the reference."""
+    tasks: list[EvalTaskConfig] = [
+        EvalTaskConfig(name="quickstart", data="builtin:quickstart", primary="honing.quickstart.task:field_accuracy",
+                       metrics=["exact_match", "honing.quickstart.task:field_accuracy", "honing.quickstart.task:format_valid"]),
+        EvalTaskConfig(name="general", data="builtin:general", metrics=["regex_match"], regression=True),
+    ]
+    """The tasks."""
+    judge: JudgeConfig | None = None
+    """Needed by pairwise and rubric tasks."""
+    sampling: SamplingConfig = SamplingConfig(max_new_tokens=128)
+    """How answers are generated (greedy by default, so scores are reproducible)."""
+    batch_size: int = Field(8, ge=1)
+    """Prompts (or sequences) processed together."""
+    gate: GateConfig = GateConfig()
+    resamples: int = Field(2000, ge=100)
+    """Bootstrap resamples per interval."""
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    """Confidence level of the intervals."""
+    cache: bool = True
+    """Reuse answers computed before for the same model, task settings and example (~/.cache/honing/evals)."""
+    report_examples: int = Field(10, ge=0)
+    """Examples per task shown in the report where the models' scores differ."""
+    output: OutputConfig = OutputConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> EvalConfig:
+        for what, names in (("model", [m.name for m in self.models]), ("task", [t.name for t in self.tasks])):
+            duplicated = sorted({n for n in names if names.count(n) > 1})
+            if duplicated:
+                raise ValueError(f"{what} names must be unique; repeated: {', '.join(duplicated)}")
+        if not self.models:
+            raise ValueError("give at least one model")
+        if sum(m.role == "base" for m in self.models) > 1:
+            raise ValueError("at most one model may have role: base")
+        judged = [t.name for t in self.tasks if t.kind in ("pairwise", "rubric")]
+        if judged and self.judge is None:
+            raise ValueError(f"tasks {', '.join(judged)} need a judge (judge.path, or judge.endpoint and judge.endpoint_model)")
+        if any(t.kind == "pairwise" for t in self.tasks) and len(self.models) < 2:
+            raise ValueError("a pairwise task compares candidates with the base: give at least two models")
+        if self.judge and self.judge.endpoint and not self.judge.endpoint_model:
+            raise ValueError("judge.endpoint needs judge.endpoint_model (the model name the endpoint serves)")
+        return self
+
+
 STAGES: dict[str, type[StrictModel]] = {
     "pretrain": PretrainConfig,
     "sft": SFTConfig,
@@ -375,6 +510,7 @@ STAGES: dict[str, type[StrictModel]] = {
     "merge": MergeConfig,
     "inspect": InspectConfig,
     "quickstart": QuickstartConfig,
+    "eval": EvalConfig,
 }
 
 
@@ -428,19 +564,58 @@ def load_config(cls: type[StrictModel], path: str | Path | None = None, override
         data = loaded
     for text in overrides:
         keys, value = parse_override(text)
-        node = data
-        for key in keys[:-1]:
-            child = node.get(key)
-            if not isinstance(child, dict):
-                child = {}
-                node[key] = child
-            node = child
-        node[keys[-1]] = value
+        field = cls.model_fields.get(keys[0])
+        if len(keys) > 1 and keys[0] not in data and field is not None and isinstance(field.default, list):
+            # `models.base.adapter=x` edits the default list, so the list must be there to edit.
+            data[keys[0]] = [item.model_dump(exclude_unset=True) if isinstance(item, BaseModel) else item
+                             for item in field.default]
+        _set_path(data, keys, value, text)
     data = _merge_defaults(cls, data)
     try:
         return cls.model_validate(data)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, cls, source)) from None
+
+
+def _set_path(data: dict[str, Any], keys: list[str], value: Any, text: str) -> None:
+    """Set data[k1][k2]... = value. In a list, a key is an index (`models.1.adapter`) or the
+    `name` of an item (`models.tuned.adapter`)."""
+    node: Any = data
+    for depth, key in enumerate(keys):
+        last = depth == len(keys) - 1
+        if isinstance(node, list):
+            index = _list_index(node, key, text)
+            if last:
+                node[index] = value
+                return
+            if not isinstance(node[index], dict):
+                node[index] = {}
+            node = node[index]
+            continue
+        if last:
+            node[key] = value
+            return
+        child = node.get(key)
+        if not isinstance(child, (dict, list)):
+            child = {}
+            node[key] = child
+        node = child
+
+
+def _list_index(items: list[Any], key: str, text: str) -> int:
+    if key.lstrip("-").isdigit():
+        index = int(key)
+        if -len(items) <= index < len(items):
+            return index % len(items)
+        if index == len(items):  # one past the end adds an item: models.1.name=tuned models.1.adapter=...
+            items.append({})
+            return index
+        raise ConfigError(f"override {text!r}: index {index} is out of range (the list has {len(items)} items; "
+                          f"index {len(items)} adds one)")
+    names = [item.get("name") for item in items if isinstance(item, dict)]
+    if key in names:
+        return names.index(key)
+    raise ConfigError(f"override {text!r}: no item named {key!r} in the list (names: {', '.join(map(str, names)) or 'none'})")
 
 
 def _merge_defaults(cls: type[StrictModel], data: dict[str, Any]) -> dict[str, Any]:

@@ -139,3 +139,21 @@ def score(predictions: list[str], references: list[dict[str, Any]]) -> dict[str,
         "exact_match": exact / n,
         "per_field": per_field,
     }
+
+
+# Per-example metrics in the shape `honing eval` takes (`metrics: [honing.quickstart.task:field_accuracy]`):
+# the example's `reference` is the wanted JSON line.
+
+
+def field_accuracy(prediction: str, example: dict[str, Any]) -> float:
+    """Share of the four fields whose value matches the reference (lenient parsing, as `score`)."""
+    reference = json.loads(example["reference"])
+    parsed = parse_prediction(prediction)
+    if parsed is None:
+        return 0.0
+    return sum(field in parsed and parsed[field] == reference[field] for field in FIELDS) / len(FIELDS)
+
+
+def format_valid(prediction: str, example: dict[str, Any]) -> float:
+    """1.0 when the answer is exactly one JSON line with the four keys in order and allowed values."""
+    return float(is_valid_format(prediction))

@@ -1,0 +1,198 @@
+"""Run one model on one task: the model's raw outputs per example, reusing the answer cache.
+
+Raw outputs by kind (what the cache stores; scoring is separate, in `scoring.py`):
+    generation, pairwise, rubric, classification by generation   {"answer", "new_tokens"}
+    classification by log-likelihood, multiple_choice            {"logprobs": [per choice]}
+    perplexity                                                   {"loss_sum", "tokens"}
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from honing.config import EvalConfig, EvalModelConfig, EvalTaskConfig, ModelConfig
+from honing.errors import DataError
+from honing.evals.cache import AnswerCache, key_of
+from honing.evals.tasks import Example, label_set
+
+CACHE_VERSION = 1  # bump when a change here changes what a cached output means
+
+
+class ModelUnderTest:
+    """A model to evaluate, loaded on first use and released after its tasks."""
+
+    def __init__(self, cfg: EvalModelConfig):
+        self.cfg = cfg
+        self.name = cfg.name
+        self._loaded: Any = None
+        self.fingerprint = model_fingerprint(cfg)
+        self.source: dict[str, Any] = {}
+
+    def load(self) -> Any:
+        if self._loaded is None:
+            from honing.stages.generate import load_for_inference
+
+            self._loaded = load_for_inference(ModelConfig(path=self.cfg.path), self.cfg.adapter)
+            self.source = self._loaded.source
+        return self._loaded
+
+    def release(self) -> None:
+        self._loaded = None
+        gc.collect()
+
+    def run_dir(self) -> Path | None:
+        """The training run behind this model (for its curves), if there is one."""
+        for candidate in (self.cfg.adapter, self.cfg.path):
+            if not candidate:
+                continue
+            path = Path(candidate).expanduser()
+            for directory in (path, path.parent):
+                if (directory / "run.json").is_file() and (directory / "metrics.jsonl").is_file():
+                    return directory
+        return None
+
+
+def model_fingerprint(cfg: EvalModelConfig) -> str:
+    """The content of the weights the model will run with: base weights, plus the adapter's."""
+    from honing.models.load import resolve_model_source, source_sha256, weight_files, weights_sha256
+    from honing.models.save import _base_config, resolve_adapter_dir
+
+    model_cfg = ModelConfig(path=cfg.path)
+    parts: dict[str, Any] = {}
+    if cfg.adapter:
+        adapter_dir = resolve_adapter_dir(cfg.adapter)
+        parts["adapter"] = weights_sha256(weight_files(adapter_dir))
+        model_cfg = _base_config(model_cfg, adapter_dir)
+    source = resolve_model_source(model_cfg)
+    parts["base"] = source_sha256(source.get("base") or source)
+    if source.get("adapter"):
+        parts["run_adapter"] = weights_sha256(weight_files(source["adapter"]))
+    return key_of(**parts)
+
+
+def task_key(task: EvalTaskConfig, cfg: EvalConfig) -> str:
+    """Everything that changes what the model is asked or how it answers (not how it is scored)."""
+    sampling = cfg.sampling.model_dump()
+    if task.max_new_tokens:
+        sampling["max_new_tokens"] = task.max_new_tokens
+    return key_of(version=CACHE_VERSION, kind=task.kind, chat_template=chat_template_for(task),
+                  system_prompt=task.system_prompt, sampling=sampling if generates(task) else None,
+                  classify_by=task.classify_by, labels=task.labels, max_length=task.max_length, format=task.format)
+
+
+def generates(task: EvalTaskConfig) -> bool:
+    return task.kind in ("generation", "pairwise", "rubric") or (
+        task.kind == "classification" and task.classify_by == "generation")
+
+
+def chat_template_for(task: EvalTaskConfig) -> bool:
+    return task.chat_template if task.chat_template is not None else task.kind != "multiple_choice"
+
+
+@dataclass
+class TaskOutputs:
+    raw: list[dict[str, Any]]
+    seconds: float = 0.0
+    cached: int = 0
+    new_tokens: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def throughput(self) -> dict[str, Any]:
+        computed = len(self.raw) - self.cached
+        rate = computed / self.seconds if self.seconds > 0 else None
+        return {"seconds": round(self.seconds, 2), "examples": len(self.raw), "cached": self.cached,
+                "examples_per_s": rate, "tokens_per_s": self.new_tokens / self.seconds if self.seconds > 0 else None}
+
+
+def run_task(model: ModelUnderTest, task: EvalTaskConfig, examples: list[Example], cfg: EvalConfig,
+             cache: AnswerCache) -> TaskOutputs:
+    key = task_key(task, cfg)
+    found = cache.get_many(model.fingerprint, key, [e.fingerprint() for e in examples])
+    missing = [e for e in examples if e.fingerprint() not in found]
+    started = time.perf_counter()
+    computed: dict[str, Any] = {}
+    if missing:
+        loaded = model.load()
+        values = _compute(loaded.model, loaded.tokenizer, task, missing, cfg, examples)
+        computed = {e.fingerprint(): v for e, v in zip(missing, values)}
+        cache.put_many(model.fingerprint, key, computed)
+    seconds = time.perf_counter() - started if missing else 0.0
+    raw = [found.get(e.fingerprint()) or computed[e.fingerprint()] for e in examples]
+    new_tokens = sum(v.get("new_tokens", 0) for v in computed.values())
+    return TaskOutputs(raw=raw, seconds=seconds, cached=len(examples) - len(missing), new_tokens=new_tokens)
+
+
+def _compute(model: Any, tokenizer: Any, task: EvalTaskConfig, examples: list[Example], cfg: EvalConfig,
+             all_examples: list[Example]) -> list[dict[str, Any]]:
+    if task.kind == "perplexity":
+        return _perplexity(model, tokenizer, task, examples, cfg)
+    if task.kind == "multiple_choice":
+        return _choices(model, tokenizer, task, examples, [e.choices for e in examples], cfg)
+    if task.kind == "classification" and task.classify_by == "loglikelihood":
+        labels = label_set(task, all_examples)
+        return _choices(model, tokenizer, task, examples, [labels] * len(examples), cfg)
+    return _generate(model, tokenizer, task, examples, cfg)
+
+
+def _generate(model, tokenizer, task, examples, cfg) -> list[dict[str, Any]]:
+    from honing.generate import generate
+
+    sampling = cfg.sampling.model_copy(update={"max_new_tokens": task.max_new_tokens} if task.max_new_tokens else {})
+    answers = generate(model, tokenizer, [e.prompt for e in examples], sampling, batch_size=cfg.batch_size,
+                       chat_template=chat_template_for(task), system_prompt=task.system_prompt)
+    return [{"answer": a, "new_tokens": len(tokenizer(a, add_special_tokens=False)["input_ids"])} for a in answers]
+
+
+def _choices(model, tokenizer, task, examples, options: list[list[str]], cfg) -> list[dict[str, Any]]:
+    from honing.evals.loglik import continuation_logprobs
+    from honing.generate import render_prompt
+
+    pairs, owners = [], []
+    for index, (example, choices) in enumerate(zip(examples, options)):
+        context, add_special = render_prompt(tokenizer, example.prompt, chat_template=chat_template_for(task),
+                                             system_prompt=task.system_prompt)
+        # Plain-text contexts end where the answer starts after a space (as the harness's target_delimiter);
+        # a chat context already ends with the assistant header.
+        delimiter = " " if not chat_template_for(task) and not context.endswith((" ", "\n")) else ""
+        for choice in choices:
+            pairs.append((context, delimiter + choice))
+            owners.append(index)
+    results = continuation_logprobs(model, tokenizer, pairs, batch_size=cfg.batch_size, max_length=task.max_length,
+                                    add_special_tokens=add_special)
+    out: list[dict[str, Any]] = [{"logprobs": [], "greedy": [], "truncated": False} for _ in examples]
+    for owner, result in zip(owners, results):
+        out[owner]["logprobs"].append(result.logprob)
+        out[owner]["greedy"].append(result.greedy)
+        out[owner]["truncated"] |= result.truncated
+    return out
+
+
+def _perplexity(model, tokenizer, task, examples, cfg) -> list[dict[str, Any]]:
+    from honing.data.formats import RecordError, detect_format, normalize
+    from honing.data.templating import tokenize_conversation, tokenize_text
+    from honing.evals.loglik import example_losses
+
+    chunks, owners = [], []
+    for index, example in enumerate(examples):
+        try:
+            fmt = task.format if task.format != "auto" else detect_format(example.record)
+            record = normalize(example.record, fmt, system_prompt=task.system_prompt)
+            if fmt == "text":
+                pieces = tokenize_text(tokenizer, record["text"], task.max_length)
+            else:
+                pieces = [tokenize_conversation(tokenizer, record["messages"], max_length=task.max_length)]
+        except (RecordError, ValueError) as err:
+            raise DataError(f"{example.where}: {err}") from None
+        chunks += pieces
+        owners += [index] * len(pieces)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    losses = example_losses(model, chunks, batch_size=cfg.batch_size, pad_id=pad)
+    out = [{"loss_sum": 0.0, "tokens": 0} for _ in examples]
+    for owner, (loss_sum, tokens) in zip(owners, losses):
+        out[owner]["loss_sum"] += loss_sum
+        out[owner]["tokens"] += tokens
+    return out
