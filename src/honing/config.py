@@ -365,6 +365,9 @@ class QuickstartConfig(StrictModel):
     """Prompts generated together during scoring."""
     max_new_tokens: int = Field(64, ge=8)
     """Longest answer generated while scoring."""
+    general_examples: int = Field(48, ge=0)
+    """Prompts of the bundled general-capability set (builtin:general) scored before and after, to show the
+    fine-tune did not make the model worse at the rest; 0 skips it."""
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -44,6 +44,39 @@ def _held_out(cfg: QuickstartConfig) -> tuple[list[list[dict]], list[dict], str]
     return prompts, labels, str(task.DATA_DIR / "test.jsonl")
 
 
+def _general(model, tokenizer, cfg: QuickstartConfig, what: str) -> list[float]:
+    """Per-prompt scores (regex match) on the bundled general-capability set."""
+    from honing.config import EvalTaskConfig
+    from honing.evals.metrics import regex_match
+    from honing.evals.tasks import load_examples
+    from honing.generate import generate
+
+    started = time.perf_counter()
+    task = EvalTaskConfig(name="general", data="builtin:general", metrics=["regex_match"], max_examples=cfg.general_examples)
+    examples = load_examples(task)
+    sampling = SamplingConfig(max_new_tokens=96, temperature=0.0)
+    answers = generate(model, tokenizer, [e.prompt for e in examples], sampling, batch_size=cfg.batch_size)
+    console.print(f"scored {what} on {len(examples)} general-capability prompts in {time.perf_counter() - started:.0f} s")
+    return [regex_match(answer, e.record) for answer, e in zip(answers, examples)]
+
+
+def _general_summary(before: list[float], after: list[float]) -> dict[str, Any]:
+    from honing.evals.stats import bootstrap_mean, bootstrap_paired_difference
+
+    change = bootstrap_paired_difference(after, before)
+    return {"examples": len(before), "before": bootstrap_mean(before).as_dict(), "after": bootstrap_mean(after).as_dict(),
+            "change": change.as_dict(), "regressed": change.high < 0}
+
+
+def _general_line(general: dict[str, Any]) -> str:
+    b, a, c = general["before"], general["after"], general["change"]
+    verdict = ("[red]worse: the whole interval of the change is below zero[/]" if general["regressed"]
+               else "[green]not worse: the interval of the change includes zero or is above it[/]")
+    return (f"general-capability set ({general['examples']} prompts, 95% intervals): before {b['mean']:.1%} "
+            f"[{b['low']:.1%}, {b['high']:.1%}], after {a['mean']:.1%} [{a['low']:.1%}, {a['high']:.1%}], "
+            f"change {c['mean'] * 100:+.1f} points [{c['low'] * 100:+.1f}, {c['high'] * 100:+.1f}]: {verdict}")
+
+
 def _table(before: dict[str, Any], after: dict[str, Any]) -> Table:
     table = Table(title=f"{before['examples']} held-out support tickets: before and after fine-tuning")
     for column in ("metric", "before", "after", "change"):
@@ -71,22 +104,30 @@ def quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
         loaded = load_model(sft_cfg.model, device=ctx.device, adapter=sft_cfg.adapter)
         prompts, labels, test_path = _held_out(cfg)
         before, before_answers = _score(loaded.model, loaded.tokenizer, prompts, labels, cfg, "the base model")
+        general_before = _general(loaded.model, loaded.tokenizer, cfg, "the base model") if cfg.general_examples else None
 
         parts = setup_parts(sft_cfg, ctx, loaded=loaded)
         run, result = train_and_save("quickstart", cfg, parts, sft_cfg.train, sft_cfg.output, ctx, resume=None,
                                 model_path=sft_cfg.model.path, split_seed=sft_cfg.data.split_seed)
         after, after_answers = _score(parts.model, parts.tokenizer, prompts, labels, cfg, "the fine-tuned model")
+        general = None
+        if general_before is not None:
+            general = _general_summary(general_before, _general(parts.model, parts.tokenizer, cfg, "the fine-tuned model"))
 
         run_dir = Path(result["run_dir"])
         report = {"held_out": test_path, "examples": len(prompts), "before": before, "after": after,
                   "samples": [{"prompt": p[-1]["content"], "before": b, "after": a, "reference": task.render_label(l)}
-                              for p, b, a, l in zip(prompts, before_answers, after_answers, labels)]}
+                              for p, b, a, l in zip(prompts, before_answers, after_answers, labels)],
+                  "general_capability": general}
         (run_dir / "quickstart_eval.json").write_text(json.dumps(report, indent=2) + "\n")
         run.add_input("data_held_out", test_path)
         run.add_output("evaluation", run_dir / "quickstart_eval.json")
-        run.finish(status=result["status"], metrics={"held_out_before": before, "held_out_after": after})
+        run.finish(status=result["status"], metrics={"held_out_before": before, "held_out_after": after,
+                                                     "general_capability": general})
 
         console.print(_table(before, after))
+        if general is not None:
+            console.print(_general_line(general))
         pick = next((i for i, (b, a) in enumerate(zip(before_answers, after_answers)) if b != a), 0)
         console.print(f"[bold]ticket:[/] {prompts[pick][-1]['content']}")
         console.print(f"[bold]before:[/] {before_answers[pick]}")
