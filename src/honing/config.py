@@ -372,7 +372,7 @@ class QuickstartConfig(StrictModel):
 
 # --------------------------------------------------------------------------- evaluation
 
-TaskKind = Literal["perplexity", "generation", "multiple_choice", "classification", "pairwise", "rubric"]
+TaskKind = Literal["perplexity", "generation", "multiple_choice", "classification", "pairwise", "rubric", "lm_eval"]
 
 
 class EvalModelConfig(StrictModel):
@@ -397,8 +397,8 @@ class EvalTaskConfig(StrictModel):
     """perplexity: loss on held-out text or chat data (masked tokens excluded); generation: answers scored by
     metrics; multiple_choice: the choice with the highest log-likelihood; classification: a label per example;
     pairwise: a judge compares each candidate's answer with the base's, twice with the order swapped;
-    rubric: a judge grades each answer against a rubric."""
-    data: str
+    rubric: a judge grades each answer against a rubric; lm_eval: a task of lm-evaluation-harness (the lm-eval extra)."""
+    data: str | None = None
     """The examples: a .jsonl/.json/.csv/.parquet file, or builtin:quickstart / builtin:general (bundled)."""
     metrics: list[str] = []
     """generation: metric names (exact_match, exact_match_normalized, token_f1, rouge_l, bleu, chrf, regex_match,
@@ -427,6 +427,21 @@ class EvalTaskConfig(StrictModel):
     """perplexity: the data format (auto detects it); the loss covers assistant turns of chat data, all of text."""
     max_length: int = Field(1024, ge=8)
     """perplexity and multiple_choice: longest token sequence (longer ones are truncated from the left and counted)."""
+    lm_eval_task: str | None = None
+    """lm_eval: the harness task name (e.g. one defined by a YAML file in include_path)."""
+    include_path: str | None = None
+    """lm_eval: a directory of the harness's task YAML files (local tasks; nothing is downloaded)."""
+    num_fewshot: int | None = Field(None, ge=0)
+    """lm_eval: few-shot examples per prompt (the task's default when null)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> EvalTaskConfig:
+        if self.kind == "lm_eval":
+            if not self.lm_eval_task:
+                raise ValueError(f"task {self.name}: kind lm_eval needs lm_eval_task (the harness's task name)")
+        elif not self.data:
+            raise ValueError(f"task {self.name}: data is required (a file, or builtin:quickstart / builtin:general)")
+        return self
 
 
 class JudgeConfig(StrictModel):

@@ -110,7 +110,12 @@ class TaskOutputs:
 
 def run_task(model: ModelUnderTest, task: EvalTaskConfig, examples: list[Example], cfg: EvalConfig,
              cache: AnswerCache) -> TaskOutputs:
+    if task.kind == "lm_eval":
+        return _harness(model, task, cfg)
     key = task_key(task, cfg)
+    if task.kind == "classification" and task.classify_by == "loglikelihood" and not task.labels:
+        # The labels scored are the data's own: a file with another label set needs other log-likelihoods.
+        key = key_of(task=key, labels=label_set(task, examples))
     found = cache.get_many(model.fingerprint, key, [e.fingerprint() for e in examples])
     missing = [e for e in examples if e.fingerprint() not in found]
     started = time.perf_counter()
@@ -124,6 +129,18 @@ def run_task(model: ModelUnderTest, task: EvalTaskConfig, examples: list[Example
     raw = [found.get(e.fingerprint()) or computed[e.fingerprint()] for e in examples]
     new_tokens = sum(v.get("new_tokens", 0) for v in computed.values())
     return TaskOutputs(raw=raw, seconds=seconds, cached=len(examples) - len(missing), new_tokens=new_tokens)
+
+
+def _harness(model: ModelUnderTest, task: EvalTaskConfig, cfg: EvalConfig) -> TaskOutputs:
+    """A harness task runs whole (the harness keeps its own request cache); per-document scores come back."""
+    from honing.evals.harness import run_harness_task
+
+    loaded = model.load()
+    started = time.perf_counter()
+    result = run_harness_task(loaded.model, loaded.tokenizer, task, batch_size=cfg.batch_size)
+    raw = [{"doc_id": doc, "scores": {name: values[i] for name, values in result["metrics"].items()}}
+           for i, doc in enumerate(result["doc_ids"])]
+    return TaskOutputs(raw=raw, seconds=time.perf_counter() - started, extra={"lm_eval_version": result["version"]})
 
 
 def _compute(model: Any, tokenizer: Any, task: EvalTaskConfig, examples: list[Example], cfg: EvalConfig,

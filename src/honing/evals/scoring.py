@@ -95,6 +95,9 @@ def metric_rows(task: EvalTaskConfig, examples: list[Example], raw: list[dict[st
         out = {"loss": MetricRows(rows, loss, per_example),
                "perplexity": MetricRows(rows, lambda r: math.exp(min(loss(r), 50.0)), per_example)}
         return {name: out[name] for name in metric_names(task)}
+    if kind == "lm_eval":
+        reported = list(raw[0]["scores"]) if raw else []
+        return {name: _mean_rows([r["scores"].get(name) for r in raw]) for name in metric_names(task, reported)}
     if kind in ("pairwise", "rubric"):
         if judged is None:
             return {}
@@ -132,7 +135,8 @@ def gate_checks(cfg: EvalConfig, scores: dict[str, dict[str, dict[str, dict]]],
                 differences: list[dict[str, Any]], baseline: str) -> list[dict[str, Any]]:
     """Thresholds (task.min) for every candidate, and no regression beyond the tolerance on regression tasks."""
     checks = []
-    candidates = [m.name for m in cfg.models if m.name != baseline]
+    # A single model is checked against the thresholds itself (there is nothing to compare it with).
+    candidates = [m.name for m in cfg.models if m.name != baseline] or [baseline]
     for task in cfg.tasks:
         for model in candidates:
             for metric, limit in task.min.items():
@@ -144,7 +148,7 @@ def gate_checks(cfg: EvalConfig, scores: dict[str, dict[str, dict[str, dict]]],
                                "value": value, "limit": limit, "passed": bool(ok),
                                "message": f"{_fmt(value)} (needs {relation} {_fmt(limit)})"})
             if task.regression:
-                metric = primary_metric(task)
+                metric = primary_metric(task, list(scores.get(baseline, {}).get(task.name, {})))
                 diff = next((d for d in differences if d["model"] == model and d["task"] == task.name
                              and d["metric"] == metric), None)
                 if diff is None:
@@ -176,7 +180,8 @@ def prompt_text(example: Example) -> str:
 def disagreements(task: EvalTaskConfig, examples: list[Example], per_model: dict[str, dict[str, Any]],
                   limit: int) -> list[dict[str, Any]]:
     """Examples where the models' primary per-example scores differ most (answers shown)."""
-    metric = primary_metric(task)
+    reported = next((list(d["rows"]) for d in per_model.values()), [])
+    metric = primary_metric(task, reported)
     rows = []
     for index, example in enumerate(examples):
         scores = {name: data["rows"][metric].per_example[index] for name, data in per_model.items()

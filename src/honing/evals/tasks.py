@@ -29,6 +29,7 @@ DEFAULT_METRICS = {
     "perplexity": ["loss", "perplexity"],
     "pairwise": ["win_rate"],
     "rubric": ["rubric_score"],
+    "lm_eval": [],  # every metric the harness task reports
 }
 # Metrics a kind computes itself (not a per-answer metric from honing.evals.metrics).
 KIND_METRICS = {
@@ -53,8 +54,10 @@ class Example:
     label: str | None = None
 
     def fingerprint(self) -> str:
-        """What the model is asked, so a cached answer is reused only for the same question."""
-        payload = json.dumps([self.prompt, self.choices], sort_keys=True, ensure_ascii=False, default=str)
+        """What the model is asked, so a cached answer is reused only for the same question.
+        A perplexity example has no prompt: the model scores the whole record."""
+        asked = [self.prompt, self.choices] if self.prompt is not None else self.record
+        payload = json.dumps(asked, sort_keys=True, ensure_ascii=False, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
@@ -80,7 +83,10 @@ def data_path(task: EvalTaskConfig) -> Path:
     return path
 
 
-def metric_names(task: EvalTaskConfig) -> list[str]:
+def metric_names(task: EvalTaskConfig, reported: list[str] | None = None) -> list[str]:
+    """The task's metrics; for lm_eval tasks with none configured, those the harness `reported`."""
+    if task.kind == "lm_eval":
+        return list(task.metrics) or list(reported or [])
     names = list(task.metrics) or list(DEFAULT_METRICS[task.kind])
     own = KIND_METRICS.get(task.kind)
     if own is not None:
@@ -90,8 +96,10 @@ def metric_names(task: EvalTaskConfig) -> list[str]:
     return names
 
 
-def primary_metric(task: EvalTaskConfig) -> str:
-    names = metric_names(task)
+def primary_metric(task: EvalTaskConfig, reported: list[str] | None = None) -> str:
+    names = metric_names(task, reported)
+    if not names:
+        return task.primary or ""
     primary = task.primary or names[0]
     if primary not in names:
         raise ConfigError(f"task {task.name}: primary metric {primary!r} is not one of its metrics ({', '.join(names)})")
@@ -101,6 +109,8 @@ def primary_metric(task: EvalTaskConfig) -> str:
 def load_examples(task: EvalTaskConfig) -> list[Example]:
     from honing.data.loading import read_records
 
+    if task.kind == "lm_eval":
+        return []  # the harness reads its own documents; the stage records their ids after the first run
     path = data_path(task)
     examples = []
     for file, line, record in read_records(path):

@@ -16,6 +16,7 @@ from typing import Any
 from rich.table import Table
 
 from honing.config import EvalConfig, EvalTaskConfig
+from honing.errors import ConfigError
 from honing.evals import metrics as M
 from honing.evals.cache import AnswerCache, key_of
 from honing.evals.runner import ModelUnderTest, TaskOutputs, run_task
@@ -34,7 +35,10 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     tasks = _load_tasks(cfg)
     run = Run.create("eval", cfg, cfg.output.dir)
     for task in cfg.tasks:
-        run.add_input(f"task_{task.name}", data_path(task))
+        if task.kind == "lm_eval":
+            run.add_input(f"task_{task.name}", task.include_path or f"lm-eval:{task.lm_eval_task}", lm_eval_task=task.lm_eval_task)
+        else:
+            run.add_input(f"task_{task.name}", data_path(task))
     cache = AnswerCache(enabled=cfg.cache)
     try:
         models = [ModelUnderTest(m) for m in cfg.models]
@@ -58,6 +62,14 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
 def _load_tasks(cfg: EvalConfig) -> dict[str, list[Example]]:
     tasks = {}
     for task in cfg.tasks:
+        if task.kind == "lm_eval":
+            from honing.evals.harness import available
+
+            ok, why = available()
+            if not ok:
+                raise ConfigError(f"task {task.name}: {why}")
+            tasks[task.name] = []
+            continue
         for name in metric_names(task):
             if task.kind == "generation":
                 M.load_metric(name)  # an unknown metric fails now, not after an hour of generation
@@ -75,6 +87,9 @@ def _run_models(models: list[ModelUnderTest], cfg: EvalConfig, tasks: dict[str, 
         for task in cfg.tasks:
             result = run_task(model, task, tasks[task.name], cfg, cache)
             outputs[model.name][task.name] = result
+            if task.kind == "lm_eval" and not tasks[task.name]:
+                tasks[task.name] = [Example(str(r["doc_id"]), f"lm-eval {task.lm_eval_task} doc {r['doc_id']}", {},
+                                            prompt=f"{task.lm_eval_task} document {r['doc_id']}") for r in result.raw]
             where = f"{result.cached} cached" if result.cached else "computed"
             console.print(f"{model.name} · {task.name}: {len(result.raw)} examples ({where}) in {result.seconds:.1f} s")
         run.add_input(f"model_{model.name}", model.cfg.adapter or model.cfg.path or "embedded default",
@@ -174,7 +189,8 @@ def _results(cfg: EvalConfig, tasks: dict[str, list[Example]], models: list[Mode
         "models": [{"name": m.name, "role": "base" if m.name == base else "candidate",
                     "source": m.cfg.path or "embedded SmolLM2-135M-Instruct", "adapter": m.cfg.adapter,
                     "run_dir": str(m.run_dir()) if m.run_dir() else None, "fingerprint": m.fingerprint} for m in models],
-        "tasks": [_task_entry(t, tasks[t.name]) for t in cfg.tasks],
+        "tasks": [_task_entry(t, tasks[t.name], list(next(iter(scores.values()), {}).get(t.name, {})))
+                  for t in cfg.tasks],
         "scores": scores, "differences": differences, "examples": examples,
         "throughput": {m: {t: o.throughput() for t, o in per.items()} for m, per in outputs.items()},
         "judge": judge_identity, "confusion": confusion, "curves": curves, "pairwise_outcomes": extra,
@@ -193,10 +209,11 @@ def _options(task: EvalTaskConfig, items: list[Example]) -> list[list[str]]:
     return [[] for _ in items]
 
 
-def _task_entry(task: EvalTaskConfig, items: list[Example]) -> dict[str, Any]:
-    return {"name": task.name, "kind": task.kind, "metrics": metric_names(task), "primary": primary_metric(task),
-            "regression": task.regression, "n": len(items), "data": task.data,
-            "description": f"{task.kind} on {task.data}" + (" (regression check)" if task.regression else "")}
+def _task_entry(task: EvalTaskConfig, items: list[Example], reported: list[str]) -> dict[str, Any]:
+    return {"name": task.name, "kind": task.kind, "metrics": metric_names(task, reported),
+            "primary": primary_metric(task, reported), "regression": task.regression, "n": len(items),
+            "data": task.data or task.lm_eval_task,
+            "description": f"{task.kind} on {task.data or task.lm_eval_task}" + (" (regression check)" if task.regression else "")}
 
 
 def _print_summary(cfg: EvalConfig, results: dict[str, Any], paths: dict[str, Path]) -> None:
