@@ -30,6 +30,10 @@ def test_example_config_loads(path):
         data_path = getattr(getattr(config, "data", None), key, None)
         if data_path and not data_path.startswith("path/to"):
             assert (ROOT / data_path).exists(), f"{path.name} points at missing data {data_path}"
+    for task in getattr(config, "tasks", []):  # eval
+        for data_path in (task.data, task.include_path):
+            if data_path and not data_path.startswith("builtin:"):
+                assert (ROOT / data_path).exists(), f"{path.name} points at missing data {data_path}"
 
 
 def test_overrides_win_and_are_typed(tmp_path):
