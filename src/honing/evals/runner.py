@@ -105,7 +105,13 @@ class TaskOutputs:
         computed = len(self.raw) - self.cached
         rate = computed / self.seconds if self.seconds > 0 else None
         return {"seconds": round(self.seconds, 2), "examples": len(self.raw), "cached": self.cached,
-                "examples_per_s": rate, "tokens_per_s": self.new_tokens / self.seconds if self.seconds > 0 else None}
+                "examples_per_s": rate, "tokens_per_s": self.new_tokens / self.seconds if self.seconds > 0 else None,
+                "truncated": self.truncated}
+
+    @property
+    def truncated(self) -> int:
+        """Examples cut to the task's max_length (multiple choice, classification by log-likelihood, perplexity)."""
+        return sum(bool(r.get("truncated")) for r in self.raw)
 
 
 def run_task(model: ModelUnderTest, task: EvalTaskConfig, examples: list[Example], cfg: EvalConfig,
@@ -208,8 +214,9 @@ def _perplexity(model, tokenizer, task, examples, cfg) -> list[dict[str, Any]]:
         owners += [index] * len(pieces)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     losses = example_losses(model, chunks, batch_size=cfg.batch_size, pad_id=pad)
-    out = [{"loss_sum": 0.0, "tokens": 0} for _ in examples]
-    for owner, (loss_sum, tokens) in zip(owners, losses):
+    out = [{"loss_sum": 0.0, "tokens": 0, "truncated": False} for _ in examples]
+    for owner, chunk, (loss_sum, tokens) in zip(owners, chunks, losses):
         out[owner]["loss_sum"] += loss_sum
         out[owner]["tokens"] += tokens
+        out[owner]["truncated"] |= chunk.truncated  # a conversation longer than max_length loses its end
     return out

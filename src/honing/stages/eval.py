@@ -92,6 +92,9 @@ def _run_models(models: list[ModelUnderTest], cfg: EvalConfig, tasks: dict[str, 
                                             prompt=f"{task.lm_eval_task} document {r['doc_id']}") for r in result.raw]
             where = f"{result.cached} cached" if result.cached else "computed"
             console.print(f"{model.name} · {task.name}: {len(result.raw)} examples ({where}) in {result.seconds:.1f} s")
+            if result.truncated:
+                console.print(f"[yellow]{model.name} · {task.name}: {result.truncated} examples longer than "
+                              f"max_length={task.max_length} were truncated (counted in results.json throughput)[/]")
         run.add_input(f"model_{model.name}", model.cfg.adapter or model.cfg.path or "embedded default",
                       sha256=model.fingerprint, base=model.cfg.path or "embedded default", adapter=model.cfg.adapter,
                       role_in_eval=model.cfg.role)
