@@ -70,8 +70,12 @@ def _general_summary(before: list[float], after: list[float]) -> dict[str, Any]:
 
 def _general_line(general: dict[str, Any]) -> str:
     b, a, c = general["before"], general["after"], general["change"]
-    verdict = ("[red]worse: the whole interval of the change is below zero[/]" if general["regressed"]
-               else "[green]not worse: the interval of the change includes zero or is above it[/]")
+    if general["regressed"]:
+        verdict = "[red]worse: the whole interval of the change is below zero[/]"
+    elif c["low"] > 0:
+        verdict = "[green]better: the whole interval of the change is above zero[/]"
+    else:
+        verdict = "no significant change (the interval of the change contains zero)"
     return (f"general-capability set ({general['examples']} prompts, 95% intervals): before {b['mean']:.1%} "
             f"[{b['low']:.1%}, {b['high']:.1%}], after {a['mean']:.1%} [{a['low']:.1%}, {a['high']:.1%}], "
             f"change {c['mean'] * 100:+.1f} points [{c['low'] * 100:+.1f}, {c['high'] * 100:+.1f}]: {verdict}")
