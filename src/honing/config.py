@@ -408,7 +408,8 @@ class EvalTaskConfig(StrictModel):
     regression: bool = False
     """A general-capability task: a candidate may not score lower than the base by more than gate.regression_tolerance."""
     min: dict[str, float] = {}
-    """Thresholds every candidate must reach, metric -> lowest allowed score (checked with --gate)."""
+    """Thresholds every candidate (or a model evaluated alone) must reach: metric -> lowest allowed score
+    (highest allowed for loss and perplexity); checked with --gate."""
     max_examples: int | None = Field(None, ge=1)
     """Use only the first N examples."""
     labels: list[str] | None = None
@@ -426,7 +427,8 @@ class EvalTaskConfig(StrictModel):
     format: Literal["auto", "text", "instruction", "chat", "sharegpt"] = "auto"
     """perplexity: the data format (auto detects it); the loss covers assistant turns of chat data, all of text."""
     max_length: int = Field(1024, ge=8)
-    """perplexity and multiple_choice: longest token sequence (longer ones are truncated from the left and counted)."""
+    """Longest token sequence: multiple-choice and classification contexts are cut from the left, perplexity
+    records from the right; either way the cuts are counted and reported."""
     lm_eval_task: str | None = None
     """lm_eval: the harness task name (e.g. one defined by a YAML file in include_path)."""
     include_path: str | None = None

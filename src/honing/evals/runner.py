@@ -174,20 +174,33 @@ def _choices(model, tokenizer, task, examples, options: list[list[str]], cfg) ->
     from honing.evals.loglik import continuation_logprobs
     from honing.generate import render_prompt
 
-    pairs, owners = [], []
+    from honing.evals.loglik import encode_pair
+
+    # Grouped by whether the tokenizer adds its special tokens (plain text) or the rendered chat
+    # text already holds them, so a file mixing both is tokenised right.
+    groups: dict[bool, tuple[list[tuple[str, str]], list[int]]] = {True: ([], []), False: ([], [])}
     for index, (example, choices) in enumerate(zip(examples, options)):
         context, add_special = render_prompt(tokenizer, example.prompt, chat_template=chat_template_for(task),
                                              system_prompt=task.system_prompt)
         # Plain-text contexts end where the answer starts after a space (as the harness's target_delimiter);
         # a chat context already ends with the assistant header.
         delimiter = " " if not chat_template_for(task) and not context.endswith((" ", "\n")) else ""
+        pairs, owners = groups[add_special]
         for choice in choices:
+            if not encode_pair(tokenizer, context, delimiter + choice, add_special_tokens=add_special)[1]:
+                raise DataError(f"{example.where}: the choice {choice!r} merges into the end of the question when "
+                                "tokenised and has no tokens of its own; end the question with a space or newline")
             pairs.append((context, delimiter + choice))
             owners.append(index)
-    results = continuation_logprobs(model, tokenizer, pairs, batch_size=cfg.batch_size, max_length=task.max_length,
-                                    add_special_tokens=add_special)
+    scored: list[tuple[int, Any]] = []
+    for add_special, (pairs, owners) in groups.items():
+        if pairs:
+            results = continuation_logprobs(model, tokenizer, pairs, batch_size=cfg.batch_size,
+                                            max_length=task.max_length, add_special_tokens=add_special)
+            scored += zip(owners, results)
+    scored.sort(key=lambda item: item[0])  # stable: each example's choices stay in order
     out: list[dict[str, Any]] = [{"logprobs": [], "greedy": [], "truncated": False} for _ in examples]
-    for owner, result in zip(owners, results):
+    for owner, result in scored:
         out[owner]["logprobs"].append(result.logprob)
         out[owner]["greedy"].append(result.greedy)
         out[owner]["truncated"] |= result.truncated

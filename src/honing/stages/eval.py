@@ -47,6 +47,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     finally:
         cache.close()
     results = _results(cfg, tasks, models, outputs, judged, judge_identity, run)
+    results = _json_safe(results)
     write_json_atomic(run.dir / "results.json", results)
     from honing.evals.report import write_reports
 
@@ -139,6 +140,10 @@ def _run_judges(cfg: EvalConfig, tasks: dict[str, list[Example]], outputs: dict[
                     grades = judge_rubric(judge, [questions[i] for i in todo], [answers[i] for i in todo], task.rubric,
                                           [references[i] for i in todo])
                     new = {keys[i]: {"score": score, "reply": reply} for i, (score, reply) in zip(todo, grades)}
+                    unreadable = sum(score is None for score, _ in grades)
+                    if unreadable:
+                        console.print(f"[yellow]{unreadable} of {len(grades)} rubric replies for {model.name} · {task.name} "
+                                      "held no grade from 1 to 10; they are left out of rubric_score (its n shows how many count)[/]")
                 cache.put_many(judge_key, task_key, new)
                 found.update(new)
             judged[(model.name, task.name)] = [found[k] for k in keys]
@@ -202,6 +207,17 @@ def _results(cfg: EvalConfig, tasks: dict[str, list[Example]], models: list[Mode
     if checks:
         results["gate"] = {"enabled": cfg.gate.enabled, "passed": all(c["passed"] for c in checks), "checks": checks}
     return results
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN (e.g. a rubric task with no readable grade) as null: results.json stays valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _options(task: EvalTaskConfig, items: list[Example]) -> list[list[str]]:
