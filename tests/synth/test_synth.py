@@ -424,6 +424,9 @@ def test_endpoint_teacher(tmp_path, monkeypatch):
         cfg = SynthConfig(method="distill", prompts=str(prompts), output=str(tmp_path / "o.jsonl"),
                           run_dir=str(tmp_path / "r"), teacher={"endpoint": url, "endpoint_model": "big-teacher",
                                                                 "api_key_env": "HONING_TEST_TEACHER_KEY"})
+        from honing.synth.teacher import build_teacher
+
+        assert isinstance(build_teacher(cfg), EndpointTeacher)
         run(cfg)
     finally:
         server.shutdown()
