@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from honing.config import STAGES, describe_fields, load_config
+from honing.config_data import DATA_COMMANDS, DATA_RUNNERS, DATA_SUMMARIES
 from honing.errors import HoningError
 
 SUMMARIES = {
@@ -33,21 +34,22 @@ TRAINING_STAGES = {"pretrain", "sft"}
 class StageCommand(click.Command):
     """A stage's --help: the summary, the usage, then every config field."""
 
-    def __init__(self, stage: str, **kwargs):
+    def __init__(self, stage: str, *, summary: str | None = None, config_cls: type | None = None,
+                 example: str | None = None, **kwargs):
         self.stage = stage
+        self.summary = summary or SUMMARIES[stage]
+        self.config_cls = config_cls or STAGES[stage]
+        self.example = example or f"honing {stage} examples/{stage}/<config>.yaml train.lr=2e-4"
         super().__init__(**kwargs)
 
     def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         formatter.write_paragraph()
-        formatter.write_text(SUMMARIES[self.stage])
+        formatter.write_text(self.summary)
         formatter.write_paragraph()
-        formatter.write_text(
-            f"Settings come from an optional YAML file and key=value overrides, which win: "
-            f"honing {self.stage} examples/{self.stage}/<config>.yaml train.lr=2e-4"
-        )
+        formatter.write_text(f"Settings come from an optional YAML file and key=value overrides, which win: {self.example}")
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = describe_fields(STAGES[self.stage])
+        rows = describe_fields(self.config_cls)
         with formatter.section("Config fields (key: type = default)"):
             formatter.write_dl([(f"{key}: {kind} = {default}", doc) for key, kind, default, doc in rows])
 
@@ -114,6 +116,34 @@ def cli() -> None:
 
 for _stage in STAGES:
     cli.add_command(_make_command(_stage))
+
+
+@cli.group(name="data")
+def data_group() -> None:
+    """The data workbench: clean, deduplicate, scrub PII, convert, split, mix, validate, describe, document."""
+
+
+def _run_data_command(command: str, args: tuple[str, ...]) -> None:
+    config_path, overrides = _split_args(args)
+    cfg = load_config(DATA_COMMANDS[command], config_path, overrides)
+    module_name, function = DATA_RUNNERS[command].split(":")
+    getattr(importlib.import_module(module_name), function)(cfg)
+
+
+def _make_data_command(command: str) -> click.Command:
+    def callback(args: tuple[str, ...]) -> None:
+        _run_data_command(command, args)
+
+    return StageCommand(
+        f"data {command}", summary=DATA_SUMMARIES[command], config_cls=DATA_COMMANDS[command],
+        example=f"honing data {command} examples/data_{command}/<config>.yaml workers=2",
+        name=command, callback=callback, params=[click.Argument(["args"], nargs=-1)],
+        short_help=DATA_SUMMARIES[command], context_settings={"ignore_unknown_options": True},
+    )
+
+
+for _command in DATA_COMMANDS:
+    data_group.add_command(_make_data_command(_command))
 
 
 def main() -> None:
