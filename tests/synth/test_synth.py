@@ -248,9 +248,13 @@ def test_parsers_and_near_duplicates():
     assert parse_instruction("Sure.\nInstruction: Name a prime.\n") == "Name a prime."
     assert parse_instruction("Task 4: \"List two rivers.\"") == "List two rivers."
     assert parse_instruction("no marker") is None
+    assert parse_instruction("Task 1:\n\nWrite a haiku about rain.\nTask 2: other") == "Write a haiku about rain."
+    assert parse_instruction("Task 1:\nTask 2: List three metals.") == "List three metals."
+    assert parse_instruction("Instruction:   \n") == ""
     assert parse_instance("Input: <noinput>\nOutput: 42") == ("", "42")
     assert parse_instance("Input: 2+2\nOutput:\n4\nmore") == ("2+2", "4\nmore")
     assert parse_instance("just text") is None
+    assert parse_instance("Sure.\nOutput: Paris") == ("", "Paris")
     texts = _seed_instructions()
     index = NearDuplicates(texts)
     for query in [NEAR_SEED, "Translate this sentence into German.", "zzz", "Name the odd one and say why not."]:

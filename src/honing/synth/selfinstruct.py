@@ -55,6 +55,7 @@ UNSEEABLE_WORDS = ("image", "images", "graph", "graphs", "picture", "pictures", 
 _UNSEEABLE = re.compile(r"\b(?:" + "|".join(re.escape(w) for w in UNSEEABLE_WORDS) + r")\b", re.IGNORECASE)
 _INSTRUCTION = re.compile(r"^\W*(?:new\s+)?(?:instruction|task)(?:\s*\d+)?\s*:[ \t]*(.*)$", re.IGNORECASE | re.MULTILINE)
 _INSTANCE = re.compile(r"input\s*:\s*(.*?)\s*output\s*:\s*(.*)", re.IGNORECASE | re.DOTALL)
+_OUTPUT_ONLY = re.compile(r"^\W*output\s*:\s*(.*)", re.IGNORECASE | re.DOTALL | re.MULTILINE)
 _NO_INPUT = {"", "<noinput>", "<no input>", "noinput", "none", "n/a", "(none)", "-"}
 
 INSTRUCTION_RULES = ("empty", "unparseable_instruction", "too_short", "too_long", "unseeable", "duplicate")
@@ -77,18 +78,32 @@ def instance_prompt(instruction: str) -> Messages:
 
 
 def parse_instruction(reply: str) -> str | None:
-    """The text after the first "Instruction:" (or "Task N:") line; None when there is none."""
-    match = _INSTRUCTION.search(reply)
-    if match is None:
-        return None
-    return match.group(1).strip().strip("\"'“”").strip()
+    """The first non-empty text after an "Instruction:" (or "Task N:") marker, on its line or, when
+    the marker ends its line, on the next non-empty line; "" when markers hold no text; None
+    when there is no marker."""
+    lines = reply.splitlines()
+    found = False
+    for number, line in enumerate(lines):
+        match = _INSTRUCTION.match(line)
+        if match is None:
+            continue
+        found = True
+        text = match.group(1).strip()
+        if not text:
+            following = next((later for later in lines[number + 1:] if later.strip()), "")
+            text = "" if _INSTRUCTION.match(following) else following.strip()
+        text = text.strip("\"'“”").strip()
+        if text:
+            return text
+    return "" if found else None
 
 
 def parse_instance(reply: str) -> tuple[str, str] | None:
-    """(input, output) from "Input: … Output: …"; <noinput> and the like become ""."""
+    """(input, output) from "Input: … Output: …" (or "Output: …" alone); <noinput> and the like become ""."""
     match = _INSTANCE.search(reply)
     if match is None:
-        return None
+        alone = _OUTPUT_ONLY.search(reply)
+        return None if alone is None else ("", alone.group(1).strip())
     given, output = match.group(1).strip(), match.group(2).strip()
     return ("" if given.lower() in _NO_INPUT else given), output
 
