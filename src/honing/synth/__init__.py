@@ -35,7 +35,10 @@ def run(cfg: SynthConfig, *, teacher: Any = None, judge: Any = None) -> dict[str
     # --- validate inputs before anything is loaded or written
     self_instructing = cfg.method == "self_instruct"
     source = Path(cfg.seeds if self_instructing else cfg.prompts)
-    (load_seeds(str(source)) if self_instructing else load_prompts(cfg))
+    if self_instructing:
+        load_seeds(str(source))  # a bad record is a file:line error now, not after the teacher loaded
+    else:
+        load_prompts(cfg)
     run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir("synth")
     resuming = cfg.resume and (run_dir / RUN_FILE).is_file()
     if not cfg.resume and ((run_dir / RUN_FILE).is_file() or (run_dir / "state.json").is_file()):
