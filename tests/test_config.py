@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 from honing.config import STAGES, PretrainConfig, SFTConfig, describe_fields, load_config, parse_override
+from honing.config_data import DATA_COMMANDS
 from honing.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = sorted((ROOT / "examples").glob("*/*.yaml"))
+EXAMPLES = sorted(path for path in (ROOT / "examples").glob("*/*.yaml") if not path.parent.name.startswith("data_"))
+DATA_EXAMPLES = sorted((ROOT / "examples").glob("data_*/*.yaml"))
 
 
 def test_there_is_an_example_for_every_stage():
@@ -34,6 +36,17 @@ def test_example_config_loads(path):
         for data_path in (task.data, task.include_path):
             if data_path and not data_path.startswith("builtin:"):
                 assert (ROOT / data_path).exists(), f"{path.name} points at missing data {data_path}"
+
+
+@pytest.mark.parametrize("path", DATA_EXAMPLES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_data_example_config_loads(path):
+    command = path.parent.name.removeprefix("data_")
+    first_line = path.read_text().splitlines()[0]
+    assert first_line.startswith(f"# honing data {command} examples/{path.parent.name}/{path.name}"), "each example opens with its command"
+    config = load_config(DATA_COMMANDS[command], path)
+    inputs = config.input.values() if isinstance(config.input, dict) else [config.input]
+    for data_path in [*inputs, *getattr(config, "against", [])]:
+        assert (ROOT / data_path).exists(), f"{path.name} points at missing data {data_path}"
 
 
 def test_overrides_win_and_are_typed(tmp_path):
