@@ -63,6 +63,12 @@ def as_line(payload: Any) -> str:
     return payload.rstrip("\r\n") if isinstance(payload, str) else dumps(payload)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 class AtomicFile:
     """A text file written under a temporary name and moved into place by `commit`."""
 
@@ -81,6 +87,7 @@ class AtomicFile:
 
     def commit(self) -> None:
         self.handle.close()
+        os.chmod(self.tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual mode
         os.replace(self.tmp, self.path)
 
     def discard(self) -> None:
