@@ -44,7 +44,8 @@ def test_data_example_config_loads(path):
     first_line = path.read_text().splitlines()[0]
     assert first_line.startswith(f"# honing data {command} examples/{path.parent.name}/{path.name}"), "each example opens with its command"
     config = load_config(DATA_COMMANDS[command], path)
-    inputs = config.input.values() if isinstance(config.input, dict) else [config.input]
+    given = getattr(config, "input", None)
+    inputs = given.values() if isinstance(given, dict) else [given] if given else []
     for data_path in [*inputs, *getattr(config, "against", [])]:
         assert (ROOT / data_path).exists(), f"{path.name} points at missing data {data_path}"
 

@@ -136,7 +136,7 @@ def _make_data_command(command: str) -> click.Command:
 
     return StageCommand(
         f"data {command}", summary=DATA_SUMMARIES[command], config_cls=DATA_COMMANDS[command],
-        example=f"honing data {command} examples/data_{command}/<config>.yaml workers=2",
+        example=f"honing data {command} examples/data_{command}/<config>.yaml key=value",
         name=command, callback=callback, params=[click.Argument(["args"], nargs=-1)],
         short_help=DATA_SUMMARIES[command], context_settings={"ignore_unknown_options": True},
     )

@@ -15,6 +15,7 @@ from honing.config import StrictModel
 from honing.data.clean import CleanConfig
 from honing.data.dedup import DedupConfig
 from honing.data.pii import PIIConfig
+from honing.synth.config import SynthConfig
 
 ConvertTarget = Literal["instruction", "chat", "sharegpt", "preference", "text"]
 
@@ -252,9 +253,13 @@ DATA_COMMANDS: dict[str, type[StrictModel]] = {
     "validate": DataValidateConfig,
     "stats": DataStatsConfig,
     "card": DataCardConfig,
+    "synth": SynthConfig,
 }
 
-DATA_RUNNERS: dict[str, str] = {command: f"honing.workbench.{command}:run" for command in DATA_COMMANDS}
+DATA_RUNNERS: dict[str, str] = {
+    **{command: f"honing.workbench.{command}:run" for command in DATA_COMMANDS if command != "synth"},
+    "synth": "honing.synth:run",
+}
 """command → "module:function" that runs it with its config and returns a dict of results."""
 
 DATA_SUMMARIES: dict[str, str] = {
@@ -267,4 +272,5 @@ DATA_SUMMARIES: dict[str, str] = {
     "validate": "Check that every record parses and normalises; list the bad ones with file:line.",
     "stats": "Counts, length histograms, duplicate share, PII by type and a field's distribution.",
     "card": "Write a Markdown data card from the run directories of earlier data commands.",
+    "synth": "Make instruction data with a teacher model: self-instruct from seed tasks, or distillation of a prompt file.",
 }
