@@ -164,3 +164,34 @@ def test_record_dedup_text_by_fields():
     assert record_dedup_text(record, ["instruction"]) == "Name a colour."
     chat = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}
     assert record_dedup_text(chat) == "Hi\nHello"
+
+
+def test_band_index_finds_what_datasketch_lsh_finds():
+    """The compact band index returns the same candidates as datasketch's MinHashLSH on the same bands."""
+    from datasketch import MinHashLSH
+
+    from honing.data.dedup import SCHEME, _BandIndex
+
+    rng = np.random.default_rng(0)
+    bands, rows, num_perm = 9, 13, 128
+    base = rng.integers(0, 2**63, size=(40, num_perm), dtype=np.uint64)
+    queries = base.copy()
+    # Each query shares a random subset of whole bands with one stored signature.
+    for i, query in enumerate(queries):
+        changed = rng.random(bands) < 0.8
+        for band in np.flatnonzero(changed):
+            query[band * rows:(band + 1) * rows] = rng.integers(0, 2**63, size=rows, dtype=np.uint64)
+    ours, theirs = _BandIndex(bands, rows), MinHashLSH(num_perm=num_perm, params=(bands, rows))
+    for index, signature in enumerate(base):
+        ours.insert(index, signature)
+        from datasketch import MinHash
+
+        theirs.insert(index, MinHash(num_perm=num_perm, hashvalues=signature, scheme=SCHEME), check_duplication=False)
+    found_any = 0
+    for query in queries:
+        from datasketch import MinHash
+
+        expected = set(theirs.query(MinHash(num_perm=num_perm, hashvalues=query, scheme=SCHEME)))
+        assert ours.query(query) == expected
+        found_any += bool(expected)
+    assert 0 < found_any < len(queries)  # both outcomes occur

@@ -1,4 +1,4 @@
-"""Exact and near-duplicate detection: a hash of normalised text, and MinHash LSH (datasketch).
+"""Exact and near-duplicate detection: a hash of normalised text, and MinHash (datasketch) with a banded LSH index.
 
 Exact duplicates are found on `normalize_for_hash(text)` (NFKC, lower case, no punctuation,
 single spaces), so "Hello,  World!" and "hello world" are the same text. Near duplicates are
@@ -6,9 +6,12 @@ found with MinHash signatures of shingles of that normalised text and a banded L
 (Broder 1997; Leskovec, Rajaraman & Ullman, "Mining of Massive Datasets", ch. 3).
 
 The first occurrence is kept; a later exact or near duplicate is reported with the key of the
-kept record it duplicates. Only kept records are indexed. Memory per kept record: a 16-byte
-hash and one signature of `num_perm` uint64 values (1 KiB at the defaults) plus datasketch's
-band index (roughly as much again); no text is stored.
+kept record it duplicates. Only kept records are indexed, and no text is stored. Memory per
+kept record, about 1.3 KB at the defaults: a 16-byte exact hash, the low 16 bits of each MinHash
+value (256 bytes; enough to estimate similarity, a false match of one value has probability
+2^-16), and one 64-bit hash per LSH band in a dict per band. datasketch's own MinHashLSH keeps
+each band's raw bytes and a set per bucket, about 4 KB more per record, which put a 1 GB corpus
+near the machine's memory; the bands, buckets and candidates are the same.
 
 Parallel use (large files): workers compute `fingerprint(text, cfg)` (a top-level, picklable
 function) over chunks of records, and the main process feeds the results, in input order, to
@@ -209,6 +212,27 @@ class DupResult:
 _UNIQUE = DupResult(False)
 
 
+class _BandIndex:
+    """LSH buckets: for each band, a dict from a 64-bit hash of the band's values to the first
+    record put there. Kept records never share a bucket (a shared bucket makes the later one a
+    duplicate), so one record per bucket is all the index needs."""
+
+    def __init__(self, bands: int, rows: int) -> None:
+        self.bands, self.rows = bands, rows
+        self._tables: list[dict[int, int]] = [{} for _ in range(bands)]
+
+    def _keys(self, signature: np.ndarray) -> list[int]:
+        view = np.ascontiguousarray(signature[: self.bands * self.rows], dtype=np.uint64).reshape(self.bands, self.rows)
+        return [int.from_bytes(hashlib.blake2b(band.tobytes(), digest_size=8).digest(), "little") for band in view]
+
+    def insert(self, index: int, signature: np.ndarray) -> None:
+        for table, key in zip(self._tables, self._keys(signature)):
+            table.setdefault(key, index)
+
+    def query(self, signature: np.ndarray) -> set[int]:
+        return {table[key] for table, key in zip(self._tables, self._keys(signature)) if key in table}
+
+
 @functools.lru_cache(maxsize=16)
 def _optimal_bands_rows(threshold: float, num_perm: int) -> tuple[int, int]:
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)  # datasketch computes its optimum
@@ -226,12 +250,14 @@ class Deduplicator:
             self.bands, self.rows = cfg.bands, cfg.rows
         else:
             self.bands, self.rows = _optimal_bands_rows(cfg.threshold, cfg.num_perm)
-        self._lsh = MinHashLSH(num_perm=cfg.num_perm, params=(self.bands, self.rows)) if cfg.near else None
+        if cfg.near and self.bands * self.rows > cfg.num_perm:
+            raise ValueError(f"bands × rows ({self.bands} × {self.rows}) exceeds num_perm ({cfg.num_perm})")
+        self._lsh = _BandIndex(self.bands, self.rows) if cfg.near else None
         self._empty_signature = _signature_of_normalized("", cfg) if cfg.near else None
         self._exact: dict[bytes, int] = {}
         self._keys: list[str] = []
         self._groups: list[str] = []
-        self._blocks: list[np.ndarray] = []  # (_BLOCK, num_perm) uint64 each
+        self._blocks: list[np.ndarray] = []  # (_BLOCK, num_perm) uint16 each: the low bits of each value
         self.counts = {"added": 0, "kept": 0, "exact": 0, "near": 0}
 
     def params(self) -> dict[str, Any]:
@@ -286,7 +312,7 @@ class Deduplicator:
         if self._lsh is not None and signature is not None:
             self._store(index, signature)
             if not self._is_empty(signature):
-                self._lsh.insert(index, _minhash(signature, self.cfg), check_duplication=False)
+                self._lsh.insert(index, signature)
         self.counts["kept"] += 1
         return result
 
@@ -299,7 +325,7 @@ class Deduplicator:
             return _UNIQUE
         if len(signature) != self.cfg.num_perm:
             raise ValueError(f"signature has {len(signature)} values, the deduplicator uses num_perm={self.cfg.num_perm}")
-        candidates = self._lsh.query(_minhash(signature, self.cfg))
+        candidates = self._lsh.query(signature)
         if not candidates:
             return _UNIQUE
         # Most similar first; among equals the earliest kept record.
@@ -311,12 +337,12 @@ class Deduplicator:
     def _store(self, index: int, signature: np.ndarray) -> None:
         block, row = divmod(index, _BLOCK)
         while len(self._blocks) <= block:
-            self._blocks.append(np.empty((_BLOCK, self.cfg.num_perm), dtype=np.uint64))
-        self._blocks[block][row] = signature
+            self._blocks.append(np.empty((_BLOCK, self.cfg.num_perm), dtype=np.uint16))
+        self._blocks[block][row] = signature.astype(np.uint16)  # keeps the low 16 bits
 
     def _similarity(self, signature: np.ndarray, index: int) -> float:
         block, row = divmod(index, _BLOCK)
-        return float(np.count_nonzero(self._blocks[block][row] == signature)) / self.cfg.num_perm
+        return float(np.count_nonzero(self._blocks[block][row] == signature.astype(np.uint16))) / self.cfg.num_perm
 
     def _is_empty(self, signature: np.ndarray) -> bool:
         return bool(np.array_equal(signature, self._empty_signature))

@@ -11,8 +11,8 @@ order, so the result does not depend on the number of workers. Order of work:
    record of the same split is `exact` or `near`; a hit on another split's record is
    `cross_split` and removes the later (evaluation-side) record.
 
-Memory grows with the number of kept records (a 16-byte hash, a signature of num_perm uint64
-and datasketch's band index per record), not with their text.
+Memory grows with the number of kept records (about 1.3 KB each at the defaults: see
+`honing.data.dedup`), not with their text.
 """
 
 from __future__ import annotations
