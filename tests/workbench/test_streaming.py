@@ -132,3 +132,24 @@ def test_validate_counts_formats_and_fails_on_invalid(tmp_path):
     result = validate.run(command("validate", f"input={src}", f"run_dir={tmp_path}/r2", "on_bad_record=skip"))
     assert result["counts"] == {"in": 4, "valid": 2, "invalid": 2, "formats": {"text": 2}}
     assert [e["where"].rsplit(":", 1)[1] for e in result["errors"]] == ["2", "3"]
+
+
+def test_token_bounds_and_token_histogram_with_a_tokenizer(tmp_path, tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    from honing.workbench import stats
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    rows = [{"text": "one two"}, {"text": "one two three four five six seven eight nine ten eleven twelve"}]
+    lengths = [len(tok(r["text"], add_special_tokens=False)["input_ids"]) for r in rows]
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
+    limit = lengths[0] + 1  # the first fits, the second does not
+    result = clean.run(command("clean", f"input={src}", f"output={tmp_path}/out.jsonl", f"run_dir={tmp_path}/run",
+                               f"tokenizer={tokenizer_dir}", f"clean.max_tokens={limit}", "workers=2", "chunk_size=1"))
+    assert result["counts"]["removed_by"] == {"max_tokens": 1}
+    assert read_jsonl(tmp_path / "out.jsonl") == [rows[0]]
+    summary = stats.run(command("stats", f"input={src}", f"run_dir={tmp_path}/stats", f"tokenizer={tokenizer_dir}"))
+    histogram = summary.get("length_tokens") or summary["stats"]["length_tokens"]
+    assert histogram["unit"] == "tokens"
+    assert sum(b["count"] for b in histogram["bins"]) == 2
+    assert (histogram["min"], histogram["max"]) == (min(lengths), max(lengths))
