@@ -155,3 +155,13 @@ def test_data_help_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "clean.min_chars: int | None = null" in out.stdout and "dedup" in out.stdout and "stats" in out.stdout
+
+
+def test_card_lists_the_source_even_when_a_step_changed_nothing(tmp_path):
+    from honing.workbench import card, clean
+
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": "a clean sentence with enough words"}])
+    clean.run(command("clean", f"input={src}", f"output={tmp_path}/c.jsonl", f"run_dir={tmp_path}/r1"))
+    card.run(command("card", f"runs=[{tmp_path}/r1]", f"output={tmp_path}/card.md"))
+    sources = (tmp_path / "card.md").read_text().split("## Steps")[0]
+    assert str(src) in sources  # the output has the input's hash, but the input is still where the data came from

@@ -44,8 +44,12 @@ def render(title: str, runs: list[dict[str, Any]]) -> str:
 
 
 def _sources(runs: list[dict[str, Any]]) -> list[str]:
-    produced = {out["sha256"] for run in runs for out in _outputs(run)}
-    rows = [(i["path"], i["sha256"], i["role"]) for run in runs for i in run.get("inputs", []) if i.get("sha256") not in produced]
+    # A source is an input that no *earlier* step wrote (a step that changes nothing writes a file
+    # with its own input's hash; that input is still a source).
+    rows, produced = [], set()
+    for run in runs:
+        rows += [(i["path"], i["sha256"], i["role"]) for i in run.get("inputs", []) if i.get("sha256") not in produced]
+        produced |= {out["sha256"] for out in _outputs(run)}
     lines = ["## Sources", "", "| file | role | sha256 |", "| --- | --- | --- |"]
     seen = set()
     for path, digest, role in rows:
