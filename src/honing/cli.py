@@ -127,7 +127,9 @@ def _run_data_command(command: str, args: tuple[str, ...]) -> None:
     config_path, overrides = _split_args(args)
     cfg = load_config(DATA_COMMANDS[command], config_path, overrides)
     module_name, function = DATA_RUNNERS[command].split(":")
-    getattr(importlib.import_module(module_name), function)(cfg)
+    result = getattr(importlib.import_module(module_name), function)(cfg)
+    if isinstance(result, dict) and result.get("status") == "interrupted":
+        sys.exit(130)  # stopped by Ctrl-C after saving its work (synth: resume=true continues)
 
 
 def _make_data_command(command: str) -> click.Command:
