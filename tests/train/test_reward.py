@@ -1,0 +1,144 @@
+"""Reward model: the score is read at the last real token; Bradley–Terry loss; save/load; a step helps."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from honing.train.objectives.reward import (
+    RewardModel,
+    RewardObjective,
+    bradley_terry_loss,
+    last_token_index,
+    load_reward_model,
+    pad_pairs,
+    pairwise_accuracy,
+    save_reward_model,
+)
+from tests.train.helpers import tiny_llama
+
+PAD, EOS = 0, 2
+
+
+@pytest.fixture
+def reward_model() -> RewardModel:
+    model = RewardModel(tiny_llama(seed=3))
+    return model.eval()
+
+
+def _reference_score(rm: RewardModel, ids: list[int]) -> torch.Tensor:
+    """The plain path: the backbone on the unpadded sequence, the head on its last position."""
+    hidden = rm.backbone(input_ids=torch.tensor([ids])).last_hidden_state  # (1, T, H)
+    return rm.head(hidden[0, -1]).squeeze(-1)
+
+
+SEQS = [[5, 9, 11, 40, 7, EOS], [6, 13, EOS], [8, 21, 22, 23, 24, 25, 26, 27, EOS]]
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_score_is_read_at_the_last_real_token(reward_model, side):
+    batch = pad_pairs(SEQS[:2], SEQS[2:] + SEQS[:1], PAD, side=side)  # 4 rows of differing length
+    scores = reward_model(**batch)
+    expected = torch.stack([_reference_score(reward_model, s) for s in SEQS[:2] + SEQS[2:] + SEQS[:1]])
+    torch.testing.assert_close(scores, expected, atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_right_and_left_padding_give_the_same_scores(reward_model):
+    right = reward_model(**pad_pairs(SEQS[:1] + SEQS[1:2], SEQS[2:] + SEQS[:1], PAD, side="right"))
+    left = reward_model(**pad_pairs(SEQS[:1] + SEQS[1:2], SEQS[2:] + SEQS[:1], PAD, side="left"))
+    torch.testing.assert_close(right, left, atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_pad_equal_to_eos_does_not_move_the_score(reward_model):
+    """Padding with the eos id: an index taken from pad ids would land on the first eos/pad."""
+    seq = [5, 9, 11, EOS]
+    batch = pad_pairs([seq], [seq + [7, 8, 9, 10, EOS]], pad_id=EOS, side="right")
+    assert last_token_index(batch["attention_mask"]).tolist() == [3, 8]
+    scores = reward_model(**batch)
+    torch.testing.assert_close(scores[0], _reference_score(reward_model, seq), atol=1e-5, rtol=1e-5)
+    # and padding ids are irrelevant: the same batch padded with another id scores the same
+    other = reward_model(**pad_pairs([seq], [seq + [7, 8, 9, 10, EOS]], pad_id=PAD, side="right"))
+    torch.testing.assert_close(scores, other, atol=1e-5, rtol=1e-5)
+
+
+def test_a_row_without_real_tokens_is_an_error():
+    with pytest.raises(ValueError, match="no real token"):
+        last_token_index(torch.tensor([[1, 1], [0, 0]]))
+
+
+def test_bradley_terry_against_hand_values():
+    chosen, rejected = torch.tensor([1.0, 0.0, 2.0]), torch.tensor([0.0, 0.0, 3.0])
+    loss = bradley_terry_loss(chosen, rejected)
+    hand = [math.log1p(math.exp(-1.0)), math.log(2.0), math.log1p(math.exp(1.0))]
+    torch.testing.assert_close(loss, torch.tensor(hand))
+    assert loss[1].item() == pytest.approx(math.log(2.0))
+    # a margin asks for more: loss(d, m) == loss(d - m)
+    with_margin = bradley_terry_loss(chosen, rejected, margin=torch.tensor([0.5, 0.5, 0.5]))
+    torch.testing.assert_close(with_margin, bradley_terry_loss(chosen - 0.5, rejected))
+    assert (with_margin > loss).all()
+    assert pairwise_accuracy(chosen, rejected).item() == pytest.approx(1 / 3)
+
+
+def test_objective_is_ln2_when_scores_are_equal(reward_model):
+    objective = RewardObjective(reward_model)
+    batch = pad_pairs(SEQS, SEQS, PAD)  # chosen == rejected
+    loss_sum, n_pairs, metrics = objective(**batch)
+    assert int(n_pairs) == 3
+    assert loss_sum.item() / 3 == pytest.approx(math.log(2.0), abs=1e-6)
+    assert metrics["accuracy"].item() == 0.0
+
+
+def test_save_load_round_trip_gives_identical_scores(reward_model, tmp_path):
+    batch = pad_pairs(SEQS[:2], SEQS[1:], PAD)
+    with torch.no_grad():
+        before = reward_model(**batch)
+    save_reward_model(reward_model, tmp_path / "rm")
+    assert (tmp_path / "rm" / "reward_head.safetensors").exists()
+    loaded = load_reward_model(tmp_path / "rm").eval()
+    with torch.no_grad():
+        after = loaded(**batch)
+    torch.testing.assert_close(after, before, atol=0, rtol=0)
+
+
+def test_save_load_round_trip_with_a_lora_backbone(tmp_path):
+    peft = pytest.importorskip("peft")
+    base = tiny_llama(seed=4)
+    base.save_pretrained(tmp_path / "base")
+    lora = peft.get_peft_model(
+        base, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
+    rm = RewardModel(lora).eval()
+    batch = pad_pairs(SEQS[:2], SEQS[1:], PAD)
+    with torch.no_grad():
+        before = rm(**batch)
+    save_reward_model(rm, tmp_path / "rm")
+    loaded = load_reward_model(tmp_path / "rm", base_model=tmp_path / "base").eval()
+    with torch.no_grad():
+        after = loaded(**batch)
+    torch.testing.assert_close(after, before, atol=1e-6, rtol=1e-6)
+
+
+def test_one_sgd_step_raises_the_chosen_margin(reward_model):
+    reward_model.train()
+    objective = RewardObjective(reward_model)
+    batch = pad_pairs([[5, 9, 11, EOS]], [[5, 9, 12, 13, EOS]], PAD)
+    optimizer = torch.optim.SGD(reward_model.parameters(), lr=1e-2)
+    with torch.no_grad():
+        s = reward_model(**batch)
+        before = (s[0] - s[1]).item()
+    frozen_before = reward_model.model.lm_head.weight.detach().clone()
+    loss_sum, n_pairs, _ = objective(**batch)
+    (loss_sum / n_pairs).backward()
+    optimizer.step()
+    with torch.no_grad():
+        s = reward_model(**batch)
+        after = (s[0] - s[1]).item()
+    assert after > before
+    # the vocabulary head is not on the reward path: it gets no gradient
+    assert reward_model.model.lm_head.weight.grad is None or not reward_model.model.lm_head.weight.grad.any()
+    torch.testing.assert_close(reward_model.model.lm_head.weight, frozen_before)
