@@ -142,3 +142,17 @@ def test_one_sgd_step_raises_the_chosen_margin(reward_model):
     # the vocabulary head is not on the reward path: it gets no gradient
     assert reward_model.model.lm_head.weight.grad is None or not reward_model.model.lm_head.weight.grad.any()
     torch.testing.assert_close(reward_model.model.lm_head.weight, frozen_before)
+
+
+def test_preference_records_end_at_the_end_of_turn_token(tokenizer):
+    from honing.data.formats import normalize
+    from honing.train.objectives.reward import tokenize_preference
+
+    record = normalize({"prompt": "What is 2+2?", "chosen": "4", "rejected": "Five, probably."}, "preference")
+    pair = tokenize_preference(tokenizer, record, max_length=256)
+    end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert pair.chosen_ids[-1] == end_of_turn and pair.rejected_ids[-1] == end_of_turn
+    assert not pair.truncated
+    prompt_len = len(tokenizer(tokenizer.apply_chat_template(record["prompt"], tokenize=False, add_generation_prompt=True))["input_ids"])
+    assert pair.chosen_ids[:prompt_len] == pair.rejected_ids[:prompt_len]  # the same prompt on both sides
+    assert tokenizer.decode(pair.rejected_ids[prompt_len:]).startswith("Five, probably.")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from honing.data.types import IGNORE_INDEX
 from honing.train.objectives.causal_lm import causal_lm_of
 
 HEAD_FILE = "reward_head.safetensors"
@@ -137,6 +139,38 @@ class RewardObjective(nn.Module):
                 "margin": (chosen - rejected).mean(),
             }
         return losses.sum(), n_pairs, metrics
+
+
+@dataclass
+class PreferencePair:
+    """One tokenized preference record: the prompt followed by each answer, ending at the
+    answer's end-of-turn token (where the score is read)."""
+
+    chosen_ids: list[int]
+    rejected_ids: list[int]
+    truncated: bool = False
+    """True when either side was cut at max_length: its score is then read mid-answer."""
+
+
+def tokenize_preference(tokenizer: Any, record: dict[str, Any], *, max_length: int) -> PreferencePair:
+    """Tokenize a normalised preference record (`normalize(record, "preference")`).
+
+    Each side is rendered through the chat template as prompt + answer and cut after its last
+    trained token (the answer's end-of-turn token), so whatever the template appends after the
+    turn (a newline) does not become the token the score is read from.
+    """
+    from honing.data.templating import tokenize_conversation
+
+    sides = []
+    truncated = False
+    for key in ("chosen", "rejected"):
+        example = tokenize_conversation(
+            tokenizer, record["prompt"] + record[key], train_on="last_assistant", max_length=max_length
+        )
+        last = max(i for i, label in enumerate(example.labels) if label != IGNORE_INDEX)
+        sides.append(example.input_ids[: last + 1])
+        truncated = truncated or example.truncated
+    return PreferencePair(sides[0], sides[1], truncated)
 
 
 def pad_pairs(
