@@ -1,0 +1,338 @@
+"""Direct preference objectives: DPO (sigmoid, label smoothing), IPO, SimPO and ORPO.
+
+A preference example is one prompt with two answers. Both are rendered with the chat
+template and trained on the answer tokens only; a batch holds the B chosen rows first and
+the B rejected rows after them (2B rows, right-padded), so one forward pass scores both.
+
+The log-probability of an answer is the *sum* of its tokens' log-probabilities (prompt and
+padding excluded), computed in fp32 from the logits at target positions only: the head is
+never applied where no answer token is predicted.
+
+The reference model is the frozen starting policy. With a PEFT (LoRA) policy it is the same
+weights with the adapter disabled, never a second copy in memory; with a full model it is a
+separate frozen module passed in. Its log-probabilities can also be precomputed once
+(`precompute_reference`) and carried in the batch as `reference_logps`.
+
+Losses are per pair; `PreferenceObjective.forward` returns their *sum* and the number of
+pairs, so the engine divides by the pairs of the whole optimiser step (as it divides by
+target tokens for causal LM) and gradient accumulation does not change the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from honing.data.packing import collate_padded
+from honing.data.templating import tokenize_conversation
+from honing.data.types import IGNORE_INDEX, TokenizedExample
+from honing.train.objectives.causal_lm import _LOGIT_TRANSFORMS, causal_lm_of
+
+PreferenceLoss = Literal["sigmoid", "ipo", "simpo", "orpo"]
+"""sigmoid: DPO (Rafailov et al. 2023), with optional label smoothing (conservative DPO);
+ipo: Azar et al. 2023; simpo: reference-free, length-normalised (Meng et al. 2024);
+orpo: reference-free, SFT plus an odds-ratio term (Hong et al. 2024)."""
+PREFERENCE_LOSSES: tuple[str, ...] = ("sigmoid", "ipo", "simpo", "orpo")
+REFERENCE_FREE: tuple[str, ...] = ("simpo", "orpo")
+METRICS = ("chosen_reward", "rejected_reward", "margin", "accuracy")
+
+
+@dataclass
+class PreferenceExample:
+    """One prompt with its chosen and rejected answers, each a full tokenised conversation."""
+
+    chosen: TokenizedExample
+    rejected: TokenizedExample
+    reference_logps: tuple[float, float] | None = None
+    """(chosen, rejected) summed log-probabilities under the reference model, when precomputed."""
+
+
+# --------------------------------------------------------------------------- data
+
+
+def tokenize_preference(tokenizer: Any, record: dict[str, Any], max_length: int) -> PreferenceExample:
+    """`record` as `normalize(record, "preference")` gives it: {"prompt", "chosen", "rejected"} message lists.
+
+    The loss mask covers the last assistant turn (its content and end-of-turn token); earlier
+    turns of a multi-turn answer are context, like the prompt.
+    """
+    chosen, rejected = (
+        tokenize_conversation(tokenizer, record["prompt"] + record[key], train_on="last_assistant", max_length=max_length)
+        for key in ("chosen", "rejected")
+    )
+    return PreferenceExample(chosen=chosen, rejected=rejected)
+
+
+def collate_preference(examples: Sequence[PreferenceExample], pad_id: int) -> dict[str, torch.Tensor]:
+    """One right-padded batch of 2B rows: the B chosen answers, then the B rejected ones.
+
+    Adds `reference_logps` (2B,) in the same row order when every example carries precomputed ones.
+    """
+    batch = collate_padded([e.chosen for e in examples] + [e.rejected for e in examples], pad_id)
+    if examples and all(e.reference_logps is not None for e in examples):
+        chosen = [e.reference_logps[0] for e in examples]
+        rejected = [e.reference_logps[1] for e in examples]
+        batch["reference_logps"] = torch.tensor(chosen + rejected, dtype=torch.float32)  # (2B,)
+    return batch
+
+
+# --------------------------------------------------------------------------- log-probabilities
+
+
+def sequence_logps(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probability of each row's target tokens (shifted; IGNORE_INDEX excluded), and their count.
+
+    Returns (logp_sum (R,) float32, n_tokens (R,) int64) for the R rows of the batch.
+    """
+    input_ids, labels = batch["input_ids"], batch["labels"]  # (R, T)
+    targets = labels[:, 1:]  # (R, T-1): token t+1 is predicted at position t
+    mask = targets != IGNORE_INDEX
+    inputs = dict(
+        input_ids=input_ids,
+        attention_mask=batch.get("attention_mask"),
+        position_ids=batch.get("position_ids"),
+        use_cache=False,
+    )
+    lm = causal_lm_of(model)
+    if any(getattr(lm.config, name, None) for name in _LOGIT_TRANSFORMS):
+        logits = model(**inputs).logits[:, :-1][mask]  # (N, V): the model's own logit transform applies
+    else:
+        backbone = getattr(lm, lm.base_model_prefix)
+        hidden = backbone(**inputs).last_hidden_state  # (R, T, H)
+        logits = lm.get_output_embeddings()(hidden[:, :-1][mask])  # (N, V): head only where a target is
+    token_logps = -F.cross_entropy(logits.float(), targets[mask], reduction="none")  # (N,)
+    rows = torch.arange(len(labels), device=labels.device).unsqueeze(1).expand_as(targets)[mask]  # (N,)
+    logp_sum = torch.zeros(len(labels), dtype=torch.float32, device=token_logps.device)
+    logp_sum = logp_sum.index_add(0, rows.to(token_logps.device), token_logps)  # (R,)
+    return logp_sum, mask.sum(dim=1)
+
+
+@torch.no_grad()
+def reference_logps(
+    model: nn.Module, batch: dict[str, torch.Tensor], reference_model: nn.Module | None = None
+) -> torch.Tensor:
+    """Summed answer log-probabilities (R,) under the reference: `reference_model` when given,
+    else `model` itself with its PEFT adapter disabled (no second copy of the weights).
+
+    Computed in eval mode (no dropout), so the reference is deterministic; the training mode
+    of the module is restored afterwards.
+    """
+    scorer = reference_model if reference_model is not None else model
+    if reference_model is None and not hasattr(model, "disable_adapter"):
+        raise ValueError(
+            "a full (non-PEFT) policy needs a reference_model, or reference log-probs precomputed with precompute_reference"
+        )
+    modes = {module: module.training for module in scorer.modules()}
+    scorer.eval()
+    try:
+        if reference_model is not None:
+            logps, _ = sequence_logps(reference_model, batch)
+        else:
+            with model.disable_adapter():
+                logps, _ = sequence_logps(model, batch)
+    finally:
+        for module, training in modes.items():
+            module.training = training
+    return logps
+
+
+_reference_logps = reference_logps  # PreferenceObjective.forward's argument of the same name shadows it
+
+
+def precompute_reference(
+    model: nn.Module,
+    examples: Sequence[PreferenceExample],
+    pad_id: int,
+    *,
+    reference_model: nn.Module | None = None,
+    batch_size: int = 8,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Reference log-probs of every example, once: a CPU float32 tensor (N, 2) whose row i is
+    (chosen, rejected) of `examples[i]`. Attach them with `with_reference`."""
+    scorer = reference_model if reference_model is not None else model
+    device = torch.device(device) if device is not None else next(scorer.parameters()).device
+    cache = torch.empty((len(examples), 2), dtype=torch.float32)
+    for start in range(0, len(examples), batch_size):
+        chunk = [replace(e, reference_logps=None) for e in examples[start : start + batch_size]]
+        batch = {k: v.to(device) for k, v in collate_preference(chunk, pad_id).items()}
+        logps = reference_logps(model, batch, reference_model).float().cpu()  # (2b,)
+        cache[start : start + len(chunk), 0] = logps[: len(chunk)]
+        cache[start : start + len(chunk), 1] = logps[len(chunk) :]
+    return cache
+
+
+def with_reference(examples: Sequence[PreferenceExample], cache: torch.Tensor) -> list[PreferenceExample]:
+    """The examples carrying their precomputed reference log-probs (`cache` row i for example i)."""
+    if len(cache) != len(examples):
+        raise ValueError(f"reference cache has {len(cache)} rows for {len(examples)} examples")
+    return [replace(e, reference_logps=(float(c), float(r))) for e, (c, r) in zip(examples, cache.tolist())]
+
+
+# --------------------------------------------------------------------------- losses
+# Each takes per-pair tensors (B,) and returns (per-pair losses (B,), metrics of (B,) tensors).
+
+
+def _metrics(chosen_reward: torch.Tensor, rejected_reward: torch.Tensor) -> dict[str, torch.Tensor]:
+    chosen_reward, rejected_reward = chosen_reward.detach(), rejected_reward.detach()
+    return {
+        "chosen_reward": chosen_reward,
+        "rejected_reward": rejected_reward,
+        "margin": chosen_reward - rejected_reward,
+        "accuracy": (chosen_reward > rejected_reward).float(),
+    }
+
+
+def dpo_loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    reference_chosen: torch.Tensor,
+    reference_rejected: torch.Tensor,
+    beta: float,
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """DPO sigmoid loss: −(1−ε)·logσ(β·x) − ε·logσ(−β·x), x = (π_c − ref_c) − (π_r − ref_r).
+
+    ε = label_smoothing is the assumed probability that a label is flipped (conservative DPO);
+    ε = 0 is plain DPO. Rewards are β·(π − ref).
+    """
+    chosen_ratio = policy_chosen - reference_chosen  # (B,)
+    rejected_ratio = policy_rejected - reference_rejected  # (B,)
+    logits = beta * (chosen_ratio - rejected_ratio)
+    losses = -(1 - label_smoothing) * F.logsigmoid(logits) - label_smoothing * F.logsigmoid(-logits)
+    return losses, _metrics(beta * chosen_ratio, beta * rejected_ratio)
+
+
+def ipo_loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    reference_chosen: torch.Tensor,
+    reference_rejected: torch.Tensor,
+    beta: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """IPO (Azar et al. 2023): (x − 1/(2β))², x = (π_c − ref_c) − (π_r − ref_r).
+
+    honing uses *summed* answer log-probs here, as in the paper's derivation; some
+    implementations (TRL) use per-token averages instead, which changes the scale of x and so
+    the meaning of β. Rewards are β·(π − ref), as for DPO.
+    """
+    chosen_ratio = policy_chosen - reference_chosen
+    rejected_ratio = policy_rejected - reference_rejected
+    losses = (chosen_ratio - rejected_ratio - 1 / (2 * beta)) ** 2
+    return losses, _metrics(beta * chosen_ratio, beta * rejected_ratio)
+
+
+def simpo_loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    chosen_tokens: torch.Tensor,
+    rejected_tokens: torch.Tensor,
+    beta: float,
+    gamma: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """SimPO (reference-free): −logσ(β·(π_c/|y_c| − π_r/|y_r|) − γ); rewards are β·π/|y|."""
+    chosen_reward = beta * policy_chosen / chosen_tokens
+    rejected_reward = beta * policy_rejected / rejected_tokens
+    losses = -F.logsigmoid(chosen_reward - rejected_reward - gamma)
+    return losses, _metrics(chosen_reward, rejected_reward)
+
+
+def orpo_loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    chosen_tokens: torch.Tensor,
+    rejected_tokens: torch.Tensor,
+    lam: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """ORPO (Hong et al. 2024): −π_c/|y_c| + λ·(−logσ(log odds_c − log odds_r)).
+
+    The first term is the chosen answer's per-token NLL (the SFT term); odds = P/(1 − P) with
+    P = exp(π/|y|), the length-normalised probability. Rewards are λ·π/|y| (as in TRL).
+    """
+    chosen_mean = policy_chosen / chosen_tokens  # (B,) mean token log-prob, < 0
+    rejected_mean = policy_rejected / rejected_tokens
+    # log odds = log P − log(1 − P), with log(1 − P) = log1p(−exp(log P)); stable for log P < 0
+    log_odds = (chosen_mean - rejected_mean) - (torch.log1p(-torch.exp(chosen_mean)) - torch.log1p(-torch.exp(rejected_mean)))
+    losses = -chosen_mean - lam * F.logsigmoid(log_odds)
+    metrics = _metrics(lam * chosen_mean, lam * rejected_mean)
+    metrics["log_odds_ratio"] = log_odds.detach()
+    return losses, metrics
+
+
+# --------------------------------------------------------------------------- objective
+
+
+class PreferenceObjective(nn.Module):
+    """Wraps a policy so that forward returns (summed loss over pairs, pair count, summed metrics).
+
+    Metrics are summed over the pairs too (divide by the pair count, like the loss). Wrap this
+    module (not the policy) in DDP. A `reference_model` is held without registering it as a
+    submodule, so it is not in this module's parameters, state dict or optimiser.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: PreferenceLoss = "sigmoid",
+        *,
+        beta: float = 0.1,
+        label_smoothing: float = 0.0,
+        simpo_gamma: float = 0.5,
+        orpo_lambda: float = 0.1,
+        reference_model: nn.Module | None = None,
+    ):
+        super().__init__()
+        if loss not in PREFERENCE_LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(PREFERENCE_LOSSES)}, not {loss!r}")
+        if not 0.0 <= label_smoothing < 0.5:
+            raise ValueError(f"label_smoothing must be in [0, 0.5), not {label_smoothing}")
+        if beta <= 0:
+            raise ValueError(f"beta must be positive, not {beta}")
+        self.model = model
+        self.loss = loss
+        self.beta, self.label_smoothing = beta, label_smoothing
+        self.simpo_gamma, self.orpo_lambda = simpo_gamma, orpo_lambda
+        if reference_model is not None:
+            reference_model.requires_grad_(False).eval()
+        self.__dict__["reference_model"] = reference_model  # not a submodule: never trained, never saved
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,  # (2B, T): chosen rows, then rejected rows
+        labels: torch.Tensor,  # (2B, T)
+        attention_mask: torch.Tensor | None = None,  # (2B, T)
+        position_ids: torch.Tensor | None = None,  # (2B, T)
+        reference_logps: torch.Tensor | None = None,  # (2B,), precomputed
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask, "position_ids": position_ids}
+        pairs = len(input_ids) // 2
+        policy, n_tokens = sequence_logps(self.model, batch)  # (2B,), (2B,)
+        policy_chosen, policy_rejected = policy[:pairs], policy[pairs:]
+        if self.loss in REFERENCE_FREE:
+            n_tokens = n_tokens.to(policy.dtype).clamp(min=1)
+            chosen_tokens, rejected_tokens = n_tokens[:pairs], n_tokens[pairs:]
+            if self.loss == "simpo":
+                losses, metrics = simpo_loss(policy_chosen, policy_rejected, chosen_tokens, rejected_tokens, self.beta, self.simpo_gamma)
+            else:
+                losses, metrics = orpo_loss(policy_chosen, policy_rejected, chosen_tokens, rejected_tokens, self.orpo_lambda)
+        else:
+            if reference_logps is None:
+                reference_logps = _reference_logps(self.model, batch, self.reference_model)
+            reference_logps = reference_logps.to(policy.device, policy.dtype)
+            reference_chosen, reference_rejected = reference_logps[:pairs], reference_logps[pairs:]
+            if self.loss == "sigmoid":
+                losses, metrics = dpo_loss(policy_chosen, policy_rejected, reference_chosen, reference_rejected, self.beta, self.label_smoothing)
+            else:
+                losses, metrics = ipo_loss(policy_chosen, policy_rejected, reference_chosen, reference_rejected, self.beta)
+        summed = {name: value.sum() for name, value in metrics.items()}
+        return losses.sum(), torch.tensor(pairs, device=losses.device), summed
+
+
+def count_pairs(batch: dict[str, torch.Tensor]) -> int:
+    """Preference pairs in a collated batch (rows are chosen then rejected)."""
+    return len(batch["input_ids"]) // 2
