@@ -293,3 +293,12 @@ def test_summed_pair_losses_make_accumulation_exact():
             (loss / len(examples)).backward()
         grads.append(torch.cat([p.grad.flatten() for p in policy.parameters() if p.requires_grad]))
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-7)
+
+
+def test_precompute_with_a_separate_reference_model():
+    policy = tiny_llama(VOCAB, seed=1)
+    reference = tiny_llama(VOCAB, seed=2).eval()
+    examples = pairs(3)
+    cache = precompute_reference(policy, examples, pad_id=0, reference_model=reference, batch_size=2)
+    expected = [explicit_logps(reference, side) for e in examples for side in (e.chosen, e.rejected)]
+    torch.testing.assert_close(cache.flatten(), torch.tensor(expected), rtol=1e-5, atol=1e-5)
