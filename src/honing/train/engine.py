@@ -137,8 +137,33 @@ def autocast_context(precision: str, device: torch.device):
     return contextlib.nullcontext()
 
 
-def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items() if k in ("input_ids", "labels", "position_ids", "attention_mask")}
+CAUSAL_LM_KEYS = ("input_ids", "labels", "position_ids", "attention_mask")
+
+
+def objective_of(module: nn.Module) -> nn.Module:
+    """The objective inside a DDP wrapper (FSDP2 wraps in place, so it is the module itself)."""
+    return getattr(module, "module", module)
+
+
+def count_units(objective: nn.Module, batch: dict[str, torch.Tensor]) -> int:
+    """What the step's loss is normalised by: the objective's own units (e.g. preference pairs)
+    if it says, else target tokens."""
+    count = getattr(objective, "count", None)
+    return int(count(batch)) if count is not None else count_targets(batch["labels"])
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device, keys: tuple[str, ...] = CAUSAL_LM_KEYS) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items() if k in keys}
+
+
+def _input_keys(objective: nn.Module) -> tuple[str, ...]:
+    return tuple(getattr(objective, "input_keys", CAUSAL_LM_KEYS))
+
+
+def _add_metrics(total: dict[str, torch.Tensor], metrics: dict[str, torch.Tensor] | None) -> None:
+    for name, value in (metrics or {}).items():
+        value = value.detach().double().sum()
+        total[name] = total[name] + value if name in total else value
 
 
 def _tokens_in(batch: dict[str, torch.Tensor]) -> int:
@@ -156,22 +181,30 @@ def train_step(
 ) -> dict[str, float]:
     """Forward/backward over this rank's micro-batches and one optimiser step.
 
-    Each micro-batch's summed loss is divided by the step's *global* target count; DDP
-    averages gradients over ranks, so the loss is scaled by world_size to make the result
-    the sum over all target tokens divided by their number.
+    Each micro-batch's summed loss is divided by the step's *global* target count (or the
+    objective's own units, e.g. preference pairs); DDP averages gradients over ranks, so the
+    loss is scaled by world_size to make the result the sum over all target tokens divided by
+    their number. An objective may return a third value, metrics summed over its units; they
+    are averaged over the step's units on every rank.
     """
-    local_targets = sum(count_targets(b["labels"]) for b in micro_batches)
+    objective = objective_of(module)
+    keys = _input_keys(objective)
+    local_targets = sum(count_units(objective, b) for b in micro_batches)
     global_targets = int(all_reduce_sum(torch.tensor(local_targets, dtype=torch.float64), ctx).item())
     if global_targets == 0:
         raise HoningError("an optimiser step has no target tokens; check data.train_on and the masking")
     loss_total = torch.zeros((), dtype=torch.float64, device=ctx.device)
+    metric_sums: dict[str, torch.Tensor] = {}
     for i, batch in enumerate(micro_batches):
         with gradient_sync(module, i == len(micro_batches) - 1):
             with autocast_context(cfg.precision, ctx.device):
-                loss_sum, _ = module(**_to(batch, ctx.device))
+                out = module(**_to(batch, ctx.device, keys))
+            loss_sum = out[0]
             (loss_sum * ctx.world_size / global_targets).backward()
         loss_total += loss_sum.detach().double()
+        _add_metrics(metric_sums, out[2] if len(out) > 2 else None)
     loss = float(all_reduce_sum(loss_total, ctx).item()) / global_targets
+    metrics = {name: float(all_reduce_sum(value, ctx).item()) / global_targets for name, value in sorted(metric_sums.items())}
     params = [p for g in optimizer.param_groups for p in g["params"]]
     max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
     grad_norm = as_float(torch.nn.utils.clip_grad_norm_(params, max_norm))
@@ -180,26 +213,34 @@ def train_step(
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     tokens = int(all_reduce_sum(torch.tensor(sum(_tokens_in(b) for b in micro_batches), dtype=torch.float64), ctx).item())
-    return {"loss": loss, "grad_norm": grad_norm, "target_tokens": global_targets, "tokens": tokens, "finite": finite}
+    return {"loss": loss, "grad_norm": grad_norm, "target_tokens": global_targets, "tokens": tokens, "finite": finite,
+            "metrics": metrics}
 
 
 @torch.no_grad()
 def evaluate(module: nn.Module, items: Sequence[Any], collate: Collate, cfg: TrainConfig, ctx: Dist) -> dict[str, float]:
     """Validation loss (per target token, masked tokens excluded) and perplexity, over all ranks."""
     module.eval()
+    keys = _input_keys(objective_of(module))
     loss_total = torch.zeros((), dtype=torch.float64, device=ctx.device)
     targets = torch.zeros((), dtype=torch.float64, device=ctx.device)
+    metric_sums: dict[str, torch.Tensor] = {}
     mine = list(range(ctx.rank, len(items), ctx.world_size))
     for start in range(0, len(mine), cfg.micro_batch_size):
         batch = collate([items[i] for i in mine[start : start + cfg.micro_batch_size]])
         with autocast_context(cfg.precision, ctx.device):
-            loss_sum, n = module(**_to(batch, ctx.device))
-        loss_total += loss_sum.double()
-        targets += n.double()
+            out = module(**_to(batch, ctx.device, keys))
+        loss_total += out[0].double()
+        targets += torch.as_tensor(out[1], device=ctx.device).double()
+        _add_metrics(metric_sums, out[2] if len(out) > 2 else None)
     module.train()
     loss_total, targets = all_reduce_sum(loss_total, ctx), all_reduce_sum(targets, ctx)
     loss = float(loss_total / targets) if targets > 0 else float("nan")
-    return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50.0)), "val_target_tokens": int(targets)}
+    result = {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50.0)), "val_target_tokens": int(targets)}
+    for name, value in sorted(metric_sums.items()):
+        total = float(all_reduce_sum(value, ctx).item())
+        result[f"val_{name}"] = total / float(targets) if targets > 0 else float("nan")
+    return result
 
 
 class _StopRequest:
@@ -247,12 +288,19 @@ def fit(
     resume: bool = False,
     show_progress: bool = True,
     after_step: Callable[[TrainState], None] | None = None,
+    objective: nn.Module | None = None,
 ) -> FitResult:
-    """Train `model` (already on ctx.device, adapters applied) and return the final state."""
+    """Train `model` (already on ctx.device, adapters applied) and return the final state.
+
+    `objective` wraps `model` and returns (summed loss, units[, summed metrics]) from a batch;
+    default: causal LM on target tokens. Another objective (preference, reward) may define
+    `count(batch)` (its units) and `input_keys` (the batch keys it takes)."""
     plan = plan_steps(len(train_items), cfg, ctx.world_size)
     if cfg.compile:  # before wrapping: FSDP2 then shards the compiled blocks, and names stay unchanged
         compile_blocks(block_modules(model), ctx.device)
-    module = wrap(TargetedCausalLM(model, loss_kernel=cfg.loss_kernel), cfg.distributed, ctx)  # FSDP2 shards `model` in place
+    if objective is None:
+        objective = TargetedCausalLM(model, loss_kernel=cfg.loss_kernel)
+    module = wrap(objective, cfg.distributed, ctx)  # FSDP2 shards `model` in place
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, plan.total_steps)
     store = Checkpoints(run.dir / "checkpoints", module, model, cfg, ctx)
@@ -306,7 +354,7 @@ def fit(
                 run.log_metrics(state.step, {
                     "loss": result["loss"], "lr": lr, "grad_norm": result["grad_norm"],
                     "tokens": result["tokens"], "target_tokens": result["target_tokens"],
-                    "tokens_per_s": tps, "epoch": state.step / plan.steps_per_epoch,
+                    "tokens_per_s": tps, "epoch": state.step / plan.steps_per_epoch, **result["metrics"],
                 })
             bar.update(task, completed=state.step, loss=result["loss"], lr=lr, tps=tps)
 

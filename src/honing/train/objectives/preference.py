@@ -301,6 +301,14 @@ class PreferenceObjective(nn.Module):
             reference_model.requires_grad_(False).eval()
         self.__dict__["reference_model"] = reference_model  # not a submodule: never trained, never saved
 
+    # What the engine needs from an objective: the batch keys it takes, and its units (pairs),
+    # by which the step's summed loss and metrics are divided.
+    input_keys = ("input_ids", "labels", "attention_mask", "position_ids", "reference_logps")
+
+    @staticmethod
+    def count(batch: dict[str, torch.Tensor]) -> int:
+        return int(batch["input_ids"].shape[0]) // 2  # chosen rows, then rejected rows
+
     def forward(
         self,
         input_ids: torch.Tensor,  # (2B, T): chosen rows, then rejected rows
