@@ -25,10 +25,11 @@ SUMMARIES = {
     "merge": "Fold a LoRA/DoRA adapter into its base model and save a plain HF model.",
     "inspect": "Show a data file's format, counts, token lengths and trained-vs-masked tokens.",
     "quickstart": "Fine-tune the embedded model on the bundled task and show before/after on held-out data.",
+    "dpo": "Align a model with preference pairs: DPO, IPO, SimPO or ORPO (the reference is the adapter switched off).",
     "eval": "Evaluate models on tasks with bootstrap intervals; one Markdown + HTML report; --gate fails on regressions.",
 }
 GATE_FAILED_EXIT = 3  # `honing eval --gate`: a candidate regressed or missed a threshold (1 is a usage/input error)
-TRAINING_STAGES = {"pretrain", "sft"}
+TRAINING_STAGES = {"pretrain", "sft", "dpo"}
 
 
 class StageCommand(click.Command):

@@ -370,6 +370,53 @@ class QuickstartConfig(StrictModel):
     fine-tune did not make the model worse at the rest; 0 skips it."""
 
 
+# --------------------------------------------------------------------------- alignment
+
+
+class PreferenceObjectiveConfig(StrictModel):
+    """The preference objective."""
+
+    loss: Literal["sigmoid", "ipo", "simpo", "orpo"] = "sigmoid"
+    """sigmoid: DPO (Rafailov et al. 2023); ipo: IPO (Azar et al. 2023); simpo: SimPO, reference-free with
+    length-normalised log-probs (Meng et al. 2024); orpo: ORPO, SFT loss plus an odds-ratio term, reference-free."""
+    beta: float = Field(0.1, gt=0)
+    """Strength of the pull toward the reference (DPO, IPO), or the reward scale (SimPO)."""
+    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)
+    """DPO only: the share of pairs assumed mislabelled (conservative DPO)."""
+    simpo_gamma: float = Field(0.5, ge=0.0)
+    """SimPO's target reward margin."""
+    orpo_lambda: float = Field(0.1, gt=0)
+    """ORPO's weight on the odds-ratio term."""
+
+
+class DPOConfig(StrictModel):
+    """`honing dpo`: align a model with preference pairs (prompt, chosen, rejected) by DPO, IPO, SimPO or ORPO.
+    With LoRA the reference is the starting model itself with the adapter switched off (no second copy)."""
+
+    model: ModelConfig = ModelConfig()
+    adapter: AdapterConfig = AdapterConfig()
+    data: DataConfig = DataConfig(format="preference", max_length=512)
+    train: TrainConfig = TrainConfig(lr=5e-5, micro_batch_size=2, eval_every=25)
+    preference: PreferenceObjectiveConfig = PreferenceObjectiveConfig()
+    output: OutputConfig = OutputConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> DPOConfig:
+        if not self.data.train:
+            raise ValueError("data.train is required: a file of prompt/chosen/rejected records")
+        if self.data.format not in ("preference", "auto"):
+            raise ValueError(f"dpo trains on preference data (prompt, chosen, rejected), not data.format={self.data.format}")
+        if self.data.packing:
+            raise ValueError("dpo does not pack: each pair is scored as two padded rows (set data.packing=false)")
+        if self.model.from_config is not None:
+            raise ValueError("dpo starts from a trained model: set model.path (or nothing, for the default)")
+        if self.adapter.method == "full" and self.preference.loss in ("sigmoid", "ipo"):
+            raise ValueError("full fine-tuning with DPO/IPO needs a second frozen model as the reference, which honing "
+                             "does not load yet: use adapter.method=lora (the reference is the adapter switched off), "
+                             "or a reference-free loss (preference.loss=simpo or orpo)")
+        return self
+
+
 # --------------------------------------------------------------------------- evaluation
 
 TaskKind = Literal["perplexity", "generation", "multiple_choice", "classification", "pairwise", "rubric", "lm_eval"]
@@ -531,6 +578,7 @@ STAGES: dict[str, type[StrictModel]] = {
     "inspect": InspectConfig,
     "quickstart": QuickstartConfig,
     "eval": EvalConfig,
+    "dpo": DPOConfig,
 }
 
 

@@ -26,6 +26,8 @@ class StageParts:
     val_items: list
     collate: Callable
     model_source: dict[str, Any]
+    objective: Any = None
+    """What the engine optimises (default: causal LM on the target tokens)."""
 
 
 def report_data(data: PreparedData, ctx: Dist) -> None:
@@ -90,7 +92,7 @@ def train_and_save(stage: str, config: Any, parts: StageParts, train: TrainConfi
         run.attach_tensorboard(run.record["tensorboard"])
     try:
         result = fit(parts.model, parts.train_items, parts.val_items, parts.collate, train, run=run, ctx=ctx,
-                     resume=bool(resume))
+                     resume=bool(resume), objective=parts.objective)
     except BaseException as err:
         run.finish(status="diverged" if type(err).__name__ == "TrainingDiverged" else "failed")
         raise
