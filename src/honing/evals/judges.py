@@ -11,16 +11,11 @@ often that happened is reported.
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
 from honing.config import JudgeConfig, SamplingConfig
-from honing.errors import HoningError
 
 Messages = list[dict[str, str]]
 
@@ -68,36 +63,18 @@ class LocalJudge:
 
 
 class EndpointJudge:
-    """An OpenAI-compatible chat-completions endpoint (vLLM, llama.cpp server, TGI, a hosted API)."""
+    """An OpenAI-compatible chat-completions endpoint as the judge (greedy)."""
 
     def __init__(self, cfg: JudgeConfig):
-        self.url = cfg.endpoint.rstrip("/") + "/chat/completions"
-        self.model = cfg.endpoint_model
+        from honing.endpoint import ChatEndpoint
+
+        self.endpoint = ChatEndpoint(cfg.endpoint, cfg.endpoint_model, api_key_env=cfg.api_key_env,
+                                     timeout_s=cfg.timeout_s, role="judge")
         self.max_tokens = cfg.max_new_tokens
-        self.timeout = cfg.timeout_s
-        self.api_key = os.environ.get(cfg.api_key_env)
         self.identity = {"kind": "endpoint", "endpoint": cfg.endpoint, "model": cfg.endpoint_model}
 
     def complete(self, conversations: Sequence[Messages]) -> list[str]:
-        return [self._one(messages) for messages in conversations]
-
-    def _one(self, messages: Messages) -> str:
-        body = json.dumps({"model": self.model, "messages": messages, "temperature": 0, "max_tokens": self.max_tokens})
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(self.url, data=body.encode(), headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                payload = json.loads(response.read())
-        except urllib.error.HTTPError as err:
-            raise HoningError(f"judge endpoint {self.url} answered HTTP {err.code}: {err.read()[:200]!r}") from None
-        except (urllib.error.URLError, TimeoutError) as err:
-            raise HoningError(f"judge endpoint {self.url} cannot be reached: {getattr(err, 'reason', err)}") from None
-        try:
-            return payload["choices"][0]["message"]["content"] or ""
-        except (KeyError, IndexError, TypeError):
-            raise HoningError(f"judge endpoint {self.url} returned no choices[0].message.content") from None
+        return [self.endpoint.complete(m, temperature=0, max_tokens=self.max_tokens) for m in conversations]
 
 
 def build_judge(cfg: JudgeConfig, *, batch_size: int = 8) -> Judge:

@@ -10,10 +10,6 @@ time and never written anywhere.
 from __future__ import annotations
 
 import inspect
-import json
-import os
-import urllib.error
-import urllib.request
 from typing import Any, Protocol, Sequence
 
 from honing.config import SamplingConfig
@@ -67,39 +63,22 @@ class LocalTeacher:
 
 
 class EndpointTeacher:
-    """An OpenAI-compatible chat-completions endpoint (vLLM, llama.cpp server, TGI, a hosted API)."""
+    """An OpenAI-compatible chat-completions endpoint as the teacher."""
 
     def __init__(self, cfg: TeacherConfig, sampling: SamplingConfig):
-        self.url = cfg.endpoint.rstrip("/") + "/chat/completions"
-        self.model = cfg.endpoint_model
+        from honing.endpoint import ChatEndpoint
+
+        self.endpoint = ChatEndpoint(cfg.endpoint, cfg.endpoint_model, api_key_env=cfg.api_key_env,
+                                     timeout_s=cfg.timeout_s, role="teacher")
         self.sampling = sampling
-        self.timeout = cfg.timeout_s
-        self.api_key = os.environ.get(cfg.api_key_env)
         self.identity = {"kind": "endpoint", "endpoint": cfg.endpoint, "model": cfg.endpoint_model}
 
     def complete(self, conversations: Sequence[Messages], *, seed: int | None = None) -> list[str]:
-        return [self._one(messages, None if seed is None else seed + i) for i, messages in enumerate(conversations)]
-
-    def _one(self, messages: Messages, seed: int | None) -> str:
-        body: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": self.sampling.temperature,
-                                "top_p": self.sampling.top_p, "max_tokens": self.sampling.max_new_tokens}
-        if seed is not None:
-            body["seed"] = seed  # honoured by vLLM and OpenAI (best effort); ignored elsewhere
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                payload = json.loads(response.read())
-        except urllib.error.HTTPError as err:
-            raise HoningError(f"teacher endpoint {self.url} answered HTTP {err.code}: {err.read()[:200]!r}") from None
-        except (urllib.error.URLError, TimeoutError) as err:
-            raise HoningError(f"teacher endpoint {self.url} cannot be reached: {getattr(err, 'reason', err)}") from None
-        try:
-            return payload["choices"][0]["message"]["content"] or ""
-        except (KeyError, IndexError, TypeError):
-            raise HoningError(f"teacher endpoint {self.url} returned no choices[0].message.content") from None
+        params = {"temperature": self.sampling.temperature, "top_p": self.sampling.top_p,
+                  "max_tokens": self.sampling.max_new_tokens}
+        # The seed is honoured by vLLM and OpenAI (best effort) and ignored elsewhere.
+        return [self.endpoint.complete(messages, **params, **({} if seed is None else {"seed": seed + i}))
+                for i, messages in enumerate(conversations)]
 
 
 def build_teacher(cfg: SynthConfig) -> Teacher:

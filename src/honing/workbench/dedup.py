@@ -25,9 +25,9 @@ from honing.config_data import DataDedupConfig
 from honing.data.dedup import Deduplicator, DupResult, fingerprint, record_dedup_text
 from honing.data.formats import RecordError
 from honing.errors import DataError
-from honing.workbench.io import AtomicFile, AtomicOutputs, as_line, dumps, iter_items, parse_payload
+from honing.workbench.io import AtomicOutputs, as_line, dumps, iter_items, parse_payload
 from honing.workbench.pipeline import run_step
-from honing.workbench.runner import LengthHistogram, failed, print_counts, record_outputs, start_run
+from honing.workbench.runner import LengthHistogram, failed, print_counts, record_outputs, reject_or_stop, start_run
 
 
 class FingerprintStep:
@@ -74,10 +74,8 @@ def run(cfg: DataDedupConfig) -> dict[str, Any]:
                 for (file, line, payload), result in run_step(step, iter_items(path), workers=cfg.workers, chunk_size=cfg.chunk_size):
                     split_counts["in"] += 1
                     if result[0] == "rejected":
-                        if cfg.on_bad_record == "fail":
-                            raise DataError(f"{file}:{line}: {result[1]} (on_bad_record=skip writes such records to rejects.jsonl instead)")
+                        reject_or_stop(cfg, (file, line, payload), result[1], rejects)
                         split_counts["rejected"] += 1
-                        rejects.write(dumps({"file": file, "line": line, "reason": result[1], "record": as_line(payload)}))
                         continue
                     _, exact_hash, signature, length = result
                     reason, hit = _duplicate(f"{file}:{line}", name, exact_hash, signature, index, contamination)

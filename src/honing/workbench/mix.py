@@ -22,9 +22,9 @@ from honing.config_data import DataMixConfig
 from honing.data.dedup import Deduplicator
 from honing.errors import DataError
 from honing.workbench.dedup import FingerprintStep, _index_against
-from honing.workbench.io import AtomicOutputs, as_line, dumps, iter_items, parse_payload
+from honing.workbench.io import AtomicOutputs, dumps, iter_items, parse_payload
 from honing.workbench.pipeline import run_step
-from honing.workbench.runner import LengthHistogram, failed, print_counts, record_outputs, start_run
+from honing.workbench.runner import LengthHistogram, failed, print_counts, record_outputs, reject_or_stop, start_run
 from honing.workbench.split import allot
 
 
@@ -85,10 +85,8 @@ def _scan(cfg: DataMixConfig, name: str, contamination: Deduplicator | None, per
     ):
         stats["records"] += 1
         if result[0] == "rejected":
-            if cfg.on_bad_record == "fail":
-                raise DataError(f"{file}:{line}: {result[1]} (on_bad_record=skip writes such records to rejects.jsonl instead)")
+            reject_or_stop(cfg, (file, line, payload), result[1], rejects)
             stats["rejected"] += 1
-            rejects.write(dumps({"file": file, "line": line, "reason": result[1], "record": as_line(payload)}))
             continue
         if contamination is not None:
             hit = contamination.check_signature(result[1], result[2])

@@ -167,10 +167,8 @@ def _tally(outcome: Outcome, item: Item, counts: dict[str, Any], cfg: Any, out: 
         counts["found"].update(outcome.found)
         counts["records_with_finds"] += 1
     if outcome.kind == "rejected":
-        if cfg.on_bad_record == "fail":
-            raise DataError(f"{file}:{line}: {outcome.reason} (on_bad_record=skip writes such records to rejects.jsonl instead)")
+        reject_or_stop(cfg, item, outcome.reason, rejects)
         counts["rejected"] += 1
-        rejects.write(dumps({"file": file, "line": line, "reason": outcome.reason, "record": _record(payload)}))
         return
     if found_file is not None and outcome.detail:
         for finding in outcome.detail:
@@ -188,6 +186,16 @@ def _tally(outcome: Outcome, item: Item, counts: dict[str, Any], cfg: Any, out: 
     histogram.add(outcome.length)
     if out is not None:
         out.write(outcome.line)
+
+
+def reject_or_stop(cfg: Any, item: Item, reason: str, rejects: AtomicFile | None) -> None:
+    """A bad record: with on_bad_record=fail, stop at its file:line (no output is written); with
+    skip, write it to rejects.jsonl (the caller counts it)."""
+    file, line, payload = item
+    if cfg.on_bad_record == "fail":
+        raise DataError(f"{file}:{line}: {reason} (on_bad_record=skip writes such records to rejects.jsonl instead)")
+    if rejects is not None:
+        rejects.write(dumps({"file": file, "line": line, "reason": reason, "record": _record(payload)}))
 
 
 def _record(payload: Any) -> Any:
