@@ -25,11 +25,16 @@ SUMMARIES = {
     "merge": "Fold a LoRA/DoRA adapter into its base model and save a plain HF model.",
     "inspect": "Show a data file's format, counts, token lengths and trained-vs-masked tokens.",
     "quickstart": "Fine-tune the embedded model on the bundled task and show before/after on held-out data.",
-    "dpo": "Align a model with preference pairs: DPO, IPO, SimPO or ORPO (the reference is the adapter switched off).",
+    "dpo": "Align a model with preference pairs: DPO, IPO, SimPO or ORPO (LoRA or full fine-tuning).",
+    "label": "Collect human preferences in the terminal: a prompt, two answers, keys a / b / t(ie) / s(kip) / u(ndo) / q(uit).",
+    "reward": "Train a reward model (a scalar head on the model) on preference pairs with the Bradley-Terry loss.",
+    "score": "Score answers with a reward model: each record plus `score`; with a baseline, the win rate.",
+    "rl": "Online RL from prompts and rewards (verifiers, reward model, judge): GRPO or PPO, with a KL to the start.",
     "eval": "Evaluate models on tasks with bootstrap intervals; one Markdown + HTML report; --gate fails on regressions.",
+    "redteam": "Attack a model with a probe suite; attack success rate per category and mutator; --fail-above gates.",
 }
 GATE_FAILED_EXIT = 3  # `honing eval --gate`: a candidate regressed or missed a threshold (1 is a usage/input error)
-TRAINING_STAGES = {"pretrain", "sft", "dpo"}
+TRAINING_STAGES = {"pretrain", "sft", "dpo", "rl", "reward"}
 
 
 class StageCommand(click.Command):
@@ -67,10 +72,13 @@ def _split_args(args: tuple[str, ...]) -> tuple[str | None, list[str]]:
     return config, overrides
 
 
-def _run_stage(stage: str, args: tuple[str, ...], resume: str | None, gate: bool = False) -> None:
+def _run_stage(stage: str, args: tuple[str, ...], resume: str | None, gate: bool = False,
+               fail_above: float | None = None) -> None:
     config_path, overrides = _split_args(args)
     if gate:
         overrides.append("gate.enabled=true")
+    if fail_above is not None:
+        overrides.append(f"fail_above={fail_above!r}")
     if resume:
         saved = Path(resume) / "config.yaml"
         if not saved.is_file():
@@ -102,8 +110,14 @@ def _make_command(stage: str) -> click.Command:
             f"Exit with code {GATE_FAILED_EXIT} when a candidate regresses on a regression task or misses a task's min threshold."
         )))
 
-    def callback(args: tuple[str, ...], resume: str | None = None, gate: bool = False) -> None:
-        _run_stage(stage, args, resume, gate)
+    if stage == "redteam":
+        params.append(click.Option(["--fail-above"], type=float, metavar="RATE", help=(
+            f"Exit with code {GATE_FAILED_EXIT} when the attack success rate (0-1, all attack categories) is above RATE."
+        )))
+
+    def callback(args: tuple[str, ...], resume: str | None = None, gate: bool = False,
+                 fail_above: float | None = None) -> None:
+        _run_stage(stage, args, resume, gate, fail_above)
 
     return StageCommand(stage, name=stage, callback=callback, params=params, short_help=SUMMARIES[stage],
                         context_settings={"ignore_unknown_options": True})

@@ -387,11 +387,18 @@ class PreferenceObjectiveConfig(StrictModel):
     """SimPO's target reward margin."""
     orpo_lambda: float = Field(0.1, gt=0)
     """ORPO's weight on the odds-ratio term."""
+    precompute_reference: bool | None = None
+    """DPO/IPO: score every train and validation pair with the starting model once, before training (eval
+    mode), save the scores in the run directory (reference_logps.safetensors, its hash in run.json; --resume
+    reloads them) and train against them: no reference pass per step, no second copy of the model.
+    false: with an adapter the reference is the adapter switched off at each step; with full fine-tuning a
+    second, frozen copy of the starting model is loaded. null: true with adapter.method=full, else false."""
 
 
 class DPOConfig(StrictModel):
     """`honing dpo`: align a model with preference pairs (prompt, chosen, rejected) by DPO, IPO, SimPO or ORPO.
-    With LoRA the reference is the starting model itself with the adapter switched off (no second copy)."""
+    With LoRA the reference is the starting model itself with the adapter switched off (no second copy); with
+    full fine-tuning its scores are precomputed before the first update (preference.precompute_reference)."""
 
     model: ModelConfig = ModelConfig()
     adapter: AdapterConfig = AdapterConfig()
@@ -410,10 +417,149 @@ class DPOConfig(StrictModel):
             raise ValueError("dpo does not pack: each pair is scored as two padded rows (set data.packing=false)")
         if self.model.from_config is not None:
             raise ValueError("dpo starts from a trained model: set model.path (or nothing, for the default)")
-        if self.adapter.method == "full" and self.preference.loss in ("sigmoid", "ipo"):
-            raise ValueError("full fine-tuning with DPO/IPO needs a second frozen model as the reference, which honing "
-                             "does not load yet: use adapter.method=lora (the reference is the adapter switched off), "
-                             "or a reference-free loss (preference.loss=simpo or orpo)")
+        if self.preference.precompute_reference and self.preference.loss in ("simpo", "orpo"):
+            raise ValueError(f"preference.loss={self.preference.loss} has no reference model: "
+                             "preference.precompute_reference applies to sigmoid (DPO) and ipo only")
+        return self
+
+
+class RewardObjectiveConfig(StrictModel):
+    """The Bradley–Terry objective: −log σ(s_chosen − s_rejected − margin) per pair."""
+
+    margin: float = 0.0
+    """A margin every pair must clear (0: plain Bradley–Terry); added to margin_field's value when both are set."""
+    margin_field: str | None = None
+    """A record key holding a per-pair margin (e.g. the gap between two ratings, as in Llama 2's reward
+    models); a record without a number there is a bad record (data.on_bad_record)."""
+
+
+class RewardConfig(StrictModel):
+    """`honing reward`: train a reward model (the model's backbone plus a scalar head read at the last real
+    token) on preference pairs with the Bradley–Terry loss. The head is always trained; adapter.method picks
+    how the backbone is (full, or a LoRA adapter). Saves reward_model/ in the run directory, loadable by
+    `honing score`, the RL stage and `load_reward_model` (output.save does not apply)."""
+
+    model: ModelConfig = ModelConfig()
+    adapter: AdapterConfig = AdapterConfig()
+    data: DataConfig = DataConfig(format="preference", max_length=512)
+    train: TrainConfig = TrainConfig(lr=1e-4, micro_batch_size=4, eval_every=25)
+    reward: RewardObjectiveConfig = RewardObjectiveConfig()
+    output: OutputConfig = OutputConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> RewardConfig:
+        if not self.data.train:
+            raise ValueError("data.train is required: a file of prompt/chosen/rejected records")
+        if self.data.format not in ("preference", "auto"):
+            raise ValueError(f"reward trains on preference data (prompt, chosen, rejected), not data.format={self.data.format}")
+        if self.data.packing:
+            raise ValueError("reward does not pack: each pair is scored as two padded rows (set data.packing=false)")
+        if self.model.from_config is not None:
+            raise ValueError("reward starts from a trained model: set model.path (or nothing, for the default)")
+        if self.train.distributed == "fsdp":
+            raise ValueError("reward trains with train.distributed=ddp (each process holds the whole model); fsdp is not supported yet")
+        if self.output.save != "adapter":
+            raise ValueError("output.save does not apply to reward: it always saves reward_model/ (the backbone, "
+                             "or its adapter, plus the head)")
+        return self
+
+
+class ScoreConfig(StrictModel):
+    """`honing score`: score answers with a reward model trained by `honing reward`, rendered exactly as in its
+    training; writes each input record plus `score`."""
+
+    reward_model: str | None = None
+    """The reward model: a `honing reward` run directory, or its reward_model/ folder."""
+    base_model: str | None = None
+    """The base model of a LoRA reward model (an HF directory, a .gguf or a run directory); default: the base it
+    recorded, or the embedded default when that directory is gone. Not used by a fully trained reward model."""
+    input: str | None = None
+    """Records to score (.jsonl/.json/.csv/.parquet): a `honing generate` output (each record plus `response`),
+    prompt/response records, or messages records whose last turn is the assistant answer."""
+    output: str | None = None
+    """Output .jsonl: each input record plus `score` (and `baseline_score` with baseline)."""
+    baseline: str | None = None
+    """A second file of answers to the same prompts in the same order (e.g. the starting model's, where input
+    holds the tuned model's): each record is scored too, and the summary gives the mean of each and the win
+    rate of input over baseline (ties count half)."""
+    system_prompt: str | None = None
+    """System message added to prompts that have none; use the reward run's data.system_prompt."""
+    batch_size: int = Field(8, ge=1)
+    """Sequences scored together."""
+    max_length: int = Field(1024, ge=8)
+    """Longest prompt + answer in tokens; longer answers are cut there and scored mid-answer (counted in the log)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> ScoreConfig:
+        if not self.reward_model or not self.input or not self.output:
+            raise ValueError("reward_model, input and output are all required "
+                             "(e.g. reward_model=runs/reward-x input=answers.jsonl output=scored.jsonl)")
+        return self
+
+
+class LabelSourceConfig(StrictModel):
+    """Where one of the two answers to each prompt comes from: a file of answers, or a model that writes them."""
+
+    name: str | None = None
+    """How the answers are named in the preference file (source_chosen, source_rejected); default: the
+    responses file, or the model path (+ adapter, + seed when both sides sample the same model)."""
+    responses: str | None = None
+    """A `honing generate` output (.jsonl: each prompt record plus `response`), line i answering prompt i.
+    null: generate the answers with `model` (+ `adapter`)."""
+    model: ModelConfig = ModelConfig()
+    """The model that answers when `responses` is null (default: the embedded model)."""
+    adapter: str | None = None
+    """A PEFT adapter directory applied on top of `model`."""
+    seed: int | None = None
+    """Sampling seed of this side; null: sampling.seed for first, sampling.seed + 1 for second (so one model
+    sampled twice gives two different answers)."""
+
+
+class LabelConfig(StrictModel):
+    """`honing label`: show a prompt and two answers, take a key (a, b, t for tie, s to skip, u to undo, q to quit),
+    and append each preference to a {prompt, chosen, rejected} file; a rerun resumes at the first unlabelled item."""
+
+    prompts: str | None = None
+    """Prompts: .jsonl with `prompt`, `messages` or `instruction` per line, or .txt with one per line (as for
+    `honing generate`); null when both sides are responses files, whose records hold the prompts."""
+    first: LabelSourceConfig = LabelSourceConfig()
+    """One source of answers."""
+    second: LabelSourceConfig = LabelSourceConfig()
+    """The other source of answers (which of the two is shown as A is drawn per item)."""
+    output: str | None = None
+    """The preference file (.jsonl), appended to: prompt, chosen, rejected, source_chosen, source_rejected,
+    labeller, labelled_at, item. Every decision (ties and skips too) goes to <output>.decisions.jsonl, and
+    generated answers are kept in <output>.responses.json, so a rerun neither asks twice nor regenerates."""
+    labeller: str | None = None
+    """Who is labelling, recorded on every line; default: the login name."""
+    seed: int = 0
+    """Seed of the per-item draw of which source is shown as A (recorded with each decision)."""
+    system_prompt: str | None = None
+    """System message added to prompts that have none, when generating (it is part of the written prompt)."""
+    chat_template: bool = True
+    """Wrap prompts in the model's chat template when generating (false: plain text completion)."""
+    batch_size: int = Field(8, ge=1)
+    """Prompts generated together (left-padded)."""
+    sampling: SamplingConfig = SamplingConfig(temperature=0.7, top_p=0.9)
+    """How generated answers are sampled (both sides; each side's seed is its own)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> LabelConfig:
+        if not self.output:
+            raise ValueError("output is required: the preference .jsonl to append to (e.g. output=prefs.jsonl)")
+        if not self.output.endswith(".jsonl"):
+            raise ValueError(f"output must be a .jsonl file, not {self.output}")
+        if not self.prompts and not (self.first.responses and self.second.responses):
+            raise ValueError("prompts is required unless both first.responses and second.responses are given")
+        if self.first.name and self.first.name == self.second.name:
+            raise ValueError(f"first.name and second.name are both {self.first.name!r}: give the two sources different names")
+        same_model = (not self.first.responses and not self.second.responses and self.first.model == self.second.model
+                      and self.first.adapter == self.second.adapter)
+        if same_model and self.sampling.temperature == 0:
+            raise ValueError("first and second are the same model, and greedy decoding (sampling.temperature=0) would "
+                             "give it the same answer twice: set sampling.temperature > 0, or a different model or adapter")
+        if same_model and self.first.seed is not None and self.first.seed == self.second.seed:
+            raise ValueError("first and second sample the same model with the same seed: give them different seeds")
         return self
 
 
@@ -569,6 +715,327 @@ class EvalConfig(StrictModel):
         return self
 
 
+# --------------------------------------------------------------------------- online RL
+
+
+class RLDataConfig(StrictModel):
+    """The prompts RL samples from. Each record has a prompt (`prompt`, `messages` or `instruction`)
+    and whatever fields its verifiers read (e.g. `answer`)."""
+
+    prompts: str | None = None
+    """A .jsonl/.json/.csv/.parquet file or a .txt file of prompts, or builtin:arithmetic (a procedurally
+    generated arithmetic task with `answer` fields; see builtin_examples)."""
+    validation: str | None = None
+    """Held-out prompts for validation; null splits `validation_split` off the prompts, deterministically."""
+    validation_split: float = Field(0.1, ge=0.0, lt=1.0)
+    """Share of the prompts held out when no validation file is given."""
+    split_seed: int = 0
+    """Seed of the split and of builtin prompt generation."""
+    builtin_examples: int = Field(600, ge=10)
+    """How many prompts builtin:arithmetic generates."""
+    max_prompt_tokens: int = Field(256, ge=1)
+    """Longest prompt; longer ones are rejected (a truncated prompt is a different question), not cut."""
+    system_prompt: str | None = None
+    """System message added to prompts that have none."""
+    on_bad_record: Literal["fail", "skip"] = "fail"
+    """fail: stop at the first invalid record (file:line); skip: write it to rejects.jsonl and go on."""
+
+
+class RolloutConfig(StrictModel):
+    """How completions are sampled. The log-probabilities in the loss apply the same temperature,
+    top-k and top-p as the sampler, so the ratio compares like with like."""
+
+    prompts_per_step: int = Field(8, ge=1)
+    """Prompts per RL step."""
+    group_size: int = Field(8, ge=1)
+    """Completions sampled per prompt (GRPO compares them with each other; PPO usually takes 1)."""
+    max_new_tokens: int = Field(64, ge=1)
+    """Longest completion; one that reaches it without a stop token is 'truncated'."""
+    temperature: float = Field(1.0, gt=0.0)
+    """Sampling temperature (RL must sample: 0 is not allowed)."""
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    """Nucleus sampling threshold."""
+    top_k: int = Field(0, ge=0)
+    """Sample among the k most likely tokens; 0 disables."""
+    batch_size: int = Field(32, ge=1)
+    """Sequences generated together."""
+    eval_max_new_tokens: int | None = Field(None, ge=1)
+    """Longest answer in validation (greedy); default max_new_tokens."""
+
+
+class RewardSpec(StrictModel):
+    """One reward term; the reward of a completion is the weighted sum of its terms."""
+
+    kind: Literal["exact_match", "numeric", "regex", "json_schema", "length_penalty", "function", "reward_model", "judge"]
+    """exact_match: 1 if the completion (stripped, case-folded) equals the record's `field`; numeric: 1 if the
+    last number in the completion equals the record's `field` within `tolerance`; regex: 1 if `pattern` matches;
+    json_schema: 1 if the completion is JSON valid against `schema`; length_penalty: −max(0, tokens − max_tokens)
+    / max_tokens; function: a `module:function(prompt, completion, record) -> float`; reward_model: the score of a
+    model trained by `honing reward`; judge: a judge model's 1–10 grade against `rubric`, scaled to [0, 1]."""
+    name: str | None = None
+    """Name in logs (default: kind)."""
+    weight: float = 1.0
+    """Weight in the sum."""
+    field: str = "answer"
+    """exact_match, numeric: the record field holding the expected answer."""
+    tolerance: float = Field(1e-6, ge=0.0)
+    """numeric: largest absolute difference that still counts as equal."""
+    pattern: str | None = None
+    """regex: a Python regular expression searched in the completion."""
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    """json_schema: the JSON schema (inline)."""
+    max_tokens: int | None = Field(None, ge=1)
+    """length_penalty: the length above which the penalty starts."""
+    function: str | None = None
+    """function: `package.module:function`, called once per completion."""
+    path: str | None = None
+    """reward_model: the reward model directory (a `honing reward` run or its saved model)."""
+    base_model: str | None = None
+    """reward_model: the base model of a LoRA reward model, when not the one it recorded."""
+    judge: JudgeConfig | None = None
+    """judge: the judge model (local or endpoint)."""
+    rubric: str | None = None
+    """judge: what a good answer does (default: a general helpfulness rubric)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> RewardSpec:
+        needs = {"regex": ("pattern", self.pattern), "json_schema": ("schema", self.schema_),
+                 "length_penalty": ("max_tokens", self.max_tokens), "function": ("function", self.function),
+                 "reward_model": ("path", self.path), "judge": ("judge", self.judge)}
+        if self.kind in needs and needs[self.kind][1] is None:
+            raise ValueError(f"a {self.kind} reward needs `{needs[self.kind][0]}`")
+        if self.function is not None and ":" not in self.function:
+            raise ValueError(f"function must be module:function, not {self.function!r}")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind
+
+
+class RLObjectiveConfig(StrictModel):
+    """The algorithm and its knobs."""
+
+    algo: Literal["grpo", "ppo"] = "grpo"
+    """grpo: advantages relative to the other completions of the same prompt (no value model; DeepSeekMath);
+    ppo: a value head on the policy and GAE over tokens (InstructGPT)."""
+    steps: int = Field(50, ge=1)
+    """RL steps: each samples prompts_per_step × group_size completions, then optimises on them."""
+    epochs: int = Field(1, ge=1)
+    """Passes over each step's rollouts (1: on-policy; more reuses samples, with the ratio clipped)."""
+    minibatches: int = Field(1, ge=1)
+    """Optimiser steps per pass: the rollouts are split into this many shuffled minibatches."""
+    clip_eps: float = Field(0.2, gt=0.0)
+    """PPO-style clipping of the probability ratio to [1 − clip_eps, 1 + clip_eps_high]."""
+    clip_eps_high: float | None = Field(None, gt=0.0)
+    """Upper clip (DAPO's clip-higher); default clip_eps."""
+    kl_beta: float = Field(0.04, ge=0.0)
+    """Weight of the KL penalty to the reference (the starting model); 0 turns it off (and skips the reference pass)."""
+    kl_estimator: Literal["k1", "k2", "k3"] | None = None
+    """k1 = log p − log q; k2 = ½(log p − log q)²; k3 = (q/p − 1) − log(q/p). Default: k3 in the loss, k1 in the reward."""
+    kl_placement: Literal["reward", "loss"] | None = None
+    """reward: β·KL per token is subtracted from the reward before advantages (PPO's choice, the default for ppo);
+    loss: β·KL is added to the loss and differentiated (GRPO's choice, the default for grpo)."""
+    length_norm: Literal["sequence", "token", "constant"] | None = None
+    """How token losses are averaged. sequence: mean over each completion's tokens, then over completions (GRPO's
+    paper; short completions weigh more per token); token: mean over all tokens of the step (DAPO; the default
+    for ppo); constant: sum over each completion divided by max_new_tokens (Dr. GRPO; no length bias). Default:
+    sequence for grpo."""
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    """grpo: divide advantages by the reward spread of the group, of the whole step, or not at all (Dr. GRPO)."""
+    normalize_rewards: bool = False
+    """Whiten scores with running mean and standard deviation across steps before they become rewards (ppo)."""
+    reward_clip: float | None = Field(None, gt=0.0)
+    """Clip each (normalised) score to [−reward_clip, reward_clip]."""
+    missing_eos_penalty: float = Field(0.0, ge=0.0)
+    """Subtracted from the reward of a completion that reached max_new_tokens without a stop token."""
+    gamma: float = Field(1.0, ge=0.0, le=1.0)
+    """ppo: discount."""
+    lam: float = Field(0.95, ge=0.0, le=1.0)
+    """ppo: GAE λ."""
+    vf_coef: float = Field(0.1, ge=0.0)
+    """ppo: weight of the value loss."""
+    value_clip: float | None = Field(0.2, gt=0.0)
+    """ppo: clip the value update to old value ± value_clip; null: no clipping."""
+    whiten_advantages: bool | None = None
+    """Normalise advantages over the step to mean 0, std 1. Default: true for ppo, false for grpo."""
+    entropy_coef: float = Field(0.0, ge=0.0)
+    """Entropy bonus weight (0 logs entropy without optimising it)."""
+    eval_every: int | None = Field(10, ge=1)
+    """Validate (greedy answers to the held-out prompts, scored by the same rewards) every N steps, first and last."""
+    eval_prompts: int | None = Field(100, ge=1)
+    """Validate on at most this many held-out prompts."""
+    sample_every: int | None = Field(5, ge=1)
+    """Append the step's first prompts and completions to samples.jsonl every N steps."""
+
+    @property
+    def placement(self) -> str:
+        return self.kl_placement or ("loss" if self.algo == "grpo" else "reward")
+
+    @property
+    def estimator(self) -> str:
+        return self.kl_estimator or ("k3" if self.placement == "loss" else "k1")
+
+    @property
+    def normalisation(self) -> str:
+        return self.length_norm or ("sequence" if self.algo == "grpo" else "token")
+
+    @property
+    def whiten(self) -> bool:
+        return self.whiten_advantages if self.whiten_advantages is not None else self.algo == "ppo"
+
+
+class RLConfig(StrictModel):
+    """`honing rl`: online reinforcement learning (GRPO or PPO) from a prompt file and rewards
+    (verifiers, a reward model, a judge, or a weighted sum of them)."""
+
+    model: ModelConfig = ModelConfig()
+    adapter: AdapterConfig = AdapterConfig(dropout=0.0)
+    data: RLDataConfig = RLDataConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    rewards: list[RewardSpec] = []
+    """The reward terms (weighted sum). At least one."""
+    rl: RLObjectiveConfig = RLObjectiveConfig()
+    train: TrainConfig = TrainConfig(lr=1e-5, schedule="constant", micro_batch_size=8, save_every=10, precision="fp32")
+    """Optimiser, precision, seed, checkpoints (save_every counts RL steps). epochs, max_steps, grad_accum,
+    eval_every and early stopping do not apply: see rl.steps, rl.epochs, rl.minibatches and rl.eval_every."""
+    output: OutputConfig = OutputConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> RLConfig:
+        if not self.data.prompts:
+            raise ValueError("data.prompts is required: a prompt file, or builtin:arithmetic")
+        if not self.rewards:
+            raise ValueError("give at least one reward, e.g. rewards: [{kind: numeric, field: answer}]")
+        if self.model.from_config is not None:
+            raise ValueError("rl starts from a trained model: set model.path (or nothing, for the default)")
+        defaults = type(self).model_fields["train"].default
+        unused = [name for name in ("epochs", "max_steps", "grad_accum", "eval_every", "early_stopping_patience")
+                  if getattr(self.train, name) != getattr(defaults, name)]
+        if unused:
+            raise ValueError(f"train.{', train.'.join(unused)} do not apply to rl: the schedule is rl.steps × "
+                             "rl.epochs × rl.minibatches optimiser steps, validated every rl.eval_every steps")
+        if self.train.distributed != "ddp":
+            raise ValueError("rl runs in one process (train.distributed does not apply)")
+        if self.rl.algo == "grpo" and self.rollout.group_size < 2:
+            raise ValueError("grpo compares completions of the same prompt: rollout.group_size must be at least 2")
+        rows = self.rollout.prompts_per_step * self.rollout.group_size
+        if rows % self.rl.minibatches:
+            raise ValueError(f"the {rows} completions of a step (prompts_per_step × group_size) do not split into "
+                             f"rl.minibatches={self.rl.minibatches} equal minibatches")
+        return self
+
+
+# --------------------------------------------------------------------------- red teaming
+
+RedteamMutator = Literal["none", "base64", "rot13", "leetspeak", "spaced", "homoglyph", "zero_width", "reversed",
+                         "escalation", "paraphrase", "translate"]
+
+
+class ChatModelConfig(StrictModel):
+    """A model honing talks to: a local model (any honing model source, plus an adapter), or an
+    OpenAI-compatible HTTP endpoint. Nothing is sent anywhere but the endpoint configured here."""
+
+    path: str | None = None
+    """A local model (HF directory, .gguf or run directory); null with no endpoint: the embedded default."""
+    adapter: str | None = None
+    """A PEFT adapter (or a run directory that saved one) merged into the local model."""
+    endpoint: str | None = None
+    """Base URL of an OpenAI-compatible API (e.g. http://localhost:8000/v1); prompts are sent there and nowhere else."""
+    endpoint_model: str | None = None
+    """The model name the endpoint expects."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the endpoint's API key (read at run time, never written to the record)."""
+    timeout_s: float = Field(120.0, gt=0)
+    """HTTP timeout per request."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ChatModelConfig:
+        if self.endpoint and (self.path or self.adapter):
+            raise ValueError("set either endpoint or path/adapter, not both")
+        if self.endpoint and not self.endpoint_model:
+            raise ValueError("endpoint needs endpoint_model (the model name the endpoint serves)")
+        return self
+
+
+class RedteamConfig(StrictModel):
+    """`honing redteam`: a probe suite against a model; the attack success rate per category and
+    mutator with bootstrap intervals, the over-refusal rate, the held-out split apart; --fail-above gates."""
+
+    target: ChatModelConfig = ChatModelConfig()
+    """The model under attack: target.path (+ target.adapter) or target.endpoint + target.endpoint_model."""
+    system_prompt: str | None = None
+    """The deployment's system message, added to probes that bring none of their own."""
+    builtin: bool = True
+    """Run the bundled probe library (src/honing/redteam/data/probes/)."""
+    probe_files: list[str] = []
+    """More probe files (.yaml or .jsonl, same fields as the bundled ones), run with the bundled probes."""
+    categories: list[str] | None = None
+    """Only these categories (harmful_request, jailbreak, prompt_injection, system_prompt_extraction,
+    secret_leak, bias, over_refusal, or your files' own); null: all."""
+    splits: list[str] | None = None
+    """Only probes with these split tags (train, heldout, ...); null: all, each split reported apart."""
+    limit: int | None = Field(None, ge=1)
+    """At most this many base probes per category (the first ones of each file, in file order)."""
+    mutators: list[RedteamMutator] = ["none", "base64", "leetspeak"]
+    """Variants of every mutable probe: none (as written); base64, rot13, leetspeak, spaced, homoglyph, zero_width,
+    reversed (encodings and character tricks); escalation (a harmless opening turn, the request as a follow-up);
+    paraphrase, translate (rewritten by the attacker model)."""
+    translate_language: str = "French"
+    """The language the translate mutator asks the attacker for."""
+    attempts: int = Field(2, ge=1)
+    """Answers sampled per prompt (attempt k samples with seed sampling.seed + k)."""
+    sampling: SamplingConfig = SamplingConfig(temperature=0.7, top_p=0.9, max_new_tokens=64)
+    """How the target samples its answers."""
+    batch_size: int = Field(16, ge=1)
+    """Prompts generated together by a local target (and the local attacker and judge)."""
+    judge: JudgeConfig | None = None
+    """A judge model: it grades probes' `judge` detectors, and confirms the rule verdicts of judge_confirms."""
+    judge_confirms: list[str] = ["harmful_request", "jailbreak"]
+    """With a judge: in these categories an answer the rules call compliant counts as an attack success only
+    when the judge also finds it complies (the rubric's score >= judge_threshold); refusals skip the judge."""
+    judge_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    """Lowest judge score (1-10 scaled to 0-1) that counts as a hit."""
+    attacker: ChatModelConfig | None = None
+    """The attacker model, for the paraphrase/translate mutators and attacker_rounds (attacker: {} is the embedded model)."""
+    attacker_sampling: SamplingConfig = SamplingConfig(temperature=0.9, top_p=0.95, max_new_tokens=160)
+    """How the attacker samples."""
+    attacker_rounds: int = Field(0, ge=0)
+    """Rounds in which the attacker writes new attacks from the ones that worked, which are then run too."""
+    attacker_per_success: int = Field(2, ge=1)
+    """New attacks written per successful attack and round."""
+    attacker_max_seeds: int = Field(16, ge=1)
+    """At most this many successful attacks (the most successful first) seed each attacker round."""
+    fail_above: float | None = Field(None, ge=0.0, le=1.0)
+    """Gate: exit with code 3 when the attack success rate (all attack categories, point estimate) is above this;
+    the --fail-above flag sets it."""
+    resamples: int = Field(2000, ge=100)
+    """Bootstrap resamples per interval."""
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    """Confidence level of the intervals."""
+    report_examples: int = Field(10, ge=0)
+    """Worst examples shown in the report."""
+    output: OutputConfig = OutputConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> RedteamConfig:
+        if not self.builtin and not self.probe_files:
+            raise ValueError("no probes: keep builtin=true or give probe_files")
+        if not self.mutators:
+            raise ValueError("mutators is empty: list at least one, e.g. [none]")
+        if self.attempts > 1 and self.sampling.temperature == 0:
+            raise ValueError(f"attempts={self.attempts} with greedy decoding (sampling.temperature=0) gives the same "
+                             "answer every time: set sampling.temperature above 0, or attempts=1")
+        needs_attacker = [m for m in self.mutators if m in ("paraphrase", "translate")]
+        if (needs_attacker or self.attacker_rounds) and self.attacker is None:
+            what = f"mutators {', '.join(needs_attacker)}" if needs_attacker else "attacker_rounds"
+            raise ValueError(f"{what} need an attacker model: set attacker.path or attacker.endpoint "
+                             "(attacker: {} uses the embedded model)")
+        if self.judge and self.judge.endpoint and not self.judge.endpoint_model:
+            raise ValueError("judge.endpoint needs judge.endpoint_model (the model name the endpoint serves)")
+        return self
+
+
 STAGES: dict[str, type[StrictModel]] = {
     "pretrain": PretrainConfig,
     "sft": SFTConfig,
@@ -579,6 +1046,11 @@ STAGES: dict[str, type[StrictModel]] = {
     "quickstart": QuickstartConfig,
     "eval": EvalConfig,
     "dpo": DPOConfig,
+    "label": LabelConfig,
+    "reward": RewardConfig,
+    "score": ScoreConfig,
+    "rl": RLConfig,
+    "redteam": RedteamConfig,
 }
 
 
@@ -789,4 +1261,4 @@ def _default_text(value: Any) -> str:
 
 def dump_config(config: BaseModel) -> str:
     """The resolved config as YAML (what the run directory keeps)."""
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    return yaml.safe_dump(config.model_dump(mode="json", by_alias=True), sort_keys=False)

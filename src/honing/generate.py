@@ -81,6 +81,56 @@ def generation_kwargs(sampling: SamplingConfig, tokenizer: Any, model: Any = Non
     return kwargs
 
 
+def encode_prompts(tokenizer: Any, prompts: Sequence[Prompt], *, chat_template: bool = True,
+                   system_prompt: str | None = None) -> list[list[int]]:
+    """Token ids of each prompt, rendered as generation renders it."""
+    encoded = []
+    for prompt in prompts:
+        text, add_special = render_prompt(tokenizer, prompt, chat_template=chat_template, system_prompt=system_prompt)
+        encoded.append(tokenizer(text, add_special_tokens=add_special)["input_ids"])
+    return encoded
+
+
+def sample_tokens(model: Any, tokenizer: Any, prompt_ids: Sequence[list[int]], sampling: SamplingConfig, *,
+                  samples: int = 1, batch_size: int = 8, seed: int | None = None) -> list[list[list[int]]]:
+    """`samples` completions of each tokenised prompt, as token ids: result[i][j] is prompt i's
+    j-th sample, cut after its first stop token (which is kept, so a trainer sees the model
+    learning to stop) or at max_new_tokens. The rows of one prompt are generated together;
+    prompts are batched left-padded, longest first. `seed` overrides sampling.seed."""
+    import torch
+
+    stops = set(stop_token_ids(tokenizer, model))
+    kwargs = generation_kwargs(sampling, tokenizer, model)
+    order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]), reverse=True)
+    per_batch = max(1, batch_size // samples)
+    result: list[list[list[int]]] = [[] for _ in prompt_ids]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), _seeded(sampling.seed if seed is None else seed, device):
+            for start in range(0, len(order), per_batch):
+                chunk = order[start:start + per_batch]
+                rows = [prompt_ids[i] for i in chunk for _ in range(samples)]
+                batch = _left_pad(tokenizer, rows)
+                input_ids = batch["input_ids"].to(device)  # (b·samples, P)
+                output = model.generate(input_ids=input_ids, attention_mask=batch["attention_mask"].to(device),
+                                        **kwargs)  # (b·samples, P + new)
+                new_tokens = output[:, input_ids.shape[1]:].tolist()
+                for k, index in enumerate(chunk):
+                    result[index] = [_cut_at_stop(new_tokens[k * samples + j], stops) for j in range(samples)]
+    finally:
+        model.train(was_training)
+    return result
+
+
+def _cut_at_stop(tokens: list[int], stops: set[int]) -> list[int]:
+    for position, token in enumerate(tokens):
+        if token in stops:
+            return tokens[:position + 1]
+    return tokens
+
+
 def generate(model: Any, tokenizer: Any, prompts: Sequence[Prompt], sampling: SamplingConfig, *,
              batch_size: int = 8, chat_template: bool = True, system_prompt: str | None = None,
              progress: bool = True, streamer: Any = None) -> list[str]:
@@ -92,10 +142,7 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[Prompt], sampling: Sa
         return []
     if streamer is not None and len(prompts) != 1:
         raise ValueError("a streamer can follow only one prompt at a time")
-    encoded = []
-    for prompt in prompts:
-        text, add_special = render_prompt(tokenizer, prompt, chat_template=chat_template, system_prompt=system_prompt)
-        encoded.append(tokenizer(text, add_special_tokens=add_special)["input_ids"])
+    encoded = encode_prompts(tokenizer, prompts, chat_template=chat_template, system_prompt=system_prompt)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)  # longest first: OOM shows at once
     kwargs = generation_kwargs(sampling, tokenizer, model)
     answers: list[str] = [""] * len(prompts)

@@ -9,13 +9,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 console = Console(stderr=True, highlight=False)
 
 
-def progress_bar(total: int, *, enabled: bool = True) -> Progress:
-    """A bar with step count, loss, learning rate, tokens/s, elapsed time and ETA."""
+def progress_bar(total: int, *, enabled: bool = True, metric: str = "loss") -> Progress:
+    """A bar with step count, loss (or the named metric, in the `loss` field), learning rate,
+    tokens/s, elapsed time and ETA."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn(metric + " {task.fields[loss]:.4f}"),
         TextColumn("lr {task.fields[lr]:.2e}"),
         TextColumn("{task.fields[tps]:,.0f} tok/s"),
         TimeElapsedColumn(),

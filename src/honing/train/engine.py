@@ -243,14 +243,14 @@ def evaluate(module: nn.Module, items: Sequence[Any], collate: Collate, cfg: Tra
     return result
 
 
-class _StopRequest:
+class StopRequest:
     """First Ctrl-C: finish the current step, checkpoint, exit. Second: stop at once."""
 
     def __init__(self) -> None:
         self.requested = False
         self._previous = None
 
-    def __enter__(self) -> _StopRequest:
+    def __enter__(self) -> StopRequest:
         try:
             self._previous = signal.signal(signal.SIGINT, self._handle)
         except ValueError:  # not the main thread
@@ -320,7 +320,7 @@ def fit(
     bar = progress_bar(plan.total_steps, enabled=show_progress and ctx.is_main)
     batches = step_batches(train_items, collate, lambda s: rank_micro_batches(plan, s, cfg.seed, cfg, ctx),
                            plan.total_steps, cfg, ctx.device)
-    with bar, batches, _StopRequest() as stop:
+    with bar, batches, StopRequest() as stop:
         task = bar.add_task("train", total=plan.total_steps, completed=state.step, loss=float("nan"), lr=0.0, tps=0.0)
         window_tokens, window_start = 0, time.perf_counter()
         while state.step < plan.total_steps:
@@ -461,12 +461,12 @@ def _resume(store: Checkpoints, optimizer, scheduler, run: Run, plan: StepPlan) 
             f"= {state.items_per_step}, or the data order cannot continue exactly"
         )
     if run.is_main:
-        _truncate_metrics(run.dir / "metrics.jsonl", state.step)
+        truncate_metrics(run.dir / "metrics.jsonl", state.step)
     console.print(f"resumed from {latest} (step {state.step})")
     return state
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
+def truncate_metrics(path: Path, step: int) -> None:
     """Drop metric lines written after the checkpoint, so the resumed run does not log a step twice."""
     import json
 

@@ -1,0 +1,1 @@
+"""Online reinforcement learning: prompts, rewards and rollouts for `honing rl` (GRPO, PPO)."""

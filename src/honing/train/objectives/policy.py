@@ -1,0 +1,330 @@
+"""Policy-gradient objectives for online RL: GRPO and PPO over sampled completions.
+
+A rollout row is a prompt followed by one sampled completion, right-padded. Per-token tensors
+are (B, T) and indexed by *token position*: entry t concerns token t (predicted from the prefix
+before it), and only completion tokens (`response_mask`) count. Prompt and padding positions
+hold zeros.
+
+    log-probs:   the sampler's own distribution — logits / temperature, then top-k and top-p
+                 masking, in that order (as transformers' warpers) — so the ratio π/π_old and the
+                 KL compare the distribution the tokens were actually drawn from
+    GRPO:        advantage = (r − mean of its group) / spread, the same for every token
+    PPO:         per-token rewards (the score on the last token, −β·KL on every token when the
+                 penalty is in the reward), a value head on the policy, GAE
+    loss/token:  max(−A·ρ, −A·clip(ρ, 1−ε, 1+ε_high)) [+ β·KL] [+ c_v·value loss] [− c_e·entropy]
+
+The loss of a batch is summed in the objective's units (completions or tokens, by the length
+normalisation) and the engine divides by the units of the whole optimiser step, as for SFT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from honing.train.objectives.causal_lm import _LOGIT_TRANSFORMS, causal_lm_of
+from honing.train.objectives.kl import kl_estimate
+from honing.train.objectives.reward import position_ids_from_mask
+
+LengthNorm = Literal["sequence", "token", "constant"]
+MASKED_LOGIT = -1e9  # finite, so a token outside top-k/top-p has p = 0 without NaN in entropy or gradients
+
+
+@dataclass(frozen=True)
+class SamplingTransform:
+    """The sampler's logit transformation: temperature, then top-k, then top-p."""
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+
+def transform_logits(logits: torch.Tensor, transform: SamplingTransform) -> torch.Tensor:
+    """(N, V) float32 logits of the distribution the sampler draws from; excluded tokens get MASKED_LOGIT."""
+    logits = logits.float() / transform.temperature
+    keep = torch.ones_like(logits, dtype=torch.bool)
+    if transform.top_k and transform.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, transform.top_k, dim=-1).values[..., -1:]  # (N, 1)
+        keep &= logits >= kth  # ties with the k-th are kept, as transformers does
+    if transform.top_p < 1.0:
+        masked = logits.masked_fill(~keep, float("-inf"))
+        ordered, order = torch.sort(masked, dim=-1, descending=False)  # ascending, as transformers
+        cumulative = ordered.softmax(dim=-1).cumsum(dim=-1)
+        drop_sorted = cumulative <= 1 - transform.top_p
+        drop_sorted[..., -1] = False  # the most likely token always stays
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        keep &= ~drop
+    return torch.where(keep, logits, torch.full_like(logits, MASKED_LOGIT))
+
+
+@dataclass
+class TokenOutputs:
+    logps: torch.Tensor  # (B, T) log π(token t | prefix), 0 off the completion
+    entropy: torch.Tensor  # (B, T) entropy of the sampling distribution at t, 0 off the completion
+    values: torch.Tensor | None  # (B, T) value of the state before token t, 0 off the completion
+
+
+def token_outputs(
+    model: nn.Module,
+    input_ids: torch.Tensor,  # (B, T)
+    attention_mask: torch.Tensor,  # (B, T)
+    response_mask: torch.Tensor,  # (B, T) 1 on completion tokens
+    transform: SamplingTransform,
+    value_head: nn.Module | None = None,
+    *,
+    entropy_grad: bool = False,
+) -> TokenOutputs:
+    """Log-probs (and entropy, values) of the completion tokens. The head runs only at the
+    positions that predict a completion token, so memory is (completion tokens × vocab)."""
+    lm = causal_lm_of(model)
+    select = response_mask.bool().clone()
+    select[:, 0] = False  # the first token has no prefix to be predicted from
+    predict_at = select[:, 1:]  # (B, T-1): position t-1 predicts token t
+    inputs = dict(input_ids=input_ids, attention_mask=attention_mask,
+                  position_ids=position_ids_from_mask(attention_mask), use_cache=False)
+    if any(getattr(lm.config, name, None) for name in _LOGIT_TRANSFORMS):
+        # the model applies its own logit transform (soft-capping, scaling): take its logits whole
+        out = model(**inputs, output_hidden_states=value_head is not None)
+        logits = out.logits[:, :-1][predict_at]  # (N, V)
+        hidden = out.hidden_states[-1][:, :-1][predict_at] if value_head is not None else None  # (N, H)
+    else:
+        backbone = getattr(lm, lm.base_model_prefix)
+        hidden = backbone(**inputs).last_hidden_state[:, :-1][predict_at]  # (N, H)
+        logits = lm.get_output_embeddings()(hidden)  # (N, V)
+    logprobs = F.log_softmax(transform_logits(logits, transform), dim=-1)  # (N, V)
+    tokens = input_ids[:, 1:][predict_at]  # (N,)
+    picked = logprobs.gather(1, tokens.unsqueeze(1)).squeeze(1)  # (N,)
+    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+        entropy = -(logprobs.exp() * logprobs).sum(dim=-1)  # (N,)
+    values = None
+    if value_head is not None:
+        values = _scatter(value_head(hidden.to(_dtype_of(value_head))).squeeze(-1).float(), select)
+    return TokenOutputs(_scatter(picked, select), _scatter(entropy, select), values)
+
+
+def _dtype_of(module: nn.Module) -> torch.dtype:
+    return next(module.parameters()).dtype
+
+
+def _scatter(values: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
+    """(N,) values at the True positions of `select` (B, T) → (B, T) with zeros elsewhere."""
+    out = torch.zeros(select.shape, dtype=values.dtype, device=values.device)
+    return out.masked_scatter(select, values)
+
+
+# --------------------------------------------------------------------------- advantages
+
+
+def group_advantages(
+    rewards: torch.Tensor,  # (N,) in prompt order: group g is rows [g·G, (g+1)·G)
+    group_size: int,
+    scale: Literal["group", "batch", "none"] = "group",
+    eps: float = 1e-4,
+) -> torch.Tensor:
+    """(N,) GRPO advantages: each reward minus its group's mean, divided by the group's standard
+    deviation (scale=group), the whole batch's (batch), or nothing (none, Dr. GRPO). A group whose
+    completions all scored the same gets advantage 0: it carries no signal."""
+    if rewards.numel() % group_size:
+        raise ValueError(f"{rewards.numel()} rewards do not form groups of {group_size}")
+    grouped = rewards.float().view(-1, group_size)  # (P, G)
+    centred = grouped - grouped.mean(dim=1, keepdim=True)
+    if scale == "group":
+        spread = grouped.std(dim=1, keepdim=True)  # (P, 1)
+        centred = torch.where(spread > 0, centred / (spread + eps), torch.zeros_like(centred))
+    elif scale == "batch":
+        centred = centred / (rewards.float().std() + eps)
+    elif scale != "none":
+        raise ValueError(f"scale must be group, batch or none, not {scale!r}")
+    return centred.reshape(-1)
+
+
+def gae(
+    rewards: torch.Tensor,  # (B, T) per-token rewards
+    values: torch.Tensor,  # (B, T) value of the state before each token
+    mask: torch.Tensor,  # (B, T) 1 on completion tokens (contiguous per row)
+    gamma: float = 1.0,
+    lam: float = 0.95,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(advantages, returns), each (B, T), by generalised advantage estimation.
+
+    δ_t = r_t + γ·V_{t+1} − V_t with V = 0 after the last completion token;
+    A_t = δ_t + γλ·A_{t+1}; returns = A + V. Zero off the completion."""
+    mask = mask.bool()
+    rewards, values = rewards.float(), values.float()
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[:, 0])
+    next_value = torch.zeros_like(rewards[:, 0])
+    for t in reversed(range(rewards.shape[1])):
+        live = mask[:, t]
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        running = torch.where(live, delta + gamma * lam * running, torch.zeros_like(running))
+        next_value = torch.where(live, values[:, t], torch.zeros_like(next_value))
+        advantages[:, t] = running
+    return advantages, torch.where(mask, advantages + values, torch.zeros_like(values))
+
+
+def masked_whiten(values: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Mean 0 and standard deviation 1 over the masked entries; zero elsewhere."""
+    mask = mask.bool()
+    picked = values[mask].float()
+    if picked.numel() < 2:
+        return torch.where(mask, values - picked.mean() if picked.numel() else values, torch.zeros_like(values))
+    whitened = (values - picked.mean()) / (picked.std() + eps)
+    return torch.where(mask, whitened, torch.zeros_like(whitened))
+
+
+def clipped_policy_loss(
+    logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, clip_low: float, clip_high: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token max(−A·ρ, −A·clip(ρ, 1−clip_low, 1+clip_high)) and whether clipping decided it.
+
+    At ρ inside the interval both terms agree; outside it, the clipped term wins exactly when
+    moving further would help (A > 0 with ρ > 1 + ε, or A < 0 with ρ < 1 − ε), so the
+    gradient is zero there."""
+    ratio = torch.exp(logps - old_logps)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
+    return torch.maximum(unclipped, clipped), clipped > unclipped
+
+
+def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
+                       clip: float | None) -> torch.Tensor:
+    """Per-token ½·max((V − R)², (V_clipped − R)²), V_clipped = V_old + clip(V − V_old, ±clip)."""
+    loss = (values - returns).square()
+    if clip is not None:
+        clipped = old_values + torch.clamp(values - old_values, -clip, clip)
+        loss = torch.maximum(loss, (clipped - returns).square())
+    return 0.5 * loss
+
+
+class RunningMoments:
+    """Mean and standard deviation of every score seen so far (Chan et al.'s parallel update)."""
+
+    def __init__(self) -> None:
+        self.count, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def update(self, values: torch.Tensor) -> None:
+        values = values.double().flatten()
+        n = values.numel()
+        if n == 0:
+            return
+        mean, m2 = float(values.mean()), float(((values - values.mean()) ** 2).sum())
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean += delta * n / total
+        self.m2 += m2 + delta**2 * self.count * n / total
+        self.count = total
+
+    @property
+    def std(self) -> float:
+        return (self.m2 / (self.count - 1)) ** 0.5 if self.count > 1 else 1.0
+
+    def state_dict(self) -> dict[str, float]:
+        return {"count": self.count, "mean": self.mean, "m2": self.m2}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.count, self.mean, self.m2 = int(state["count"]), float(state["mean"]), float(state["m2"])
+
+
+# --------------------------------------------------------------------------- the objective
+
+
+class PolicyObjective(nn.Module):
+    """forward(rollout batch) → (summed loss, units, summed metrics) for the shared engine.
+
+    Holds the policy and (PPO) a value head reading the policy's last hidden state. The
+    reference log-probs come precomputed in the batch (from the adapter switched off, or a
+    frozen copy), so no reference model lives in this module.
+    """
+
+    input_keys = ("input_ids", "attention_mask", "response_mask", "advantages", "old_logps", "ref_logps",
+                  "returns", "old_values")
+
+    def __init__(
+        self,
+        model: nn.Module,
+        transform: SamplingTransform,
+        *,
+        value_head: nn.Module | None = None,
+        clip_eps: float = 0.2,
+        clip_eps_high: float | None = None,
+        kl_beta: float = 0.0,
+        kl_estimator: str = "k3",
+        kl_in_loss: bool = True,
+        length_norm: LengthNorm = "sequence",
+        max_new_tokens: int = 1,
+        vf_coef: float = 0.1,
+        value_clip: float | None = 0.2,
+        entropy_coef: float = 0.0,
+    ):
+        super().__init__()
+        if length_norm not in ("sequence", "token", "constant"):
+            raise ValueError(f"length_norm must be sequence, token or constant, not {length_norm!r}")
+        self.model = model
+        self.value_head = value_head
+        self.transform = transform
+        self.clip_low, self.clip_high = clip_eps, clip_eps_high if clip_eps_high is not None else clip_eps
+        self.kl_beta, self.kl_estimator, self.kl_in_loss = kl_beta, kl_estimator, kl_in_loss
+        self.length_norm, self.max_new_tokens = length_norm, max_new_tokens
+        self.vf_coef, self.value_clip, self.entropy_coef = vf_coef, value_clip, entropy_coef
+
+    def count(self, batch: dict[str, torch.Tensor]) -> int:
+        """Units of the batch: completion tokens (token normalisation) or completions."""
+        if self.length_norm == "token":
+            return int(batch["response_mask"].sum())
+        return int((batch["response_mask"].sum(dim=1) > 0).sum())
+
+    def reduce(self, per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Sum of `per_token` (B, T) in this objective's units."""
+        per_token = per_token * mask
+        if self.length_norm == "token":
+            return per_token.sum()
+        if self.length_norm == "constant":
+            return per_token.sum() / self.max_new_tokens
+        return (per_token.sum(dim=1) / mask.sum(dim=1).clamp(min=1)).sum()
+
+    def metric(self, per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """A per-token quantity summed in units so that dividing by the units gives its mean
+        (per token, or per completion's token mean)."""
+        per_token = per_token.detach().float() * mask
+        if self.length_norm == "token":
+            return per_token.sum()
+        return (per_token.sum(dim=1) / mask.sum(dim=1).clamp(min=1)).sum()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,  # (B, T)
+        attention_mask: torch.Tensor,  # (B, T)
+        response_mask: torch.Tensor,  # (B, T)
+        advantages: torch.Tensor,  # (B, T)
+        old_logps: torch.Tensor,  # (B, T)
+        ref_logps: torch.Tensor | None = None,  # (B, T)
+        returns: torch.Tensor | None = None,  # (B, T) PPO
+        old_values: torch.Tensor | None = None,  # (B, T) PPO
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        mask = response_mask.float()
+        mask[:, 0] = 0.0  # never a predicted token (see token_outputs)
+        out = token_outputs(self.model, input_ids, attention_mask, mask, self.transform, self.value_head,
+                            entropy_grad=self.entropy_coef > 0)
+        policy_loss, clipped = clipped_policy_loss(out.logps, old_logps, advantages, self.clip_low, self.clip_high)
+        per_token = policy_loss
+        metrics = {"policy_loss": self.metric(policy_loss, mask), "clip_fraction": self.metric(clipped.float(), mask),
+                   "entropy": self.metric(out.entropy, mask)}
+        if ref_logps is not None:
+            kl = kl_estimate(out.logps, ref_logps, mask, self.kl_estimator)
+            metrics["kl"] = self.metric(kl, mask)
+            if self.kl_in_loss and self.kl_beta:
+                per_token = per_token + self.kl_beta * kl
+        if self.value_head is not None and returns is not None:
+            value_loss = clipped_value_loss(out.values, old_values, returns, self.value_clip)
+            per_token = per_token + self.vf_coef * value_loss
+            metrics["value_loss"] = self.metric(value_loss, mask)
+        if self.entropy_coef:
+            per_token = per_token - self.entropy_coef * out.entropy
+        loss = self.reduce(per_token, mask)
+        units = torch.tensor(self.count({"response_mask": mask}), device=loss.device)
+        return loss, units, metrics
