@@ -28,6 +28,9 @@ class StageParts:
     model_source: dict[str, Any]
     objective: Any = None
     """What the engine optimises (default: causal LM on the target tokens)."""
+    on_run: Callable[[Run, bool], None] | None = None
+    """Called once the run directory exists, before training, with (run, resumed): a stage writes
+    its own files and record entries there (dpo: the precomputed reference log-probs)."""
 
 
 def report_data(data: PreparedData, ctx: Dist) -> None:
@@ -90,6 +93,8 @@ def train_and_save(stage: str, config: Any, parts: StageParts, train: TrainConfi
             run.set("tensorboard", _tensorboard_dir(run))
     if ctx.is_main and output.tensorboard and run.record.get("tensorboard"):
         run.attach_tensorboard(run.record["tensorboard"])
+    if parts.on_run is not None:
+        parts.on_run(run, bool(resume))
     try:
         result = fit(parts.model, parts.train_items, parts.val_items, parts.collate, train, run=run, ctx=ctx,
                      resume=bool(resume), objective=parts.objective)

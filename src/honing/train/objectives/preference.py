@@ -20,7 +20,7 @@ target tokens for causal LM) and gradient accumulation does not change the resul
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -152,9 +152,14 @@ def precompute_reference(
     reference_model: nn.Module | None = None,
     batch_size: int = 8,
     device: torch.device | str | None = None,
+    advance: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """Reference log-probs of every example, once: a CPU float32 tensor (N, 2) whose row i is
-    (chosen, rejected) of `examples[i]`. Attach them with `with_reference`."""
+    (chosen, rejected) of `examples[i]`. Attach them with `with_reference`.
+
+    A full (non-PEFT) policy that has not been updated yet is its own reference: pass it as
+    `reference_model` too (`precompute_reference(policy, examples, pad, reference_model=policy)`).
+    `advance(n)` is called after each batch of n examples (a progress bar)."""
     scorer = reference_model if reference_model is not None else model
     device = torch.device(device) if device is not None else next(scorer.parameters()).device
     cache = torch.empty((len(examples), 2), dtype=torch.float32)
@@ -164,6 +169,8 @@ def precompute_reference(
         logps = reference_logps(model, batch, reference_model).float().cpu()  # (2b,)
         cache[start : start + len(chunk), 0] = logps[: len(chunk)]
         cache[start : start + len(chunk), 1] = logps[len(chunk) :]
+        if advance is not None:
+            advance(len(chunk))
     return cache
 
 
