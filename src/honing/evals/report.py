@@ -61,14 +61,24 @@ def load_curves(run_dir: str | Path) -> list[dict]:
 
 
 def render_markdown(results: dict) -> str:
-    parts = (_markdown_block(block) for block in _blocks(results, charts=False))
-    return "\n\n".join(part for part in parts if part) + "\n"
+    return blocks_markdown(_blocks(results, charts=False))
 
 
 def render_html(results: dict) -> str:
-    body = "\n".join(_html_block(block) for block in _blocks(results, charts=True))
-    title = _esc(results.get("title") or "honing eval")
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{title}</title>\n'
+    return blocks_html(_blocks(results, charts=True), results.get("title") or "honing eval")
+
+
+def blocks_markdown(blocks: list[Block]) -> str:
+    """Markdown of a list of blocks (charts, which are HTML only, are left out). Other reports
+    (`honing redteam`) build their own blocks and render them here, so every report reads alike."""
+    parts = (_markdown_block(block) for block in blocks)
+    return "\n\n".join(part for part in parts if part) + "\n"
+
+
+def blocks_html(blocks: list[Block], title: str) -> str:
+    """One self-contained HTML page (inline CSS and SVG) of a list of blocks."""
+    body = "\n".join(_html_block(block) for block in blocks)
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{_esc(title)}</title>\n'
             f"<style>{_CSS}</style>\n</head>\n<body>\n<main>\n{body}\n</main>\n</body>\n</html>\n")
 
 
@@ -77,10 +87,10 @@ def write_reports(results: dict, directory: str | Path) -> dict[str, Path]:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     texts = {"markdown": ("report.md", render_markdown(results)), "html": ("report.html", render_html(results))}
-    return {kind: _write_atomic(directory / name, text) for kind, (name, text) in texts.items()}
+    return {kind: write_text_atomic(directory / name, text) for kind, (name, text) in texts.items()}
 
 
-def _write_atomic(path: Path, text: str) -> Path:
+def write_text_atomic(path: Path, text: str) -> Path:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         tmp.write_text(text, encoding="utf-8")
@@ -398,12 +408,20 @@ def _text(x: float, y: float, text: str, anchor: str = "start", extra: str = "")
 def _interval_svg(results: dict, task: str, metric: str, numbers: _Numbers) -> str:
     """One row per model: the primary metric's mean as a dot (and bar, for rates) with its interval."""
     rows = [(model, _triple(_score(results, model, task, metric))) for model in _model_names(results)]
-    plain = numbers.plain(metric)
+    return interval_chart(rows, f"{task}: {metric} by model", plain=numbers.plain(metric),
+                          value_text=lambda mean: numbers.value(metric, mean))
+
+
+def interval_chart(rows: list[tuple[str, tuple[float | None, float | None, float | None]]], label: str, *,
+                   plain: bool = False, value_text: Any = None) -> str:
+    """An SVG with one row per (name, (mean, low, high)): a dot at the mean, a bar from 0 for rates
+    (plain=False: values in [0, 1] shown as percentages), and the interval as a line with ends."""
+    value_text = value_text or (lambda mean: f"{mean:.4g}" if plain else f"{mean * 100:.1f}%")
     values = [v for _, triple in rows for v in triple if v is not None]
     low_end, high_end = _span(values, 0.05) if plain and values else (0.0, 1.0)
     width, left, right, top, row_height = 640, 150, 80, 8, 26
     axis_y = top + row_height * len(rows)
-    parts = [_svg_open(width, axis_y + 26, f"{task}: {metric} by model")]
+    parts = [_svg_open(width, axis_y + 26, label)]
 
     def x(value: float) -> float:
         return left + (min(max(value, low_end), high_end) - low_end) / (high_end - low_end) * (width - left - right)
@@ -411,9 +429,9 @@ def _interval_svg(results: dict, task: str, metric: str, numbers: _Numbers) -> s
     for tick in _ticks(low_end, high_end):
         parts.append(f'<line x1="{x(tick):.1f}" y1="{top}" x2="{x(tick):.1f}" y2="{axis_y}" stroke="#e5e7eb"/>')
         parts.append(_text(x(tick), axis_y + 16, f"{tick:.4g}" if plain else f"{tick * 100:g}%", "middle"))
-    for i, (model, (mean, low, high)) in enumerate(rows):
+    for i, (name, (mean, low, high)) in enumerate(rows):
         y, color = top + row_height * i + row_height / 2, _COLORS[i % len(_COLORS)]
-        parts.append(_text(left - 8, y + 4, model if len(model) <= 22 else model[:21] + "…", "end"))
+        parts.append(_text(left - 8, y + 4, name if len(name) <= 22 else name[:21] + "…", "end"))
         if mean is None:
             parts.append(_text(left + 4, y + 4, "n/a"))
             continue
@@ -425,7 +443,7 @@ def _interval_svg(results: dict, task: str, metric: str, numbers: _Numbers) -> s
             parts += [f'<line x1="{x(v):.1f}" y1="{y - 5:.1f}" x2="{x(v):.1f}" y2="{y + 5:.1f}" stroke="{color}" stroke-width="2"/>'
                       for v in (low, high)]
         parts.append(f'<circle cx="{x(mean):.1f}" cy="{y:.1f}" r="4.5" fill="{color}"/>')
-        parts.append(_text(width - right + 8, y + 4, numbers.value(metric, mean)))
+        parts.append(_text(width - right + 8, y + 4, value_text(mean)))
     parts.append(f'<line x1="{left}" y1="{axis_y}" x2="{width - right}" y2="{axis_y}" stroke="#6b7280"/>')
     return "".join(parts) + "</svg>"
 

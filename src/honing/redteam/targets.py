@@ -1,0 +1,61 @@
+"""Who is attacked, who attacks: anything with `identity` and `complete(conversations, *, seed)`.
+
+    LocalChatModel     a local model (HF dir, .gguf, run directory, embedded default; + adapter), batched
+    EndpointChatModel  an OpenAI-compatible endpoint the user configured (nothing is sent anywhere else)
+    ScriptedTarget     a Python function of (conversation, seed) -> answer: tests, and replaying answers
+
+The local and endpoint clients are the synthetic-data teacher's (honing.synth.teacher): one way to
+talk to a model, whichever stage asks.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from honing.config import ChatModelConfig, SamplingConfig
+from honing.errors import HoningError
+
+Messages = list[dict[str, str]]
+
+
+class ChatModel(Protocol):
+    identity: dict[str, Any]
+
+    def complete(self, conversations: Sequence[Messages], *, seed: int | None = None) -> list[str]: ...
+
+
+class ScriptedTarget:
+    """Answers from a function of (conversation, seed): a fake model whose every answer is known."""
+
+    def __init__(self, answer: Callable[[Messages, int | None], str], name: str = "scripted"):
+        self.answer = answer
+        self.identity = {"kind": "scripted", "name": name}
+        self.calls = 0
+
+    def complete(self, conversations: Sequence[Messages], *, seed: int | None = None) -> list[str]:
+        self.calls += 1
+        return [self.answer(list(conversation), seed) for conversation in conversations]
+
+
+def build_chat_model(cfg: ChatModelConfig, sampling: SamplingConfig, *, batch_size: int, role: str) -> ChatModel:
+    """A local model or an endpoint, per `cfg`; `role` (target, attacker) names it in errors."""
+    from honing.synth.teacher import EndpointTeacher, LocalTeacher
+
+    if cfg.endpoint:
+        model = EndpointTeacher(cfg, sampling)
+        model.endpoint.role = role
+        return model
+    return LocalTeacher(cfg, sampling, batch_size=batch_size)
+
+
+def ask(model: Any, conversations: Sequence[Messages], *, seed: int) -> list[str]:
+    """One reply per conversation, in order, from any chat model (a judge, which takes no seed, too)."""
+    if not conversations:
+        return []
+    takes_seed = "seed" in inspect.signature(model.complete).parameters
+    replies = model.complete(list(conversations), seed=seed) if takes_seed else model.complete(list(conversations))
+    if len(replies) != len(conversations):
+        raise HoningError(f"the model returned {len(replies)} replies for {len(conversations)} conversations")
+    return [reply if isinstance(reply, str) else "" for reply in replies]
