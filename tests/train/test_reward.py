@@ -156,3 +156,109 @@ def test_preference_records_end_at_the_end_of_turn_token(tokenizer):
     prompt_len = len(tokenizer(tokenizer.apply_chat_template(record["prompt"], tokenize=False, add_generation_prompt=True))["input_ids"])
     assert pair.chosen_ids[:prompt_len] == pair.rejected_ids[:prompt_len]  # the same prompt on both sides
     assert tokenizer.decode(pair.rejected_ids[prompt_len:]).startswith("Five, probably.")
+
+
+def test_objective_metrics_are_sums_over_pairs(reward_model):
+    """The engine divides metrics by the step's pairs, so the objective must return sums."""
+    objective = RewardObjective(reward_model)
+    batch = pad_pairs(SEQS, SEQS[1:] + SEQS[:1], PAD)
+    with torch.no_grad():
+        scores = reward_model(**batch)
+        loss_sum, n_pairs, metrics = objective(**batch)
+    chosen, rejected = scores.chunk(2)
+    assert RewardObjective.count(batch) == int(n_pairs) == 3
+    assert metrics["accuracy"].item() == float((chosen > rejected).sum())
+    torch.testing.assert_close(metrics["margin"], (chosen - rejected).sum())
+    torch.testing.assert_close(metrics["chosen_score"], chosen.sum())
+    torch.testing.assert_close(loss_sum, bradley_terry_loss(chosen, rejected).sum())
+
+
+def test_reward_accumulation_is_exact():
+    """Four pairs in one micro-batch, or two micro-batches of two (with per-pair margins): the same update."""
+    from honing.config import TrainConfig
+    from honing.train.distributed import Dist
+    from honing.train.engine import train_step
+
+    chosen = [[5, 9, 11, EOS], [6, 13, 14, 15, 16, EOS], [8, 21, EOS], [30, 31, 32, 33, EOS]]
+    rejected = [[5, 9, 12, 13, 14, 15, 16, 17, EOS], [6, 7, EOS], [8, 22, 23, EOS], [30, EOS]]
+    margins = [0.0, 0.5, 1.0, 0.25]
+    updated = []
+    for micro, accum in [(4, 1), (2, 2)]:
+        rm = RewardModel(tiny_llama(seed=5))
+        objective = RewardObjective(rm)
+        cfg = TrainConfig(micro_batch_size=micro, grad_accum=accum, max_grad_norm=None, precision="fp32")
+        optimizer = torch.optim.SGD(rm.parameters(), lr=0.5)
+        batches = []
+        for i in range(0, 4, micro):
+            batch = pad_pairs(chosen[i:i + micro], rejected[i:i + micro], PAD)
+            batch["margin"] = torch.tensor(margins[i:i + micro])
+            batches.append(batch)
+        result = train_step(objective, batches, optimizer, cfg, Dist())
+        updated.append(([p.detach().clone() for p in rm.parameters()], result))
+    (first, r1), (second, r2) = updated
+    assert r1["target_tokens"] == r2["target_tokens"] == 4  # units: pairs
+    assert math.isclose(r1["loss"], r2["loss"], rel_tol=1e-6)
+    for name in ("accuracy", "margin", "chosen_score"):
+        assert math.isclose(r1["metrics"][name], r2["metrics"][name], rel_tol=1e-5, abs_tol=1e-7)
+    assert 0.0 <= r1["metrics"]["accuracy"] <= 1.0
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def _by_hand(tokenizer, messages: list[dict]) -> list[int]:
+    """The chat template's text, tokenised, cut right after the answer's <|im_end|>."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    return ids[: len(ids) - ids[::-1].index(end)]
+
+
+def test_score_responses_matches_hand_tokenised_rows(tiny_model_dir, tokenizer):
+    """Scores equal the model on each row alone, tokenised by hand, whatever the batch size or padding."""
+    from transformers import AutoModelForCausalLM
+
+    from honing.train.objectives.reward import score_responses
+
+    torch.manual_seed(0)
+    rm = RewardModel(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)).train()
+    prompts = ["What is 2 + 2?", [{"role": "user", "content": "Name a colour."}],
+               [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "How are you?"}],
+               "Convert 3 hours to minutes.", "Say nothing."]
+    responses = ["4", "Blue, like the sky on a clear day in summer.", "Fine, thanks.", "180 minutes.", ""]
+    expected = []
+    with torch.no_grad():
+        rm.eval()
+        for prompt, response in zip(prompts, responses):
+            turns = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+            ids = _by_hand(tokenizer, [{"role": "system", "content": "Sys."}] * (turns[0]["role"] != "system")
+                           + turns + [{"role": "assistant", "content": response}])
+            expected.append(rm(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long)).item())
+        rm.train()
+    for batch_size in (1, 2, 5):
+        for side in ("right", "left"):
+            tokenizer.padding_side = side  # the tokenizer's padding side does not matter
+            got = score_responses(rm, tokenizer, prompts, responses, batch_size=batch_size, system_prompt="Sys.")
+            assert got == pytest.approx(expected, abs=1e-5)
+    assert rm.training and rm.head.training  # the caller's mode is restored
+
+    # the same rendering as a training pair's chosen side
+    from honing.data.formats import normalize
+    from honing.train.objectives.reward import tokenize_preference
+
+    record = normalize({"prompt": "What is 2 + 2?", "chosen": "4", "rejected": "5"}, "preference", system_prompt="Sys.")
+    pair = tokenize_preference(tokenizer, record, max_length=256)
+    assert pair.chosen_ids == _by_hand(tokenizer, record["prompt"] + record["chosen"])
+
+
+def test_score_responses_reports_the_index_of_an_unscorable_answer(tiny_model_dir, tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    from honing.train.objectives.reward import ResponseError, score_responses
+
+    rm = RewardModel(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32))
+    with pytest.raises(ResponseError, match="response 1: ") as caught:
+        score_responses(rm, tokenizer, ["short", "a very long prompt " * 40], ["ok", "ok"], max_length=32)
+    assert caught.value.index == 1
+    with pytest.raises(ValueError, match="2 prompts but 1 responses"):
+        score_responses(rm, tokenizer, ["a", "b"], ["x"])

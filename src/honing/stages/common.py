@@ -28,6 +28,9 @@ class StageParts:
     model_source: dict[str, Any]
     objective: Any = None
     """What the engine optimises (default: causal LM on the target tokens)."""
+    save: Callable[[Path, dict | None], dict[str, str]] | None = None
+    """save(run_dir, gathered_state_dict) -> {role: path}: how the trained model is written
+    (default: save_model, i.e. model/ and/or adapter/; reward: reward_model/)."""
     on_run: Callable[[Run, bool], None] | None = None
     """Called once the run directory exists, before training, with (run, resumed): a stage writes
     its own files and record entries there (dpo: the precomputed reference log-probs)."""
@@ -110,7 +113,10 @@ def train_and_save(stage: str, config: Any, parts: StageParts, train: TrainConfi
     outputs: dict[str, str] = {}
     gathered = full_state_dict(parts.model, ctx, train.distributed)
     if ctx.is_main:
-        outputs = save_model(parts.model, parts.tokenizer, run.dir, save=output.save, state_dict=gathered)
+        if parts.save is not None:
+            outputs = parts.save(run.dir, gathered)
+        else:
+            outputs = save_model(parts.model, parts.tokenizer, run.dir, save=output.save, state_dict=gathered)
         for role, path in outputs.items():
             run.add_output(role, path)
     run.finish(status=result.stopped, metrics={**result.metrics, "restored_best": result.restored_best})
