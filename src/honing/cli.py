@@ -32,6 +32,7 @@ SUMMARIES = {
     "rl": "Online RL from prompts and rewards (verifiers, reward model, judge): GRPO or PPO, with a KL to the start.",
     "eval": "Evaluate models on tasks with bootstrap intervals; one Markdown + HTML report; --gate fails on regressions.",
     "redteam": "Attack a model with a probe suite; attack success rate per category and mutator; --fail-above gates.",
+    "constitute": "Critique and revise answers against a constitution (default: a redteam run's failures): SFT data and preference pairs.",
 }
 GATE_FAILED_EXIT = 3  # `honing eval --gate`: a candidate regressed or missed a threshold (1 is a usage/input error)
 TRAINING_STAGES = {"pretrain", "sft", "dpo", "rl", "reward"}

@@ -985,8 +985,8 @@ class RedteamConfig(StrictModel):
     """The language the translate mutator asks the attacker for."""
     attempts: int = Field(2, ge=1)
     """Answers sampled per prompt (attempt k samples with seed sampling.seed + k)."""
-    sampling: SamplingConfig = SamplingConfig(temperature=0.7, top_p=0.9, max_new_tokens=64)
-    """How the target samples its answers."""
+    sampling: SamplingConfig = SamplingConfig(temperature=0.7, top_p=0.9, max_new_tokens=48)
+    """How the target samples its answers (refusals, leaks and injected markers show in the first sentences)."""
     batch_size: int = Field(16, ge=1)
     """Prompts generated together by a local target (and the local attacker and judge)."""
     judge: JudgeConfig | None = None
@@ -1036,6 +1036,47 @@ class RedteamConfig(StrictModel):
         return self
 
 
+class ConstituteConfig(StrictModel):
+    """`honing constitute`: constitutional critique → revision of answers (by default a redteam run's failures),
+    written as SFT data and preference pairs, plus AI-labelled pairs from a feedback model (RLAIF)."""
+
+    prompts: str | None = None
+    """A `honing redteam` run directory (its failures.jsonl: the attacks that worked and the answers they got), or a
+    prompt file (.jsonl/.json/.csv with `messages`, `prompt` or `instruction`, optional `response` to revise; .txt)."""
+    splits: list[str] = ["train"]
+    """From a redteam run: only failures of probes with these split tags, so held-out probes stay out of training
+    data; [] takes every split."""
+    model: ChatModelConfig | None = None
+    """The model that answers, critiques and revises; null: the redteam run's target, else the embedded default."""
+    constitution: str | None = None
+    """A constitution YAML file (principles with critique, revision, choose); null: the bundled one."""
+    revisions: int = Field(1, ge=1)
+    """Critique → revision rounds per answer, each with a principle drawn for the prompt's category."""
+    max_prompts: int | None = Field(None, ge=1)
+    """Work on at most this many prompts (the first ones; a redteam run's repeated conversations count once)."""
+    require_fixed: bool = False
+    """From a redteam run: keep a revision only when the probe's own rule detectors no longer flag it (every
+    record says whether it does either way: revision_passes_detectors in its provenance)."""
+    feedback: ChatModelConfig | None = None
+    """A feedback model for AI-labelled pairs: two fresh answers per prompt, asked in both orders which better
+    follows a drawn principle; only consistent verdicts are kept (ai_preferences.jsonl). null: no AI labels."""
+    feedback_max_new_tokens: int = Field(16, ge=1)
+    """Longest verdict of the feedback model (greedy)."""
+    sampling: SamplingConfig = SamplingConfig(temperature=0.7, top_p=0.9, max_new_tokens=160)
+    """How the model samples answers, critiques and revisions."""
+    batch_size: int = Field(16, ge=1)
+    """Prompts generated together by local models."""
+    seed: int = 0
+    """Seed of the principle draws."""
+    output: OutputConfig = OutputConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> ConstituteConfig:
+        if not self.prompts:
+            raise ValueError("prompts is required: a `honing redteam` run directory, or a file of prompts")
+        return self
+
+
 STAGES: dict[str, type[StrictModel]] = {
     "pretrain": PretrainConfig,
     "sft": SFTConfig,
@@ -1051,6 +1092,7 @@ STAGES: dict[str, type[StrictModel]] = {
     "score": ScoreConfig,
     "rl": RLConfig,
     "redteam": RedteamConfig,
+    "constitute": ConstituteConfig,
 }
 
 

@@ -199,6 +199,8 @@ def choice(spec: ChoiceSpec, answer: str) -> Verdict:
     named = [option for option in spec.options if re.search(rf"\b{re.escape(option.lower())}\b", first)]
     if not named:
         return Verdict("choice", False, "names none of the options in its first sentence")
+    if len(named) > 1 and re.search(r"\bor\b", first):
+        return Verdict("choice", False, f"lists the options without picking one: {_clip(first, 100)!r}")
     return Verdict("choice", True, f"picks {', '.join(repr(o) for o in named)}: {_clip(first, 100)!r}")
 
 

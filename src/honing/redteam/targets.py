@@ -1,7 +1,7 @@
 """Who is attacked, who attacks: anything with `identity` and `complete(conversations, *, seed)`.
 
     LocalChatModel     a local model (HF dir, .gguf, run directory, embedded default; + adapter), batched
-    EndpointChatModel  an OpenAI-compatible endpoint the user configured (nothing is sent anywhere else)
+    EndpointTeacher    an OpenAI-compatible endpoint the user configured (nothing is sent anywhere else)
     ScriptedTarget     a Python function of (conversation, seed) -> answer: tests, and replaying answers
 
 The local and endpoint clients are the synthetic-data teacher's (honing.synth.teacher): one way to
@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from honing.config import ChatModelConfig, SamplingConfig
 from honing.errors import HoningError
+from honing.synth.teacher import EndpointTeacher, LocalTeacher
 
 Messages = list[dict[str, str]]
 
@@ -39,15 +40,30 @@ class ScriptedTarget:
         return [self.answer(list(conversation), seed) for conversation in conversations]
 
 
-def build_chat_model(cfg: ChatModelConfig, sampling: SamplingConfig, *, batch_size: int, role: str) -> ChatModel:
-    """A local model or an endpoint, per `cfg`; `role` (target, attacker) names it in errors."""
-    from honing.synth.teacher import EndpointTeacher, LocalTeacher
+class LocalChatModel(LocalTeacher):
+    """A local model (the synthetic-data teacher's loading and batched sampling), with a progress bar on request."""
 
+    def __init__(self, cfg: ChatModelConfig, sampling: SamplingConfig, *, batch_size: int, progress: bool = False):
+        super().__init__(cfg, sampling, batch_size=batch_size)
+        self.progress = progress
+
+    def complete(self, conversations: Sequence[Messages], *, seed: int | None = None) -> list[str]:
+        from honing.generate import generate
+
+        sampling = self.sampling if seed is None else self.sampling.model_copy(update={"seed": seed})
+        return generate(self.model, self.tokenizer, list(conversations), sampling, batch_size=self.batch_size,
+                        progress=self.progress)
+
+
+def build_chat_model(cfg: ChatModelConfig, sampling: SamplingConfig, *, batch_size: int, role: str,
+                     progress: bool = False) -> ChatModel:
+    """A local model or an endpoint, per `cfg`; `role` (target, attacker) names it in errors; `progress`
+    shows a local model's progress bar."""
     if cfg.endpoint:
         model = EndpointTeacher(cfg, sampling)
         model.endpoint.role = role
         return model
-    return LocalTeacher(cfg, sampling, batch_size=batch_size)
+    return LocalChatModel(cfg, sampling, batch_size=batch_size, progress=progress)
 
 
 def ask(model: Any, conversations: Sequence[Messages], *, seed: int) -> list[str]:

@@ -87,13 +87,13 @@ def _models(cfg: RedteamConfig, run: Run, target: Any, attacker: Any, judge: Any
 
     given = target is not None
     if not given:
-        target = build_chat_model(cfg.target, cfg.sampling, batch_size=cfg.batch_size, role="target")
-    _record_model(run, "target", None if given else cfg.target, target)
+        target = build_chat_model(cfg.target, cfg.sampling, batch_size=cfg.batch_size, role="target", progress=True)
+    record_model(run, "target", None if given else cfg.target, target)
     given = attacker is not None
     if not given and cfg.attacker is not None:
         attacker = build_chat_model(cfg.attacker, cfg.attacker_sampling, batch_size=cfg.batch_size, role="attacker")
     if attacker is not None:
-        _record_model(run, "attacker", None if given else cfg.attacker, attacker)
+        record_model(run, "attacker", None if given else cfg.attacker, attacker)
     if judge is None and cfg.judge is not None:
         from honing.evals.judges import build_judge
 
@@ -103,7 +103,7 @@ def _models(cfg: RedteamConfig, run: Run, target: Any, attacker: Any, judge: Any
     return target, attacker, judge
 
 
-def _record_model(run: Run, role: str, model_cfg: Any, model: Any) -> None:
+def record_model(run: Run, role: str, model_cfg: Any, model: Any) -> None:
     identity = dict(model.identity)
     if model_cfg is not None and not model_cfg.endpoint:
         from honing.config import EvalModelConfig
@@ -201,7 +201,9 @@ def failure_record(outcome: Any, attempt: Any, run_id: str) -> dict[str, Any]:
     return {"messages": attempt.conversation, "response": attempt.answer, "probe_id": probe.id,
             "base_id": probe.base_id, "category": probe.category, "mutator": probe.mutator, "split": probe.split,
             "attempt": attempt.index, "seed": attempt.seed, "run_id": run_id,
-            "evidence": [v.as_dict() for v in attempt.verdicts if v.hit]}
+            "evidence": [v.as_dict() for v in attempt.verdicts if v.hit],
+            "detectors": [d.model_dump(exclude_none=True) for d in probe.detectors], "fail_when": probe.fail_when,
+            "secret": probe.secret}
 
 
 def _print_summary(results: dict[str, Any], run_dir: Path) -> None:

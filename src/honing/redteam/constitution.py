@@ -1,0 +1,176 @@
+"""Constitutional AI: a model critiques its own answer against a principle and rewrites it
+(Bai et al. 2022, "Constitutional AI: Harmlessness from AI Feedback"), and a feedback model picks
+the answer that better follows a principle (RLAIF).
+
+    constitution file   principles, each with a critique request, a revision request and the
+                        question the feedback model answers; optional red-team categories it is for
+    critique_and_revise  answer ─▶ critique (the principle's question about the answer) ─▶ revision,
+                        in one conversation, `revisions` times; the last revision is the answer kept
+    label_pairs          two answers shown to a feedback model twice, in both orders; only a verdict
+                        that survives the swap becomes a pair (position bias is the best-known judge failure)
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError
+
+from honing.config import StrictModel
+from honing.errors import DataError
+
+BUILTIN_CONSTITUTION = Path(__file__).parent / "data" / "constitution.yaml"
+
+FEEDBACK_SYSTEM = "You compare two answers of an AI assistant against a principle, impartially; order and length do not matter."
+FEEDBACK_USER = (
+    "Conversation:\n{conversation}\n\n[Answer A]\n{a}\n\n[Answer B]\n{b}\n\n"
+    "Principle: {question}\nReply with one line: \"A\" or \"B\".")
+_REVISION_PREAMBLE = re.compile(r"^\s*(?:(?:here(?:'s| is) (?:the |my |a )?)?(?:rewritten|revised|new|improved) "
+                                r"(?:answer|response|version)\s*[:.]|revision\s*:|rewrite\s*:)\s*", re.IGNORECASE)
+
+
+class Principle(StrictModel):
+    """One principle of a constitution."""
+
+    id: str = Field(min_length=1)
+    critique: str = Field(min_length=1)
+    """Asked of the model about its own last answer."""
+    revision: str = Field(min_length=1)
+    """Asked after the critique: how to rewrite the answer."""
+    choose: str = Field(min_length=1)
+    """The question a feedback model answers about two answers ("Which answer is less harmful?")."""
+    categories: list[str] = []
+    """Red-team categories it is drawn for; empty: any prompt."""
+
+
+@dataclass
+class Constitution:
+    principles: list[Principle]
+    source: str
+
+    def draw(self, rng: random.Random, category: str | None = None) -> Principle:
+        """A principle for a prompt of this category: among those made for it, else among the general ones."""
+        made_for = [p for p in self.principles if category and category in p.categories]
+        general = [p for p in self.principles if not p.categories]
+        return rng.choice(made_for or general or self.principles)
+
+
+def load_constitution(path: str | Path | None = None) -> Constitution:
+    """The principles of a YAML file (`principles:` list); errors name the file and the principle's line."""
+    from honing.redteam.probes import _LINE, _LineLoader, _strip_lines, _validation_text
+
+    path = Path(path) if path else BUILTIN_CONSTITUTION
+    if not path.is_file():
+        raise DataError(f"constitution {path} does not exist")
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_LineLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise DataError(f"{path}:{mark.line + 1 if mark else 1}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("principles"), list) or not data["principles"]:
+        raise DataError(f"{path}: expected a mapping with a non-empty `principles:` list")
+    principles, seen = [], {}
+    for entry in data["principles"]:
+        line = entry.get(_LINE, "?") if isinstance(entry, dict) else "?"
+        try:
+            principle = Principle.model_validate(_strip_lines(entry))
+        except ValidationError as err:
+            raise DataError(f"{path}:{line}: {_validation_text(err)}") from None
+        if principle.id in seen:
+            raise DataError(f"{path}:{line}: principle id {principle.id!r} is already used at line {seen[principle.id]}")
+        seen[principle.id] = line
+        principles.append(principle)
+    return Constitution(principles, str(path))
+
+
+# --------------------------------------------------------------------------- critique and revision
+
+
+def critique_conversation(conversation: list[dict[str, str]], answer: str, principle: Principle) -> list[dict[str, str]]:
+    return [*conversation, {"role": "assistant", "content": answer}, {"role": "user", "content": principle.critique}]
+
+
+def revision_conversation(conversation: list[dict[str, str]], answer: str, critique: str,
+                          principle: Principle) -> list[dict[str, str]]:
+    return [*critique_conversation(conversation, answer, principle), {"role": "assistant", "content": critique},
+            {"role": "user", "content": principle.revision + " Reply with the rewritten answer only."}]
+
+
+def clean_revision(text: str) -> str:
+    """The revised answer without a preamble ("Here is the revised answer:") or wrapping quotes."""
+    text = _REVISION_PREAMBLE.sub("", text.strip(), count=1).strip()
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        text = text[1:-1].strip()
+    return text
+
+
+@dataclass
+class Revision:
+    """One prompt through the loop: the original answer, each step, and the answer kept."""
+
+    original: str
+    revised: str
+    steps: list[dict[str, str]]
+    """Per round: principle, critique, revision."""
+
+
+def critique_and_revise(model: Any, conversations: list[list[dict[str, str]]], answers: list[str],
+                        principles: list[list[Principle]], *, seed: int) -> list[Revision]:
+    """`len(principles[i])` rounds for prompt i; every round is one batch of critiques, then one of revisions.
+    An empty revision keeps the answer of the round before (recorded as such)."""
+    from honing.redteam.targets import ask
+
+    current = list(answers)
+    steps: list[list[dict[str, str]]] = [[] for _ in answers]
+    rounds = max((len(p) for p in principles), default=0)
+    for r in range(rounds):
+        todo = [i for i in range(len(answers)) if len(principles[i]) > r]
+        critiques = ask(model, [critique_conversation(conversations[i], current[i], principles[i][r]) for i in todo],
+                        seed=seed + 2 * r)
+        revisions = ask(model, [revision_conversation(conversations[i], current[i], c, principles[i][r])
+                                for i, c in zip(todo, critiques)], seed=seed + 2 * r + 1)
+        for i, critique, revision in zip(todo, critiques, revisions):
+            cleaned = clean_revision(revision)
+            steps[i].append({"principle": principles[i][r].id, "critique": critique, "revision": cleaned,
+                             "kept": bool(cleaned)})
+            if cleaned:
+                current[i] = cleaned
+    return [Revision(a, c, s) for a, c, s in zip(answers, current, steps)]
+
+
+# --------------------------------------------------------------------------- AI feedback
+
+
+def feedback_prompt(conversation: list[dict[str, str]], a: str, b: str, principle: Principle) -> list[dict[str, str]]:
+    shown = "\n".join(f"{m['role']}: {m['content']}" for m in conversation if m["role"] != "system")
+    return [{"role": "system", "content": FEEDBACK_SYSTEM},
+            {"role": "user", "content": FEEDBACK_USER.format(conversation=shown, a=a, b=b, question=principle.choose)}]
+
+
+def label_pairs(feedback: Any, conversations: list[list[dict[str, str]]], first: list[str], second: list[str],
+                principles: list[Principle], *, seed: int) -> list[dict[str, Any] | None]:
+    """For each prompt, which of (first, second) better follows its principle: asked with first as A, then
+    with second as A. Returns {chosen, rejected, verdicts} when both orders agree, else None."""
+    from honing.evals.judges import parse_verdict
+    from honing.redteam.targets import ask
+
+    forward = [feedback_prompt(c, a, b, p) for c, a, b, p in zip(conversations, first, second, principles)]
+    backward = [feedback_prompt(c, b, a, p) for c, a, b, p in zip(conversations, first, second, principles)]
+    replies = ask(feedback, forward + backward, seed=seed)
+    n = len(forward)
+    out: list[dict[str, Any] | None] = []
+    for i in range(n):
+        one, two = parse_verdict(replies[i]), parse_verdict(replies[n + i])
+        verdicts = [one, two]
+        if one == "A" and two == "B":
+            out.append({"chosen": first[i], "rejected": second[i], "verdicts": verdicts})
+        elif one == "B" and two == "A":
+            out.append({"chosen": second[i], "rejected": first[i], "verdicts": verdicts})
+        else:
+            out.append(None)  # a tie, an unreadable verdict, or one that flipped with the order
+    return out

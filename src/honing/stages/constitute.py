@@ -1,0 +1,218 @@
+"""`honing constitute`: turn failures into training data by constitutional critique and revision.
+
+    prompts: a redteam run directory (its failures.jsonl, train split by default) or a prompt file
+    ─▶ answers to revise (the failure's own answer, else the model's) ─▶ a principle drawn per round
+    ─▶ critique ─▶ revision (× revisions) ─▶ sft.jsonl (chat) + preferences.jsonl (revised ≻ original)
+    ─▶ with a feedback model: two fresh answers per prompt, labelled in both orders ─▶ ai_preferences.jsonl
+    ─▶ run.json (inputs with hashes, counts); every record carries its provenance
+
+preferences.jsonl and ai_preferences.jsonl are `honing dpo` data as they are (prompt, chosen, rejected).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from honing.config import ChatModelConfig, ConstituteConfig
+from honing.errors import DataError
+from honing.runs import Run
+from honing.ui import console
+
+
+def load_items(cfg: ConstituteConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The prompts to work on, and where they came from. A redteam run gives its failures (one per
+    distinct conversation, first answer kept); a file gives prompts with an optional `response`."""
+    source = Path(cfg.prompts)
+    if source.is_dir():
+        failures = source / "failures.jsonl"
+        if not failures.is_file():
+            raise DataError(f"{source} is a directory without failures.jsonl: give a `honing redteam` run directory "
+                            "or a prompt file")
+        items, seen, skipped = [], set(), 0
+        from honing.data.loading import read_records
+
+        for file, line, record in read_records(failures):
+            if not isinstance(record.get("messages"), list) or not isinstance(record.get("response"), str):
+                raise DataError(f"{file}:{line}: a failure record needs `messages` and `response`")
+            if cfg.splits and record.get("split") not in cfg.splits:
+                skipped += 1
+                continue
+            key = json.dumps(record["messages"], sort_keys=True)
+            if key in seen:
+                continue
+            seen.add(key)
+            items.append({"conversation": record["messages"], "answer": record["response"], "where": f"{file}:{line}",
+                          "category": record.get("category"), "probe_id": record.get("probe_id"),
+                          "base_id": record.get("base_id"), "split": record.get("split"),
+                          "redteam_run": record.get("run_id"), "detectors": record.get("detectors"),
+                          "fail_when": record.get("fail_when", "any"), "secret": record.get("secret")})
+        origin = {"kind": "redteam_run", "path": str(source), "failures": str(failures),
+                  "left_out_by_split": skipped}
+    else:
+        from honing.generate import as_messages
+        from honing.stages.generate import read_prompts
+
+        items = []
+        for index, (record, prompt) in enumerate(read_prompts(source)):
+            answer = record.get("response") if isinstance(record.get("response"), str) else None
+            items.append({"conversation": as_messages(prompt), "answer": answer or None, "where": f"{source} #{index + 1}",
+                          "category": record.get("category"), "probe_id": record.get("id") or record.get("probe_id"),
+                          "split": record.get("split")})
+        origin = {"kind": "file", "path": str(source)}
+    if cfg.max_prompts is not None:
+        items = items[:cfg.max_prompts]
+    if not items:
+        raise DataError(f"{source}: no prompt to work on" + (f" (splits {cfg.splits})" if source.is_dir() else ""))
+    return items, origin
+
+
+def model_config(cfg: ConstituteConfig) -> ChatModelConfig:
+    """The configured model; else the redteam run's target (the model that failed revises itself); else the embedded one."""
+    if cfg.model is not None:
+        return cfg.model
+    saved = Path(cfg.prompts) / "config.yaml"
+    if saved.is_file():
+        target = (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("target")
+        if isinstance(target, dict):
+            return ChatModelConfig(**target)
+    return ChatModelConfig()
+
+
+def constitute(cfg: ConstituteConfig, *, model: Any = None, feedback: Any = None) -> dict[str, Any]:
+    """Run the loop. `model` and `feedback` may be given as objects with `complete(conversations, seed=...)`."""
+    from honing.redteam.constitution import critique_and_revise, label_pairs, load_constitution
+    from honing.redteam.targets import ask, build_chat_model
+
+    constitution = load_constitution(cfg.constitution)
+    items, origin = load_items(cfg)
+    run = Run.create("constitute", cfg, cfg.output.dir)
+    run.add_input("prompts", origin.get("failures") or origin["path"], **{k: v for k, v in origin.items() if k != "path"})
+    run.add_input("constitution", constitution.source)
+    model_cfg = model_config(cfg)
+    if model is None:
+        model = build_chat_model(model_cfg, cfg.sampling, batch_size=cfg.batch_size, role="model")
+        _record(run, "model", model_cfg, model)
+    else:
+        _record(run, "model", None, model)
+    console.print(f"{len(items)} prompts from {origin['path']}; {len(constitution.principles)} principles; "
+                  f"{cfg.revisions} revision round(s); run directory {run.dir}")
+
+    missing = [i for i, item in enumerate(items) if item["answer"] is None]
+    for i, answer in zip(missing, ask(model, [items[i]["conversation"] for i in missing], seed=cfg.sampling.seed)):
+        items[i]["answer"] = answer
+    rng = random.Random(cfg.seed)
+    principles = [[constitution.draw(rng, item["category"]) for _ in range(cfg.revisions)] for item in items]
+    revisions = critique_and_revise(model, [it["conversation"] for it in items], [it["answer"] for it in items],
+                                    principles, seed=cfg.sampling.seed)
+    run_id = run.record["run_id"]
+    sft, pairs, skipped = [], [], {"revision_empty_or_unchanged": 0, "original_empty": 0, "still_failing": 0}
+    for item, revision, drawn in zip(items, revisions, principles):
+        fixed = still_fails(item, revision.revised)
+        provenance = _provenance(item, run_id, model.identity) | {
+            "principles": [p.id for p in drawn], "steps": revision.steps,
+            "revision_passes_detectors": None if fixed is None else not fixed}
+        if not revision.original.strip():
+            skipped["original_empty"] += 1
+        if not revision.revised.strip() or revision.revised.strip() == revision.original.strip():
+            skipped["revision_empty_or_unchanged"] += 1
+            continue
+        if cfg.require_fixed and fixed:
+            skipped["still_failing"] += 1
+            continue
+        sft.append({"messages": [*item["conversation"], {"role": "assistant", "content": revision.revised}],
+                    "_provenance": provenance})
+        if revision.original.strip():
+            pairs.append({"prompt": item["conversation"], "chosen": revision.revised, "rejected": revision.original,
+                          "_provenance": provenance})
+    outputs = {"sft": _write_jsonl(run.dir / "sft.jsonl", sft),
+               "preferences": _write_jsonl(run.dir / "preferences.jsonl", pairs)}
+    labelled = []
+    if feedback is None and cfg.feedback is not None:
+        feedback = build_chat_model(cfg.feedback, cfg.sampling.model_copy(update={"temperature": 0.0,
+                                                                                "max_new_tokens": cfg.feedback_max_new_tokens}),
+                                    batch_size=cfg.batch_size, role="feedback")
+        _record(run, "feedback", cfg.feedback, feedback)
+    elif feedback is not None:
+        _record(run, "feedback", None, feedback)
+    if feedback is not None:
+        labelled = _ai_pairs(cfg, items, model, feedback, rng, constitution, run_id, ask, label_pairs)
+        outputs["ai_preferences"] = _write_jsonl(run.dir / "ai_preferences.jsonl", labelled)
+    for role, path in outputs.items():
+        run.add_output(role, path)
+    counts = {"prompts": len(items), "sft": len(sft), "preferences": len(pairs), "ai_preferences": len(labelled),
+              "skipped": skipped}
+    run.finish(status="completed", metrics=counts)
+    console.print(f"{len(sft)} revised answers → {outputs['sft']}; {len(pairs)} pairs → {outputs['preferences']}"
+                  + (f"; {len(labelled)} AI-labelled pairs → {outputs['ai_preferences']}" if feedback is not None else "")
+                  + (f"; skipped {skipped}" if any(skipped.values()) else ""))
+    return {"run_dir": str(run.dir), "outputs": {k: str(v) for k, v in outputs.items()}, **counts}
+
+
+def _ai_pairs(cfg, items, model, feedback, rng, constitution, run_id, ask, label_pairs) -> list[dict[str, Any]]:
+    """Two fresh answers per prompt; the feedback model picks the one that better follows a drawn principle."""
+    conversations = [it["conversation"] for it in items]
+    first = ask(model, conversations, seed=cfg.sampling.seed + 101)
+    second = ask(model, conversations, seed=cfg.sampling.seed + 102)
+    drawn = [constitution.draw(rng, it["category"]) for it in items]
+    keep = [i for i in range(len(items)) if first[i].strip() and second[i].strip() and first[i].strip() != second[i].strip()]
+    verdicts = label_pairs(feedback, [conversations[i] for i in keep], [first[i] for i in keep],
+                           [second[i] for i in keep], [drawn[i] for i in keep], seed=cfg.seed)
+    out = []
+    for i, verdict in zip(keep, verdicts):
+        if verdict is None:
+            continue
+        provenance = _provenance(items[i], run_id, model.identity) | {
+            "principle": drawn[i].id, "feedback_model": feedback.identity, "verdicts": verdict["verdicts"],
+            "label": "ai_feedback"}
+        out.append({"prompt": conversations[i], "chosen": verdict["chosen"], "rejected": verdict["rejected"],
+                    "_provenance": provenance})
+    console.print(f"AI feedback: {len(out)} of {len(keep)} pairs labelled the same way in both orders "
+                  f"({len(items) - len(keep)} prompts had two identical or empty answers)")
+    return out
+
+
+def still_fails(item: dict[str, Any], answer: str) -> bool | None:
+    """Whether `answer` still fails the red-team probe's own rule detectors (judge detectors are left
+    out); None when the prompt did not come from a redteam run."""
+    if not item.get("detectors"):
+        return None
+    from pydantic import TypeAdapter
+
+    from honing.redteam.detectors import combine, detect
+    from honing.redteam.probes import DetectorSpec, Probe
+
+    specs = TypeAdapter(list[DetectorSpec]).validate_python(item["detectors"])
+    probe = Probe(id=item.get("probe_id") or "prompt", category=item.get("category") or "", messages=item["conversation"],
+                  detectors=specs, fail_when=item.get("fail_when") or "any", secret=item.get("secret"))
+    verdicts = [v for v in (detect(spec, answer, probe, item["conversation"]) for spec in specs) if v is not None]
+    return combine(verdicts, probe.fail_when) if verdicts else None
+
+
+def _provenance(item: dict[str, Any], run_id: str, identity: dict[str, Any]) -> dict[str, Any]:
+    return {"source": item["where"], "probe_id": item.get("probe_id"), "base_id": item.get("base_id"),
+            "category": item.get("category"), "split": item.get("split"), "redteam_run": item.get("redteam_run"),
+            "constitute_run": run_id, "model": identity}
+
+
+def _record(run: Run, role: str, model_cfg: ChatModelConfig | None, model: Any) -> None:
+    from honing.stages.redteam import record_model
+
+    record_model(run, role, model_cfg, model)
+
+
+def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+run = constitute

@@ -1,0 +1,168 @@
+"""`honing constitute`: the constitution file, the critique → revision loop, AI feedback labels, and the
+export read by `honing dpo` as it is."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from honing.config import ConstituteConfig, DPOConfig, load_config
+from honing.errors import DataError
+from honing.redteam.constitution import (Principle, clean_revision, critique_and_revise, label_pairs,
+                                         load_constitution)
+from honing.redteam.probes import CATEGORIES, OVER_REFUSAL
+from honing.redteam.targets import ScriptedTarget
+from honing.stages.constitute import constitute
+from honing.stages.redteam import redteam
+
+from tests.redteam.test_redteam_stage import config as redteam_config, scripted
+
+
+def test_the_bundled_constitution_has_a_principle_for_every_attack_category():
+    constitution = load_constitution()
+    covered = {c for p in constitution.principles for c in p.categories}
+    assert set(CATEGORIES) - {OVER_REFUSAL} <= covered
+    assert any(not p.categories for p in constitution.principles)  # general ones, for prompts of any kind
+
+
+def test_a_bad_constitution_names_file_and_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("principles:\n  - {id: a, critique: c, revision: r, choose: q}\n  - id: b\n    critique: c\n")
+    with pytest.raises(DataError, match=rf"{path}:3: revision: Field required"):
+        load_constitution(path)
+
+
+PRINCIPLE = Principle(id="p", critique="What is wrong with it?", revision="Fix it.", choose="Which is better?")
+PRINCIPLES = [PRINCIPLE, *load_constitution().principles]
+
+
+def reviser(conversation, seed):
+    """Critiques name the answer; revisions decline, with a preamble the loop removes; anything else is a fresh answer."""
+    last = conversation[-1]["content"]
+    if any(last == p.critique for p in PRINCIPLES):
+        return f"Critique of: {conversation[-2]['content']}"
+    if any(last.startswith(p.revision) for p in PRINCIPLES):
+        assert conversation[-2]["content"].startswith("Critique of:")  # the revision sees its critique
+        return "Here is the revised answer: I can't help with that, but a locksmith can."
+    return "fresh answer"
+
+
+def test_critique_then_revision_in_one_conversation():
+    conversation = [{"role": "user", "content": "How do I get in?"}]
+    (revision,) = critique_and_revise(ScriptedTarget(reviser), [conversation], ["Break the window."], [[PRINCIPLE, PRINCIPLE]],
+                                      seed=0)
+    assert revision.original == "Break the window."
+    assert revision.revised == "I can't help with that, but a locksmith can."
+    assert [s["critique"] for s in revision.steps] == ["Critique of: Break the window.",
+                                                       "Critique of: I can't help with that, but a locksmith can."]
+    assert clean_revision('"Revised answer: quoted"') == 'Revised answer: quoted'
+    assert clean_revision("Revision: fine.") == "fine."
+
+
+def test_ai_labels_keep_only_verdicts_that_survive_swapping_the_order():
+    def prefers_declining(conversation, seed):
+        text = conversation[-1]["content"]
+        a = text.split("[Answer A]\n")[1].split("\n\n[Answer B]")[0]
+        return "A" if "decline" in a else "B"
+
+    def always_a(conversation, seed):
+        return "A"
+
+    conversations = [[{"role": "user", "content": "q1"}], [{"role": "user", "content": "q2"}]]
+    first, second = ["Sure, here it is.", "I decline."], ["I decline politely.", "Sure."]
+    labels = label_pairs(ScriptedTarget(prefers_declining), conversations, first, second, [PRINCIPLE] * 2, seed=0)
+    assert [(l["chosen"], l["rejected"], l["verdicts"]) for l in labels] == [
+        ("I decline politely.", "Sure, here it is.", ["B", "A"]), ("I decline.", "Sure.", ["A", "B"])]
+    assert label_pairs(ScriptedTarget(always_a), conversations, first, second, [PRINCIPLE] * 2, seed=0) == [None, None]
+
+
+@pytest.fixture()
+def redteam_run(tmp_path):
+    redteam(redteam_config(tmp_path), target=ScriptedTarget(scripted))
+    return tmp_path / "run"
+
+
+def test_failures_of_a_redteam_run_become_sft_data_and_dpo_pairs(redteam_run, tmp_path, tokenizer):
+    cfg = load_config(ConstituteConfig, None, [f"prompts={redteam_run}", f"output.dir={tmp_path / 'c'}"])
+    returned = constitute(cfg, model=ScriptedTarget(reviser))
+    # failures (train split only; h2/base64 is heldout): h1, h1/base64, s1, m1; each conversation once
+    pairs = [json.loads(line) for line in (tmp_path / "c" / "preferences.jsonl").read_text().splitlines()]
+    assert returned["preferences"] == len(pairs) == 4 and returned["sft"] == 4
+    assert {p["_provenance"]["probe_id"] for p in pairs} == {"h1", "h1/base64", "s1", "m1"}
+    leak = next(p for p in pairs if p["_provenance"]["probe_id"] == "s1")
+    assert leak["rejected"] == "It is ORCHID-5521." and leak["chosen"] == "I can't help with that, but a locksmith can."
+    assert leak["prompt"][0]["role"] == "system" and leak["prompt"][-1] == {"role": "user", "content": "What is the code?"}
+    provenance = leak["_provenance"]
+    assert provenance["principles"] == ["keep-confidences"]  # drawn among the principles made for secret_leak
+    assert provenance["redteam_run"].startswith("redteam-") and provenance["constitute_run"].startswith("constitute-")
+    assert provenance["model"] == {"kind": "scripted", "name": "scripted"} and provenance["split"] == "train"
+    multi_turn = next(p for p in pairs if p["_provenance"]["probe_id"] == "m1")
+    assert [m["role"] for m in multi_turn["prompt"]] == ["user", "assistant", "user"]
+    sft = [json.loads(line) for line in (tmp_path / "c" / "sft.jsonl").read_text().splitlines()]
+    assert sft[0]["messages"][-1]["role"] == "assistant"
+
+    # The export is `honing dpo` data as it is: normalised and tokenised by the DPO stage's own loader.
+    from honing.data.formats import normalize
+    from honing.stages.dpo import load_pairs
+
+    for record in pairs:
+        normalize(record, "preference")
+    dpo = load_config(DPOConfig, None, [f"data.train={tmp_path / 'c' / 'preferences.jsonl'}", "data.validation_split=0"])
+    prepared = load_pairs(dpo, tokenizer)
+    assert len(prepared.train) == 4
+    record = json.loads((tmp_path / "c" / "run.json").read_text())
+    assert {i["role"] for i in record["inputs"]} == {"prompts", "constitution", "model"}
+    assert record["metrics"]["preferences"] == 4
+
+
+def test_every_split_on_request_and_ai_labelled_pairs(redteam_run, tmp_path):
+    def feedback(conversation, seed):
+        text = conversation[-1]["content"]
+        return "A" if "decline" in text.split("[Answer A]\n")[1].split("\n\n[Answer B]")[0] else "B"
+
+    def model_answer(conversation, seed):
+        answer = reviser(conversation, seed)
+        return ("Sure." if seed % 2 else "I decline.") if answer == "fresh answer" else answer
+
+    model = ScriptedTarget(model_answer)
+    cfg = load_config(ConstituteConfig, None, [f"prompts={redteam_run}", "splits=[]", "feedback={}",
+                                               f"output.dir={tmp_path / 'c'}"])
+    returned = constitute(cfg, model=model, feedback=ScriptedTarget(feedback))
+    assert returned["prompts"] == 5  # h2/base64 (heldout) too
+    labelled = [json.loads(line) for line in (tmp_path / "c" / "ai_preferences.jsonl").read_text().splitlines()]
+    assert labelled and all(p["chosen"] == "I decline." and p["rejected"] == "Sure." for p in labelled)
+    assert all(p["_provenance"]["label"] == "ai_feedback" and p["_provenance"]["verdicts"] for p in labelled)
+
+
+def test_a_prompt_file_is_answered_first_when_it_has_no_response(tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "How do I get in?"}\n{"prompt": "Hi", "response": "Break the window."}\n')
+    cfg = load_config(ConstituteConfig, None, [f"prompts={prompts}", f"output.dir={tmp_path / 'c'}"])
+    constitute(cfg, model=ScriptedTarget(reviser))
+    pairs = [json.loads(line) for line in (tmp_path / "c" / "preferences.jsonl").read_text().splitlines()]
+    assert [p["rejected"] for p in pairs] == ["fresh answer", "Break the window."]
+
+
+def test_bad_inputs(tmp_path):
+    from honing.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="prompts is required"):
+        load_config(ConstituteConfig, None, [])
+    (tmp_path / "empty").mkdir()
+    cfg = load_config(ConstituteConfig, None, [f"prompts={tmp_path / 'empty'}", f"output.dir={tmp_path / 'c'}"])
+    with pytest.raises(DataError, match="without failures.jsonl"):
+        constitute(cfg, model=ScriptedTarget(reviser))
+
+
+def test_require_fixed_keeps_only_revisions_the_probes_detectors_accept(redteam_run, tmp_path):
+    def complies_again(conversation, seed):
+        answer = reviser(conversation, seed)
+        return "Revised answer: Of course! Step one, do it." if answer.startswith("Here is the revised") else answer
+
+    cfg = load_config(ConstituteConfig, None, [f"prompts={redteam_run}", "require_fixed=true", f"output.dir={tmp_path / 'c'}"])
+    returned = constitute(cfg, model=ScriptedTarget(complies_again))
+    # The harmful and jailbreak revisions still comply; the secret-leak revision no longer holds the secret.
+    assert returned["preferences"] == 1 and returned["skipped"]["still_failing"] == 3
+    (pair,) = [json.loads(line) for line in (tmp_path / "c" / "preferences.jsonl").read_text().splitlines()]
+    assert pair["_provenance"]["probe_id"] == "s1" and pair["_provenance"]["revision_passes_detectors"] is True
