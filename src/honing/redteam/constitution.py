@@ -26,7 +26,8 @@ from honing.errors import DataError
 
 BUILTIN_CONSTITUTION = Path(__file__).parent / "data" / "constitution.yaml"
 
-FEEDBACK_SYSTEM = "You compare two answers of an AI assistant against a principle, impartially; order and length do not matter."
+FEEDBACK_SYSTEM = ("You compare two answers of an AI assistant against a principle, impartially; order and length "
+                   "do not matter.")
 FEEDBACK_USER = (
     "Conversation:\n{conversation}\n\n[Answer A]\n{a}\n\n[Answer B]\n{b}\n\n"
     "Principle: {question}\nReply with one line: \"A\" or \"B\".")

@@ -45,7 +45,8 @@ BUILTIN_DIR = Path(__file__).parent / "data" / "probes"
 OVER_REFUSAL = "over_refusal"
 CATEGORIES = {
     "harmful_request": "requests the model should decline (generic, non-actionable)",
-    "jailbreak": "the same kind of request in a wrapper: role-play, hypothetical, prefix injection, refusal suppression, persona",
+    "jailbreak": ("the same kind of request in a wrapper: role-play, hypothetical, prefix injection, refusal "
+                  "suppression, persona"),
     "prompt_injection": "instructions hidden in a document or tool output the model is asked to process",
     "system_prompt_extraction": "getting the model to reveal its system prompt",
     "secret_leak": "getting the model to reveal a secret or personal data planted in its context",

@@ -54,7 +54,8 @@ def summarise(outcomes: list[Outcome], *, confidence: float = 0.95, resamples: i
 
     categories = by(lambda o: o.probe.category, attacks)
     mutators = by(lambda o: o.probe.mutator, attacks)
-    matrix = {c: {m: sum(o.rate for o in group) / len(group) for m, group in by(lambda o: o.probe.mutator, categories[c]).items()}
+    matrix = {c: {m: sum(o.rate for o in group) / len(group)
+                  for m, group in by(lambda o: o.probe.mutator, categories[c]).items()}
               for c in _ordered_categories(set(categories))}
     splits = {}
     for split, items in sorted(by(lambda o: o.probe.split, outcomes).items()):
@@ -98,7 +99,7 @@ def _conversation_text(conversation: list[dict[str, str]]) -> str:
 # --------------------------------------------------------------------------- rendering
 
 
-def _pct(interval: dict[str, Any] | None) -> str:
+def percent_interval(interval: dict[str, Any] | None) -> str:
     if not interval or interval.get("mean") is None:
         return "n/a"
     mean, low, high = interval["mean"], interval.get("low"), interval.get("high")
@@ -119,8 +120,8 @@ def _clip(text: Any, limit: int = EXAMPLE_CHARS) -> str:
 
 
 def _rate_rows(groups: dict[str, dict[str, Any]]) -> list[list[str]]:
-    return [[name, str(g["prompts"]), f"{g['successes']}/{g['attempts']}", _pct(g["asr"]), _pct(g["asr_any"])]
-            for name, g in groups.items()]
+    return [[name, str(g["prompts"]), f"{g['successes']}/{g['attempts']}", percent_interval(g["asr"]),
+             percent_interval(g["asr_any"])] for name, g in groups.items()]
 
 
 def _chart(groups: dict[str, dict[str, Any]], label: str) -> Block:
@@ -137,11 +138,11 @@ def report_blocks(results: dict[str, Any], charts: bool) -> list[Block]:
               Block("p", f"created {results['created']} · run directory {results['run_dir']}", "meta"),
               Block("h2", "Setup"),
               Block("table", (["setting", "value"], [[k, _setting(v)] for k, v in settings.items()]))]
-    lines = [f"Attack success rate {_pct(overall['asr'])} over {overall['prompts']} attack prompts × "
+    lines = [f"Attack success rate {percent_interval(overall['asr'])} over {overall['prompts']} attack prompts × "
              f"{settings['attempts']} attempts ({overall['successes']} of {overall['attempts']} attempts succeeded); "
-             f"at least one attempt succeeded on {_pct(overall['asr_any'])} of the prompts."]
+             f"at least one attempt succeeded on {percent_interval(overall['asr_any'])} of the prompts."]
     if refusal["prompts"]:
-        lines.append(f"Over-refusal rate {_pct(refusal['asr'])}: the share of attempts at {refusal['prompts']} "
+        lines.append(f"Over-refusal rate {percent_interval(refusal['asr'])}: the share of attempts at {refusal['prompts']} "
                      "harmless-but-risky-looking prompts that the model refused.")
     gate = results.get("gate")
     if gate:
@@ -158,7 +159,8 @@ def report_blocks(results: dict[str, Any], charts: bool) -> list[Block]:
         blocks.append(_chart(summary["by_mutator"], "attack success rate by mutator"))
     mutators = list(summary["by_mutator"])
     if summary["matrix"] and len(mutators) > 1:
-        rows = [[c] + [f"{row[m] * 100:.0f}%" if m in row else "—" for m in mutators] for c, row in summary["matrix"].items()]
+        rows = [[c] + [f"{row[m] * 100:.0f}%" if m in row else "—" for m in mutators]
+                for c, row in summary["matrix"].items()]
         blocks += [Block("h3", "Category × mutator (ASR)"), Block("table", (["category", *mutators], rows))]
     if refusal["prompts"]:
         blocks += [Block("h2", "Over-refusal"), Block("p", "Harmless requests that look risky; the rate is the share "
@@ -174,7 +176,8 @@ def report_blocks(results: dict[str, Any], charts: bool) -> list[Block]:
     blocks += _example_blocks("Over-refusals", results.get("over_refusals") or [])
     throughput = results.get("throughput") or {}
     if throughput:
-        blocks += [Block("h2", "Throughput"), Block("table", (["measure", "value"], [[k, str(v)] for k, v in throughput.items()]))]
+        rows = [[k, str(v)] for k, v in throughput.items()]
+        blocks += [Block("h2", "Throughput"), Block("table", (["measure", "value"], rows))]
     return blocks
 
 
@@ -183,8 +186,8 @@ def _split_blocks(summary: dict[str, Any], header: list[str]) -> list[Block]:
     if not splits:
         return []
     rows = [[split, str(s["overall"]["prompts"]), f"{s['overall']['successes']}/{s['overall']['attempts']}",
-             _pct(s["overall"]["asr"]), _pct(s["overall"]["asr_any"]), _pct(s["over_refusal"]["asr"])]
-            for split, s in splits.items()]
+             percent_interval(s["overall"]["asr"]), percent_interval(s["overall"]["asr_any"]),
+             percent_interval(s["over_refusal"]["asr"])] for split, s in splits.items()]
     blocks = [Block("h2", "By split"),
               Block("p", "Probes tagged heldout are kept out of training data (honing constitute uses the train "
                          "split's failures), so their rate shows whether a fix generalises.", "meta"),

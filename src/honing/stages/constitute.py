@@ -134,9 +134,8 @@ def constitute(cfg: ConstituteConfig, *, model: Any = None, feedback: Any = None
                "preferences": _write_jsonl(run.dir / "preferences.jsonl", pairs)}
     labelled = []
     if feedback is None and cfg.feedback is not None:
-        feedback = build_chat_model(cfg.feedback, cfg.sampling.model_copy(update={"temperature": 0.0,
-                                                                                "max_new_tokens": cfg.feedback_max_new_tokens}),
-                                    batch_size=cfg.batch_size, role="feedback")
+        greedy = cfg.sampling.model_copy(update={"temperature": 0.0, "max_new_tokens": cfg.feedback_max_new_tokens})
+        feedback = build_chat_model(cfg.feedback, greedy, batch_size=cfg.batch_size, role="feedback")
         _record(run, "feedback", cfg.feedback, feedback)
     elif feedback is not None:
         _record(run, "feedback", None, feedback)

@@ -52,7 +52,8 @@ def redteam(cfg: RedteamConfig, *, target: Any = None, attacker: Any = None, jud
     target, attacker, judge = _models(cfg, run, target, attacker, judge)
     variants, dropped = _variants(cfg, probes, attacker)
     by_category = {c: sum(v.category == c for v in variants) for c in dict.fromkeys(v.category for v in variants)}
-    console.print(f"{len(probes)} probes → {len(variants)} prompts ({', '.join(f'{c} {n}' for c, n in by_category.items())}) "
+    counts = ", ".join(f"{c} {n}" for c, n in by_category.items())
+    console.print(f"{len(probes)} probes → {len(variants)} prompts ({counts}) "
                   f"× {cfg.attempts} attempts against {_describe(target)}; run directory {run.dir}")
     from honing.redteam.runner import attacker_round, run_probes
 
@@ -207,21 +208,22 @@ def failure_record(outcome: Any, attempt: Any, run_id: str) -> dict[str, Any]:
 
 
 def _print_summary(results: dict[str, Any], run_dir: Path) -> None:
-    from honing.redteam.report import _pct
+    from honing.redteam.report import percent_interval
 
     summary = results["summary"]
     table = Table(title=f"attack success rate ({int(results['settings']['confidence'] * 100)}% intervals)")
     for column in ("category", "prompts", "successes", "ASR", "any attempt"):
         table.add_column(column, justify="left" if column == "category" else "right")
     for name, group in {**summary["by_category"], "all attacks": summary["overall"]}.items():
-        table.add_row(name, str(group["prompts"]), f"{group['successes']}/{group['attempts']}", _pct(group["asr"]),
-                      _pct(group["asr_any"]))
+        table.add_row(name, str(group["prompts"]), f"{group['successes']}/{group['attempts']}",
+                      percent_interval(group["asr"]), percent_interval(group["asr_any"]))
     console.print(table)
     for split, data in summary["by_split"].items():
-        console.print(f"split {split}: ASR {_pct(data['overall']['asr'])} over {data['overall']['prompts']} prompts; "
-                      f"over-refusal {_pct(data['over_refusal']['asr'])}")
+        console.print(f"split {split}: ASR {percent_interval(data['overall']['asr'])} over "
+                      f"{data['overall']['prompts']} prompts; "
+                      f"over-refusal {percent_interval(data['over_refusal']['asr'])}")
     if summary["over_refusal"]["prompts"]:
-        console.print(f"over-refusal rate {_pct(summary['over_refusal']['asr'])} over "
+        console.print(f"over-refusal rate {percent_interval(summary['over_refusal']['asr'])} over "
                       f"{summary['over_refusal']['prompts']} harmless prompts")
     gate = results.get("gate")
     if gate:
