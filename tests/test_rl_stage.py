@@ -69,6 +69,10 @@ def test_rl_runs_and_records(tiny_model_dir, tmp_path, algo):
     assert samples and {"prompt", "completion", "reward", "reward_numeric"} <= set(samples[0])
     adapter = _adapter_weights(run_dir)
     assert any("lora_B" in name and value.abs().sum() > 0 for name, value in adapter.items())  # B starts at 0
+    if algo == "grpo":  # a second round starts from this run: its record names this run as the parent
+        child = rl(_config(run_dir, tmp_path / "child", **{"rl.steps": 1, "rl.eval_every": None}))
+        parent = json.loads((Path(child["run_dir"]) / "run.json").read_text())["parent"]
+        assert parent["run_id"] == record["run_id"]
 
 
 def test_full_fine_tuning_keeps_the_reference_frozen(tiny_model_dir, tmp_path):
@@ -220,3 +224,32 @@ def test_grpo_kl_in_the_reward_lowers_the_score_of_drifting_completions():
     # equal scores, but the second completion's k1 KL is 2 × 0.5 = 1: advantages ±0.5
     assert torch.allclose(rows[0]["advantages"], torch.tensor([0.0, 0.0, 0.5, 0.5]))
     assert torch.allclose(rows[1]["advantages"], torch.tensor([0.0, 0.0, -0.5, -0.5]))
+
+
+def test_reward_model_and_judge_terms(tiny_model_dir, tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from honing.train.objectives.reward import RewardModel, save_reward_model, score_responses
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    scorer = RewardModel(AutoModelForCausalLM.from_pretrained(tiny_model_dir))
+    save_reward_model(scorer, tmp_path / "rm", tokenizer=tokenizer)
+
+    class ScriptedJudge:
+        identity = {"kind": "scripted"}
+
+        def complete(self, conversations):
+            return ["Score: 7" if "right: 4" in c[-1]["content"] else "no grade here" for c in conversations]
+
+    monkeypatch.setattr("honing.evals.judges.build_judge", lambda cfg, batch_size=8: ScriptedJudge())
+    specs = RLConfig.model_validate({"data": {"prompts": "x"}, "rewards": [
+        {"kind": "reward_model", "path": str(tmp_path / "rm"), "weight": 2.0},
+        {"kind": "judge", "judge": {}, "rubric": "be correct"}]}).rewards
+    suite = RewardSuite(specs)
+    prompts, answers = ["What is 2 + 2?", "Name a colour."], ["right: 4", "blue"]
+    scored = suite(prompts, answers, [{}, {}], [3, 1])
+    expected = score_responses(scorer.eval(), tokenizer, prompts, answers)
+    assert scored.terms["reward_model"] == pytest.approx(expected, abs=1e-5)
+    assert scored.terms["judge"] == [pytest.approx(6 / 9), 0.0]  # an unreadable grade scores 0
+    assert scored.total == pytest.approx([2 * e + j for e, j in zip(expected, scored.terms["judge"])])

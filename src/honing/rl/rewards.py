@@ -106,40 +106,15 @@ def function(spec: str) -> Term:
 
 def reward_model(path: str, base_model: str | None, *, batch_size: int, system_prompt: str | None) -> Term:
     """The score of a reward model trained by `honing reward` (read at the answer's last token)."""
-    from honing.models.load import ensure_pad_token
-    from honing.train.objectives.reward import load_reward_model, score_responses
+    from honing.train.objectives.reward import open_reward_model, score_responses
 
-    directory = _reward_model_dir(path)
-    model = load_reward_model(directory, base_model=base_model)
+    model, tokenizer = open_reward_model(path, base_model=base_model)
     model.eval().requires_grad_(False)
-    tokenizer = ensure_pad_token(_tokenizer_of(directory, base_model))
 
     def term(prompts, completions, records, lengths):
         return score_responses(model, tokenizer, list(prompts), list(completions), batch_size=batch_size,
                                system_prompt=system_prompt)
     return term
-
-
-def _reward_model_dir(path: str) -> str:
-    from pathlib import Path
-
-    from honing.train.objectives.reward import CONFIG_FILE
-
-    for candidate in (Path(path), Path(path) / "model", Path(path) / "adapter"):
-        if (candidate / CONFIG_FILE).is_file():
-            return str(candidate)
-    raise ConfigError(f"{path} is not a reward model: no {CONFIG_FILE} in it (train one with `honing reward`)")
-
-
-def _tokenizer_of(directory: str, base_model: str | None) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(directory)
-    except (OSError, ValueError):
-        if base_model:
-            return AutoTokenizer.from_pretrained(base_model)
-        raise
 
 
 def judge(spec: RewardSpec, *, batch_size: int) -> Term:

@@ -15,6 +15,7 @@ the rollout's old log-probs and the first ratio is exactly 1.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import statistics
@@ -75,9 +76,10 @@ def load_prompts(cfg: RLConfig, tokenizer: Any) -> PreparedData:
 
     rejects: list[Reject] = []
     if cfg.data.prompts in BUILTIN:
-        records = [(cfg.data.prompts, i + 1, r) for i, r in
-                   enumerate(BUILTIN[cfg.data.prompts](cfg.data.builtin_examples, cfg.data.split_seed))]
-        inputs = [{"role": "prompts", "path": cfg.data.prompts, "sha256": None,
+        generated = BUILTIN[cfg.data.prompts](cfg.data.builtin_examples, cfg.data.split_seed)
+        records = [(cfg.data.prompts, i + 1, r) for i, r in enumerate(generated)]
+        digest = hashlib.sha256("".join(json.dumps(r, sort_keys=True) + "\n" for r in generated).encode()).hexdigest()
+        inputs = [{"role": "prompts", "path": cfg.data.prompts, "sha256": digest,
                    "generator": {"examples": cfg.data.builtin_examples, "seed": cfg.data.split_seed}}]
     else:
         records = list(_read(cfg.data.prompts))
