@@ -1273,7 +1273,7 @@ def describe_fields(cls: type[BaseModel], prefix: str = "", defaults: Any = None
         except ValidationError:
             defaults = None
     for name, field in cls.model_fields.items():
-        key = f"{prefix}{name}"
+        key = f"{prefix}{field.alias or name}"
         section = _section_model(field.annotation)
         current = getattr(defaults, name, None) if defaults is not None else field.default
         if section is not None and (current is not None or field.annotation is section):

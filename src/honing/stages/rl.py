@@ -414,103 +414,136 @@ def rl(cfg: RLConfig, *, resume: str | Path | None = None) -> dict[str, Any]:
 
 def train(cfg: RLConfig, parts: RLParts, ctx: Dist, resume: str | Path | None,
           after_step: Callable[[RLState], None] | None = None) -> dict[str, Any]:
-    from honing.models.save import save_model
     from honing.runs import default_run_dir
     from honing.stages.common import StageParts, record_inputs
-    from honing.train.engine import StopRequest, truncate_metrics
+    from honing.train.engine import truncate_metrics
     from honing.train.optim import build_optimizer, build_scheduler
 
     run = Run.open(resume) if resume else Run.create("rl", cfg, cfg.output.dir or default_run_dir("rl"))
-    total_optimizer_steps = cfg.rl.steps * cfg.rl.epochs * cfg.rl.minibatches
     optimizer = build_optimizer(parts.objective, cfg.train)
-    scheduler = build_scheduler(optimizer, cfg.train, total_optimizer_steps)
-    state, moments = RLState(), RunningMoments()
-    store = run.dir / "checkpoints"
+    scheduler = build_scheduler(optimizer, cfg.train, cfg.rl.steps * cfg.rl.epochs * cfg.rl.minibatches)
+    session = Session(cfg, parts, ctx, run, optimizer, scheduler)
     if resume:
-        latest = ckpt.latest_checkpoint(store)
+        latest = ckpt.latest_checkpoint(session.store)
         if latest is None:
-            raise HoningError(f"no checkpoint to resume from in {store}")
-        state = RLState(**ckpt.load_checkpoint(latest, model=parts.objective, optimizer=optimizer,
-                                               scheduler=scheduler, restore_rng=True))
-        moments.load_state_dict(state.reward_moments or RunningMoments().state_dict())
-        truncate_metrics(run.dir / "metrics.jsonl", state.step)
-        console.print(f"resumed from {latest} (RL step {state.step})")
+            raise HoningError(f"no checkpoint to resume from in {session.store}")
+        session.state = RLState(**ckpt.load_checkpoint(latest, model=parts.objective, optimizer=optimizer,
+                                                       scheduler=scheduler, restore_rng=True))
+        session.moments.load_state_dict(session.state.reward_moments or RunningMoments().state_dict())
+        truncate_metrics(run.dir / "metrics.jsonl", session.state.step)
+        console.print(f"resumed from {latest} (RL step {session.state.step})")
     else:
         record_inputs(run, StageParts(parts.model, parts.tokenizer, parts.data, parts.data.train,
                                       parts.data.validation, collate_rollout, parts.model_source),
                       cfg.model.path, cfg.train.seed, cfg.data.split_seed)
         run.set("rewards", parts.rewards.describe())
     _describe(parts, cfg, run)
+    try:
+        return session.loop(after_step)
+    except BaseException as err:
+        run.finish(status="diverged" if type(err).__name__ == "TrainingDiverged" else "failed")
+        raise
 
-    def checkpoint() -> None:
-        state.reward_moments = moments.state_dict()
-        ckpt.save_checkpoint(store, f"step-{state.step:08d}", model=parts.objective, optimizer=optimizer,
-                             scheduler=scheduler, trainer_state=asdict(state))
-        ckpt.prune_checkpoints(store, cfg.train.keep_last)
 
-    def evaluate_now() -> None:
-        result = validate(parts, cfg)
+@dataclass
+class Session:
+    """One RL run in progress: what the loop reads and updates, and what a checkpoint saves."""
+
+    cfg: RLConfig
+    parts: RLParts
+    ctx: Dist
+    run: Run
+    optimizer: Any
+    scheduler: Any
+    state: RLState = field(default_factory=RLState)
+    moments: RunningMoments = field(default_factory=RunningMoments)
+
+    @property
+    def store(self) -> Path:
+        return self.run.dir / "checkpoints"
+
+    def checkpoint(self) -> None:
+        self.state.reward_moments = self.moments.state_dict()
+        ckpt.save_checkpoint(self.store, f"step-{self.state.step:08d}", model=self.parts.objective,
+                             optimizer=self.optimizer, scheduler=self.scheduler, trainer_state=asdict(self.state))
+        ckpt.prune_checkpoints(self.store, self.cfg.train.keep_last)
+
+    def evaluate(self) -> None:
+        result = validate(self.parts, self.cfg)
         if result:
-            state.history.append({"step": state.step, **result})
-            run.log_metrics(state.step, result)
-            console.print(f"step {state.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
+            self.state.history.append({"step": self.state.step, **result})
+            self.run.log_metrics(self.state.step, result)
+            console.print(f"step {self.state.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
 
-    eval_every = cfg.rl.eval_every
-    if state.step == 0 and eval_every:
-        evaluate_now()
-    stopped = "completed"
-    started = time.perf_counter() - state.elapsed_s
-    with progress_bar(cfg.rl.steps, metric="reward") as bar, StopRequest() as stop:
-        task = bar.add_task("rl", total=cfg.rl.steps, completed=state.step, loss=float("nan"), lr=0.0, tps=0.0)
-        while state.step < cfg.rl.steps:
-            lr = scheduler.get_last_lr()[0]
-            rows, metrics, samples = rollout_step(parts, cfg, state, moments, ctx)
-            step_started = time.perf_counter()
-            metrics.update(optimise(parts, rows, cfg, state, optimizer, scheduler, ctx))
-            metrics["train_s"] = time.perf_counter() - step_started
-            state.step += 1
-            state.elapsed_s = time.perf_counter() - started
-            tokens = sum(int(r["attention_mask"].sum()) for r in rows)
-            if state.step % cfg.train.log_every == 0 or state.step == cfg.rl.steps:
-                run.log_metrics(state.step, {"lr": lr, **metrics})
-            if cfg.rl.sample_every and state.step % cfg.rl.sample_every == 0:
-                with (run.dir / "samples.jsonl").open("a", encoding="utf-8") as handle:
-                    for sample in samples:
-                        handle.write(json.dumps(sample, ensure_ascii=False) + "\n")
-            bar.update(task, completed=state.step, loss=metrics["reward_mean"], lr=lr,
-                       tps=tokens / max(metrics["rollout_s"] + metrics["train_s"], 1e-9))
-            if eval_every and state.step % eval_every == 0 or state.step == cfg.rl.steps:
-                evaluate_now()
-            if (cfg.train.save_every and state.step % cfg.train.save_every == 0) or stop.requested:
-                checkpoint()
-            if after_step is not None:
-                after_step(state)
-            if stop.requested:
-                stopped = "interrupted"
-                break
-    summary = {"steps": state.step, "optimizer_steps": state.optimizer_steps, "skipped_steps": state.skipped_steps,
-               "train_seconds": round(state.elapsed_s, 2)}
-    if state.history:
-        summary.update({k: v for k, v in state.history[-1].items() if k != "step"})
-        summary.update({f"first_{k}": v for k, v in state.history[0].items() if k != "step"})
-    if stopped == "interrupted":
-        run.finish(status="interrupted", metrics=summary)
-        console.print(f"stopped at RL step {state.step}; continue with: honing rl --resume {run.dir}")
-        return {"run_dir": str(run.dir), "status": "interrupted", **summary}
-    outputs = save_model(parts.model, parts.tokenizer, run.dir, save=cfg.output.save)
-    if parts.objective.value_head is not None:
-        from safetensors.torch import save_file
+    def loop(self, after_step: Callable[[RLState], None] | None) -> dict[str, Any]:
+        from honing.train.engine import StopRequest
 
-        head = parts.objective.value_head
-        save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}, str(run.dir / "value_head.safetensors"))
-        outputs["value_head"] = str(run.dir / "value_head.safetensors")
-    for role, path in outputs.items():
-        run.add_output(role, path)
-    if (run.dir / "samples.jsonl").exists():
-        run.add_output("samples", run.dir / "samples.jsonl")
-    run.finish(status="completed", metrics=summary)
-    console.print(f"[green]done[/] — {', '.join(f'{k}: {v}' for k, v in outputs.items())}; record: {run.dir / 'run.json'}")
-    return {"run_dir": str(run.dir), "status": "completed", "outputs": outputs, **summary}
+        cfg, parts, state, run = self.cfg, self.parts, self.state, self.run
+        eval_every = cfg.rl.eval_every
+        if state.step == 0 and eval_every:
+            self.evaluate()
+        stopped = "completed"
+        started = time.perf_counter() - state.elapsed_s
+        with progress_bar(cfg.rl.steps, metric="reward") as bar, StopRequest() as stop:
+            task = bar.add_task("rl", total=cfg.rl.steps, completed=state.step, loss=float("nan"), lr=0.0, tps=0.0)
+            while state.step < cfg.rl.steps:
+                lr = self.scheduler.get_last_lr()[0]
+                rows, metrics, samples = rollout_step(parts, cfg, state, self.moments, self.ctx)
+                step_started = time.perf_counter()
+                metrics.update(optimise(parts, rows, cfg, state, self.optimizer, self.scheduler, self.ctx))
+                metrics["train_s"] = time.perf_counter() - step_started
+                state.step += 1
+                state.elapsed_s = time.perf_counter() - started
+                if state.step % cfg.train.log_every == 0 or state.step == cfg.rl.steps:
+                    run.log_metrics(state.step, {"lr": lr, **metrics})
+                if cfg.rl.sample_every and state.step % cfg.rl.sample_every == 0:
+                    with (run.dir / "samples.jsonl").open("a", encoding="utf-8") as handle:
+                        for sample in samples:
+                            handle.write(json.dumps(sample, ensure_ascii=False) + "\n")
+                tokens = sum(int(r["attention_mask"].sum()) for r in rows)
+                bar.update(task, completed=state.step, loss=metrics["reward_mean"], lr=lr,
+                           tps=tokens / max(metrics["rollout_s"] + metrics["train_s"], 1e-9))
+                if (eval_every and state.step % eval_every == 0) or state.step == cfg.rl.steps:
+                    self.evaluate()
+                if (cfg.train.save_every and state.step % cfg.train.save_every == 0) or stop.requested:
+                    self.checkpoint()
+                if after_step is not None:
+                    after_step(state)
+                if stop.requested:
+                    stopped = "interrupted"
+                    break
+        return self.finish(stopped)
+
+    def finish(self, stopped: str) -> dict[str, Any]:
+        """Save the model (and the value head) and close the record; an interrupted run keeps its checkpoint."""
+        from honing.models.save import save_model
+
+        state, run = self.state, self.run
+        summary = {"steps": state.step, "optimizer_steps": state.optimizer_steps,
+                   "skipped_steps": state.skipped_steps, "train_seconds": round(state.elapsed_s, 2)}
+        if state.history:
+            summary.update({k: v for k, v in state.history[-1].items() if k != "step"})
+            summary.update({f"first_{k}": v for k, v in state.history[0].items() if k != "step"})
+        if stopped == "interrupted":
+            run.finish(status="interrupted", metrics=summary)
+            console.print(f"stopped at RL step {state.step}; continue with: honing rl --resume {run.dir}")
+            return {"run_dir": str(run.dir), "status": "interrupted", **summary}
+        outputs = save_model(self.parts.model, self.parts.tokenizer, run.dir, save=self.cfg.output.save)
+        head = self.parts.objective.value_head
+        if head is not None:
+            from safetensors.torch import save_file
+
+            path = run.dir / "value_head.safetensors"
+            save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}, str(path))
+            outputs["value_head"] = str(path)
+        if (run.dir / "samples.jsonl").exists():
+            outputs["samples"] = str(run.dir / "samples.jsonl")
+        for role, path in outputs.items():
+            run.add_output(role, path)
+        run.finish(status="completed", metrics=summary)
+        console.print(f"[green]done[/] — {', '.join(f'{k}: {v}' for k, v in outputs.items())}; "
+                      f"record: {run.dir / 'run.json'}")
+        return {"run_dir": str(run.dir), "status": "completed", "outputs": outputs, **summary}
 
 
 def _describe(parts: RLParts, cfg: RLConfig, run: Run) -> None:
