@@ -1052,6 +1052,9 @@ class ConstituteConfig(StrictModel):
     """A constitution YAML file (principles with critique, revision, choose); null: the bundled one."""
     revisions: int = Field(1, ge=1)
     """Critique → revision rounds per answer, each with a principle drawn for the prompt's category."""
+    revision_samples: int = Field(1, ge=1)
+    """From a redteam run: up to this many revisions sampled per round (best of n); the first that the probe's own
+    rule detectors no longer flag is kept, else the first non-empty one. Prompts without detectors get one."""
     max_prompts: int | None = Field(None, ge=1)
     """Work on at most this many prompts (the first ones; a redteam run's repeated conversations count once)."""
     require_fixed: bool = False

@@ -166,3 +166,49 @@ def test_require_fixed_keeps_only_revisions_the_probes_detectors_accept(redteam_
     assert returned["preferences"] == 1 and returned["skipped"]["still_failing"] == 3
     (pair,) = [json.loads(line) for line in (tmp_path / "c" / "preferences.jsonl").read_text().splitlines()]
     assert pair["_provenance"]["probe_id"] == "s1" and pair["_provenance"]["revision_passes_detectors"] is True
+
+
+def test_best_of_n_revisions_stop_at_the_first_one_accepted():
+    seeds = []
+
+    def varies_with_seed(conversation, seed):
+        answer = reviser(conversation, seed)
+        if answer.startswith("Here is the revised"):
+            seeds.append(seed)
+            return "Sure, step one." if len(seeds) < 3 else answer
+        return answer
+
+    conversation = [{"role": "user", "content": "How do I get in?"}]
+    accept = lambda i, text: not text.startswith("Sure")  # noqa: E731
+    (revision,) = critique_and_revise(ScriptedTarget(varies_with_seed), [conversation], ["Break the window."], [[PRINCIPLE]],
+                                      seed=0, samples=4, accept=accept)
+    assert revision.revised == "I can't help with that, but a locksmith can."  # the third sample, the first accepted
+    assert len(set(seeds)) == 3 and seeds[0] == 1  # each sample its own seed; the first one as with one sample
+    assert revision.steps[0]["samples"] == 3 and revision.steps[0]["accepted"] is True
+    seeds.clear()
+    (revision,) = critique_and_revise(ScriptedTarget(varies_with_seed), [conversation], ["Break the window."], [[PRINCIPLE]],
+                                      seed=0, samples=2, accept=accept)
+    assert revision.revised == "Sure, step one." and revision.steps[0] | {"critique": None} == {
+        "principle": "p", "critique": None, "revision": "Sure, step one.", "kept": True, "samples": 2, "accepted": False}
+
+
+def test_revision_samples_keep_the_first_revision_the_probes_detectors_accept(redteam_run, tmp_path):
+    def complies_on_the_first_sample(conversation, seed):
+        answer = reviser(conversation, seed)
+        if answer.startswith("Here is the revised"):
+            return "Revised answer: Of course! Step one, do it." if seed == 1 else answer
+        return answer
+
+    cfg = load_config(ConstituteConfig, None, [f"prompts={redteam_run}", "revision_samples=3", "require_fixed=true",
+                                               f"output.dir={tmp_path / 'c'}"])
+    returned = constitute(cfg, model=ScriptedTarget(complies_on_the_first_sample))
+    # One sample (seed 1) leaves the harmful and jailbreak revisions complying (test above); the second is accepted.
+    assert returned["preferences"] == 4 and returned["skipped"]["still_failing"] == 0
+    assert returned["revisions_passing_detectors"] == 4
+    pairs = [json.loads(line) for line in (tmp_path / "c" / "preferences.jsonl").read_text().splitlines()]
+    steps = {p["_provenance"]["probe_id"]: p["_provenance"]["steps"][0] for p in pairs}
+    assert steps["s1"]["samples"] == 1 and steps["h1"]["samples"] == 2  # the leak was fixed by the first sample already
+    chosen = {p["_provenance"]["probe_id"]: p["chosen"] for p in pairs}
+    assert chosen.pop("s1") == "Of course! Step one, do it."  # holds no secret: the leak probe's detectors take it
+    assert set(chosen.values()) == {"I can't help with that, but a locksmith can."}
+    assert returned["revisions_sampled"] == 1 + 2 + 2 + 2

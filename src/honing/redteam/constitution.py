@@ -16,7 +16,7 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 from pydantic import Field, ValidationError
@@ -121,9 +121,14 @@ class Revision:
 
 
 def critique_and_revise(model: Any, conversations: list[list[dict[str, str]]], answers: list[str],
-                        principles: list[list[Principle]], *, seed: int) -> list[Revision]:
+                        principles: list[list[Principle]], *, seed: int, samples: int = 1,
+                        accept: Callable[[int, str], bool] | None = None) -> list[Revision]:
     """`len(principles[i])` rounds for prompt i; every round is one batch of critiques, then one of revisions.
-    An empty revision keeps the answer of the round before (recorded as such)."""
+    An empty revision keeps the answer of the round before (recorded as such).
+
+    With `samples` > 1 and `accept(i, revision)`, a round draws up to `samples` revisions of the same critique
+    (each with its own seed), stops for a prompt at the first one `accept` takes, and keeps that one; when none is
+    taken it keeps the first non-empty one, as with one sample. Each step records how many were drawn."""
     from honing.redteam.targets import ask
 
     current = list(answers)
@@ -131,14 +136,29 @@ def critique_and_revise(model: Any, conversations: list[list[dict[str, str]]], a
     rounds = max((len(p) for p in principles), default=0)
     for r in range(rounds):
         todo = [i for i in range(len(answers)) if len(principles[i]) > r]
-        critiques = ask(model, [critique_conversation(conversations[i], current[i], principles[i][r]) for i in todo],
-                        seed=seed + 2 * r)
-        revisions = ask(model, [revision_conversation(conversations[i], current[i], c, principles[i][r])
-                                for i, c in zip(todo, critiques)], seed=seed + 2 * r + 1)
-        for i, critique, revision in zip(todo, critiques, revisions):
-            cleaned = clean_revision(revision)
-            steps[i].append({"principle": principles[i][r].id, "critique": critique, "revision": cleaned,
-                             "kept": bool(cleaned)})
+        critiques = dict(zip(todo, ask(model, [critique_conversation(conversations[i], current[i], principles[i][r])
+                                               for i in todo], seed=seed + 2 * r)))
+        drawn: dict[int, list[str]] = {i: [] for i in todo}
+        chosen: dict[int, str] = {}
+        pending = list(todo)
+        for s in range(samples if accept is not None else 1):
+            if not pending:
+                break
+            revisions = ask(model, [revision_conversation(conversations[i], current[i], critiques[i], principles[i][r])
+                                    for i in pending], seed=seed + 2 * rounds * s + 2 * r + 1)
+            for i, revision in zip(pending, revisions):
+                cleaned = clean_revision(revision)
+                drawn[i].append(cleaned)
+                if cleaned and accept is not None and accept(i, cleaned):
+                    chosen[i] = cleaned
+            pending = [i for i in pending if i not in chosen]
+        for i in todo:
+            cleaned = chosen.get(i) or next((d for d in drawn[i] if d), "")
+            step = {"principle": principles[i][r].id, "critique": critiques[i], "revision": cleaned,
+                    "kept": bool(cleaned)}
+            if accept is not None:
+                step |= {"samples": len(drawn[i]), "accepted": i in chosen}
+            steps[i].append(step)
             if cleaned:
                 current[i] = cleaned
     return [Revision(a, c, s) for a, c, s in zip(answers, current, steps)]

@@ -101,15 +101,21 @@ def constitute(cfg: ConstituteConfig, *, model: Any = None, feedback: Any = None
     else:
         _record(run, "model", None, model)
     console.print(f"{len(items)} prompts from {origin['path']}; {len(constitution.principles)} principles; "
-                  f"{cfg.revisions} revision round(s); run directory {run.dir}")
+                  f"{cfg.revisions} revision round(s), up to {cfg.revision_samples} sample(s) each; "
+                  f"run directory {run.dir}")
 
     missing = [i for i, item in enumerate(items) if item["answer"] is None]
     for i, answer in zip(missing, ask(model, [items[i]["conversation"] for i in missing], seed=cfg.sampling.seed)):
         items[i]["answer"] = answer
     rng = random.Random(cfg.seed)
     principles = [[constitution.draw(rng, item["category"]) for _ in range(cfg.revisions)] for item in items]
+
+    def passes(i: int, text: str) -> bool:  # best of n: the probe's detectors no longer flag it (unknown: take it)
+        return still_fails(items[i], text) is not True
+
     revisions = critique_and_revise(model, [it["conversation"] for it in items], [it["answer"] for it in items],
-                                    principles, seed=cfg.sampling.seed)
+                                    principles, seed=cfg.sampling.seed, samples=cfg.revision_samples,
+                                    accept=passes if cfg.revision_samples > 1 else None)
     run_id = run.record["run_id"]
     sft, pairs, skipped = [], [], {"revision_empty_or_unchanged": 0, "original_empty": 0, "still_failing": 0}
     for item, revision, drawn in zip(items, revisions, principles):
@@ -145,6 +151,8 @@ def constitute(cfg: ConstituteConfig, *, model: Any = None, feedback: Any = None
     for role, path in outputs.items():
         run.add_output(role, path)
     counts = {"prompts": len(items), "sft": len(sft), "preferences": len(pairs), "ai_preferences": len(labelled),
+              "revisions_sampled": sum(st.get("samples", 1) for r in revisions for st in r.steps),
+              "revisions_passing_detectors": sum(p["_provenance"]["revision_passes_detectors"] is True for p in sft),
               "skipped": skipped}
     run.finish(status="completed", metrics=counts)
     console.print(f"{len(sft)} revised answers → {outputs['sft']}; {len(pairs)} pairs → {outputs['preferences']}"
