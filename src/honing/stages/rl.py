@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
