@@ -10,12 +10,10 @@ talk to a model, whichever stage asks.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from honing.config import ChatModelConfig, SamplingConfig
-from honing.errors import HoningError
 from honing.synth.teacher import EndpointTeacher, LocalTeacher
 
 Messages = list[dict[str, str]]
@@ -68,10 +66,6 @@ def build_chat_model(cfg: ChatModelConfig, sampling: SamplingConfig, *, batch_si
 
 def ask(model: Any, conversations: Sequence[Messages], *, seed: int) -> list[str]:
     """One reply per conversation, in order, from any chat model (a judge, which takes no seed, too)."""
-    if not conversations:
-        return []
-    takes_seed = "seed" in inspect.signature(model.complete).parameters
-    replies = model.complete(list(conversations), seed=seed) if takes_seed else model.complete(list(conversations))
-    if len(replies) != len(conversations):
-        raise HoningError(f"the model returned {len(replies)} replies for {len(conversations)} conversations")
-    return [reply if isinstance(reply, str) else "" for reply in replies]
+    from honing.synth.teacher import complete
+
+    return complete(model, conversations, seed)

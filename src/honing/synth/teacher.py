@@ -26,13 +26,13 @@ class Teacher(Protocol):
 
 
 def complete(teacher: Any, conversations: Sequence[Messages], seed: int) -> list[str]:
-    """Ask the teacher, passing the batch's seed when it takes one (a judge object also works as a teacher)."""
+    """Ask any chat model (teacher, red-team target, judge), passing the batch's seed when it takes one."""
     if not conversations:
         return []
     takes_seed = "seed" in inspect.signature(teacher.complete).parameters
     replies = teacher.complete(list(conversations), seed=seed) if takes_seed else teacher.complete(list(conversations))
     if len(replies) != len(conversations):
-        raise HoningError(f"the teacher returned {len(replies)} replies for {len(conversations)} prompts")
+        raise HoningError(f"the model returned {len(replies)} replies for {len(conversations)} conversations")
     return [reply if isinstance(reply, str) else "" for reply in replies]
 
 
