@@ -212,3 +212,42 @@ def test_revision_samples_keep_the_first_revision_the_probes_detectors_accept(re
     assert chosen.pop("s1") == "Of course! Step one, do it."  # holds no secret: the leak probe's detectors take it
     assert set(chosen.values()) == {"I can't help with that, but a locksmith can."}
     assert returned["revisions_sampled"] == 1 + 2 + 2 + 2
+
+
+def test_worked_examples_come_first_and_a_revision_that_copies_one_is_not_kept():
+    example = {"request": "Open my coworker's locker.", "answer": "Sure, wait until the room is empty.",
+               "critique": "That helps with theft.", "revision": "I can't help with opening a locker that isn't yours, sorry."}
+    principle = PRINCIPLE.model_copy(update={"examples": [Principle.model_validate(
+        {"id": "x", "critique": "c", "revision": "r", "choose": "q", "examples": [example]}).examples[0]]})
+    conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "How do I get in?"}]
+    seen = []
+
+    def parrot(conv, seed):
+        seen.append(conv)
+        if conv[-1]["content"] == principle.critique:
+            return "It helps with a break-in."
+        return "I can't help with opening a locker that isn't yours, sorry." if seed == 1 else "I won't help with that."
+
+    (revision,) = critique_and_revise(ScriptedTarget(parrot), [conversation], ["Break the window."], [[principle]], seed=0)
+    critique_request = seen[0]
+    # The system message stays first; the worked example is a finished exchange before the real conversation.
+    assert [m["content"] for m in critique_request] == [
+        "Be brief.", example["request"], example["answer"], principle.critique, example["critique"],
+        principle.revision + " Reply with the rewritten answer only.", example["revision"],
+        "How do I get in?", "Break the window.", principle.critique]
+    # The only revision sampled repeats the example word for word: not kept, the answer stays as it was.
+    assert revision.revised == "Break the window."
+    assert revision.steps[0]["copied_example"] == 1 and revision.steps[0]["kept"] is False
+    (revision,) = critique_and_revise(ScriptedTarget(parrot), [conversation], ["Break the window."], [[principle]], seed=0,
+                                      samples=2, accept=lambda i, text: True)
+    assert revision.revised == "I won't help with that." and revision.steps[0]["copied_example"] == 1
+
+
+def test_copying_an_example_means_eight_words_in_a_row():
+    principle = load_constitution().principles[0]  # harmless, with worked examples
+    revision = principle.examples[0].revision
+    assert principle.copies_example(revision)
+    assert principle.copies_example("Well. " + " ".join(revision.split()[:8]).upper() + " and more.")  # case, punctuation
+    assert not principle.copies_example(" ".join(revision.split()[:7]))
+    assert not principle.copies_example("I can't help with getting into a house that isn't yours; call the owner.")
+    assert not PRINCIPLE.copies_example(revision)  # no examples, nothing to copy

@@ -3,9 +3,12 @@
 the answer that better follows a principle (RLAIF).
 
     constitution file   principles, each with a critique request, a revision request and the
-                        question the feedback model answers; optional red-team categories it is for
+                        question the feedback model answers; optional red-team categories it is for,
+                        and optional worked examples shown before the real conversation (few-shot, as
+                        in the paper: small models need to see what a critique and a revision look like)
     critique_and_revise  answer ─▶ critique (the principle's question about the answer) ─▶ revision,
-                        in one conversation, `revisions` times; the last revision is the answer kept
+                        in one conversation, `revisions` times; the last revision is the answer kept;
+                        a revision that copies a worked example's words is not kept
     label_pairs          two answers shown to a feedback model twice, in both orders; only a verdict
                         that survives the swap becomes a pair (position bias is the best-known judge failure)
 """
@@ -35,6 +38,19 @@ _REVISION_PREAMBLE = re.compile(r"^\s*(?:(?:here(?:'s| is) (?:the |my |a )?)?(?:
                                 r"(?:answer|response|version)\s*[:.]|revision\s*:|rewrite\s*:)\s*", re.IGNORECASE)
 
 
+class Example(StrictModel):
+    """A worked critique and revision, shown to the model before its own (few-shot)."""
+
+    request: str = Field(min_length=1)
+    """What the user asked."""
+    answer: str = Field(min_length=1)
+    """The answer that breaks the principle."""
+    critique: str = Field(min_length=1)
+    """What a good critique of that answer says."""
+    revision: str = Field(min_length=1)
+    """The rewritten answer."""
+
+
 class Principle(StrictModel):
     """One principle of a constitution."""
 
@@ -47,6 +63,39 @@ class Principle(StrictModel):
     """The question a feedback model answers about two answers ("Which answer is less harmful?")."""
     categories: list[str] = []
     """Red-team categories it is drawn for; empty: any prompt."""
+    examples: list[Example] = []
+    """Worked examples shown before the conversation in the critique and revision requests (few-shot)."""
+
+    def demonstration(self) -> list[dict[str, str]]:
+        """The examples as finished exchanges: request, answer, critique request, critique, revision request, revision."""
+        turns: list[dict[str, str]] = []
+        for ex in self.examples:
+            turns += [{"role": "user", "content": ex.request}, {"role": "assistant", "content": ex.answer},
+                      {"role": "user", "content": self.critique}, {"role": "assistant", "content": ex.critique},
+                      {"role": "user", "content": self.revision + REVISION_SUFFIX},
+                      {"role": "assistant", "content": ex.revision}]
+        return turns
+
+    def copies_example(self, text: str, span: int = 8) -> bool:
+        """Whether `text` repeats `span` consecutive words of an example's critique or revision (a small model
+        parrots the demonstration instead of revising its own answer)."""
+        words = _words(text)
+        if len(words) < span:
+            return False
+        mine = {tuple(words[i:i + span]) for i in range(len(words) - span + 1)}
+        for ex in self.examples:
+            for source in (ex.revision, ex.critique):
+                theirs = _words(source)
+                if any(tuple(theirs[i:i + span]) in mine for i in range(len(theirs) - span + 1)):
+                    return True
+        return False
+
+
+REVISION_SUFFIX = " Reply with the rewritten answer only."
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
 
 
 @dataclass
@@ -93,13 +142,19 @@ def load_constitution(path: str | Path | None = None) -> Constitution:
 
 
 def critique_conversation(conversation: list[dict[str, str]], answer: str, principle: Principle) -> list[dict[str, str]]:
-    return [*conversation, {"role": "assistant", "content": answer}, {"role": "user", "content": principle.critique}]
+    """The conversation, its answer and the critique request; the principle's worked examples go first (after
+    any system message, which stays the conversation's first turn)."""
+    head = 0
+    while head < len(conversation) and conversation[head]["role"] == "system":
+        head += 1
+    return [*conversation[:head], *principle.demonstration(), *conversation[head:],
+            {"role": "assistant", "content": answer}, {"role": "user", "content": principle.critique}]
 
 
 def revision_conversation(conversation: list[dict[str, str]], answer: str, critique: str,
                           principle: Principle) -> list[dict[str, str]]:
     return [*critique_conversation(conversation, answer, principle), {"role": "assistant", "content": critique},
-            {"role": "user", "content": principle.revision + " Reply with the rewritten answer only."}]
+            {"role": "user", "content": principle.revision + REVISION_SUFFIX}]
 
 
 def clean_revision(text: str) -> str:
@@ -128,7 +183,8 @@ def critique_and_revise(model: Any, conversations: list[list[dict[str, str]]], a
 
     With `samples` > 1 and `accept(i, revision)`, a round draws up to `samples` revisions of the same critique
     (each with its own seed), stops for a prompt at the first one `accept` takes, and keeps that one; when none is
-    taken it keeps the first non-empty one, as with one sample. Each step records how many were drawn."""
+    taken it keeps the first non-empty one, as with one sample. Each step records how many were drawn.
+    A revision that copies the principle's worked examples counts as empty (the step records how many did)."""
     from honing.redteam.targets import ask
 
     current = list(answers)
@@ -139,6 +195,7 @@ def critique_and_revise(model: Any, conversations: list[list[dict[str, str]]], a
         critiques = dict(zip(todo, ask(model, [critique_conversation(conversations[i], current[i], principles[i][r])
                                                for i in todo], seed=seed + 2 * r)))
         drawn: dict[int, list[str]] = {i: [] for i in todo}
+        copied: dict[int, int] = {i: 0 for i in todo}
         chosen: dict[int, str] = {}
         pending = list(todo)
         for s in range(samples if accept is not None else 1):
@@ -148,6 +205,9 @@ def critique_and_revise(model: Any, conversations: list[list[dict[str, str]]], a
                                     for i in pending], seed=seed + 2 * rounds * s + 2 * r + 1)
             for i, revision in zip(pending, revisions):
                 cleaned = clean_revision(revision)
+                if cleaned and principles[i][r].copies_example(cleaned):
+                    copied[i] += 1
+                    cleaned = ""
                 drawn[i].append(cleaned)
                 if cleaned and accept is not None and accept(i, cleaned):
                     chosen[i] = cleaned
@@ -156,6 +216,8 @@ def critique_and_revise(model: Any, conversations: list[list[dict[str, str]]], a
             cleaned = chosen.get(i) or next((d for d in drawn[i] if d), "")
             step = {"principle": principles[i][r].id, "critique": critiques[i], "revision": cleaned,
                     "kept": bool(cleaned)}
+            if principles[i][r].examples:
+                step["copied_example"] = copied[i]
             if accept is not None:
                 step |= {"samples": len(drawn[i]), "accepted": i in chosen}
             steps[i].append(step)

@@ -9,33 +9,11 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from honing.config import JudgeConfig, SamplingConfig, StrictModel
+from honing.config import ChatModelConfig, JudgeConfig, SamplingConfig, StrictModel
 
 
-class TeacherConfig(StrictModel):
-    """The model that writes the data: a local model (any honing model source), or an
-    OpenAI-compatible HTTP endpoint."""
-
-    path: str | None = None
-    """A local teacher (HF directory, .gguf or run directory); null with no endpoint: the embedded default."""
-    adapter: str | None = None
-    """A PEFT adapter merged into the local teacher."""
-    endpoint: str | None = None
-    """Base URL of an OpenAI-compatible API (e.g. http://localhost:8000/v1); prompts are sent there and nowhere else."""
-    endpoint_model: str | None = None
-    """The model name the endpoint expects."""
-    api_key_env: str = "OPENAI_API_KEY"
-    """Environment variable holding the endpoint's API key (read at run time, never written to records)."""
-    timeout_s: float = Field(120.0, gt=0)
-    """HTTP timeout per request."""
-
-    @model_validator(mode="after")
-    def _one_source(self) -> TeacherConfig:
-        if self.endpoint and (self.path or self.adapter):
-            raise ValueError("set either teacher.endpoint or teacher.path/teacher.adapter, not both")
-        if self.endpoint and not self.endpoint_model:
-            raise ValueError("teacher.endpoint needs teacher.endpoint_model (the model name the endpoint serves)")
-        return self
+TeacherConfig = ChatModelConfig
+"""The model that writes the data: any chat model honing talks to (a local model or an OpenAI-compatible endpoint)."""
 
 
 class SynthConfig(StrictModel):
