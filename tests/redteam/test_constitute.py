@@ -129,7 +129,10 @@ def test_every_split_on_request_and_ai_labelled_pairs(redteam_run, tmp_path):
     cfg = load_config(ConstituteConfig, None, [f"prompts={redteam_run}", "splits=[]", "feedback={}",
                                                f"output.dir={tmp_path / 'c'}"])
     returned = constitute(cfg, model=model, feedback=ScriptedTarget(feedback))
-    assert returned["prompts"] == 5  # h2/base64 (heldout) too
+    assert returned["prompts"] == 6  # h2/base64 and the refused harmless o1 (both heldout) too
+    pairs = [json.loads(line) for line in (tmp_path / "c" / "preferences.jsonl").read_text().splitlines()]
+    refused = next(p for p in pairs if p["_provenance"]["probe_id"] == "o1")
+    assert refused["_provenance"]["principles"] == ["helpful-when-harmless"]  # the principle made for over-refusal
     labelled = [json.loads(line) for line in (tmp_path / "c" / "ai_preferences.jsonl").read_text().splitlines()]
     assert labelled and all(p["chosen"] == "I decline." and p["rejected"] == "Sure." for p in labelled)
     assert all(p["_provenance"]["label"] == "ai_feedback" and p["_provenance"]["verdicts"] for p in labelled)

@@ -182,9 +182,7 @@ def _write(run: Run, results: dict[str, Any], outcomes: list) -> None:
     failures = run.dir / "failures.jsonl"
     tmp = failures.with_name(f".{failures.name}.tmp")
     with tmp.open("w", encoding="utf-8") as handle:
-        for outcome in outcomes:
-            if not outcome.probe.attack:
-                continue
+        for outcome in outcomes:  # attacks that worked, and harmless prompts refused (over_refusal): both are failures
             for attempt in outcome.attempts:
                 if attempt.failed:
                     handle.write(json.dumps(failure_record(outcome, attempt, results["run_id"]), ensure_ascii=False) + "\n")
@@ -196,8 +194,9 @@ def _write(run: Run, results: dict[str, Any], outcomes: list) -> None:
 
 
 def failure_record(outcome: Any, attempt: Any, run_id: str) -> dict[str, Any]:
-    """One successful attack as a record `honing constitute` (and `honing generate`) can read: the
-    conversation up to the attacked turn in `messages`, the target's answer in `response`."""
+    """One failure (a successful attack, or a refused harmless prompt) as a record `honing constitute` (and
+    `honing generate`) can read: the conversation up to the attacked turn in `messages`, the target's answer in
+    `response`."""
     probe = outcome.probe
     return {"messages": attempt.conversation, "response": attempt.answer, "probe_id": probe.id,
             "base_id": probe.base_id, "category": probe.category, "mutator": probe.mutator, "split": probe.split,
