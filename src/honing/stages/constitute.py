@@ -96,7 +96,7 @@ def constitute(cfg: ConstituteConfig, *, model: Any = None, feedback: Any = None
     run.add_input("constitution", constitution.source)
     model_cfg = model_config(cfg)
     if model is None:
-        model = build_chat_model(model_cfg, cfg.sampling, batch_size=cfg.batch_size, role="model")
+        model = build_chat_model(model_cfg, cfg.sampling, batch_size=cfg.batch_size, role="model", progress=True)
         _record(run, "model", model_cfg, model)
     else:
         _record(run, "model", None, model)
@@ -141,7 +141,7 @@ def constitute(cfg: ConstituteConfig, *, model: Any = None, feedback: Any = None
     labelled = []
     if feedback is None and cfg.feedback is not None:
         greedy = cfg.sampling.model_copy(update={"temperature": 0.0, "max_new_tokens": cfg.feedback_max_new_tokens})
-        feedback = build_chat_model(cfg.feedback, greedy, batch_size=cfg.batch_size, role="feedback")
+        feedback = build_chat_model(cfg.feedback, greedy, batch_size=cfg.batch_size, role="feedback", progress=True)
         _record(run, "feedback", cfg.feedback, feedback)
     elif feedback is not None:
         _record(run, "feedback", None, feedback)
