@@ -1060,6 +1060,12 @@ class ConstituteConfig(StrictModel):
     require_fixed: bool = False
     """From a redteam run: keep a revision only when the probe's own rule detectors no longer flag it (every
     record says whether it does either way: revision_passes_detectors in its provenance)."""
+    anchors: bool = False
+    """From a redteam run: over-refusal anchors, so that training on refusals does not teach refusing harmless
+    requests. For each harmless prompt of the run (over_refusal probes of `splits`) the model answers afresh (up to
+    `revision_samples` tries, the first that is not a refusal is kept), and that answer is preferred to the model's
+    own continuation of the refusal opening of the principle made for harmful requests. Pairs go to
+    preferences.jsonl, the helpful answers to sft.jsonl, each with provenance label over_refusal_anchor."""
     feedback: ChatModelConfig | None = None
     """A feedback model for AI-labelled pairs: two fresh answers per prompt, asked in both orders which better
     follows a drawn principle; only consistent verdicts are kept (ai_preferences.jsonl). null: no AI labels."""

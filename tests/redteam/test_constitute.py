@@ -38,12 +38,19 @@ PRINCIPLES = [PRINCIPLE, *load_constitution().principles]
 
 
 def reviser(conversation, seed):
-    """Critiques name the answer; revisions decline, with a preamble the loop removes; anything else is a fresh answer."""
+    """Critiques name the answer; revisions decline, with a preamble the loop removes (after a principle's opening,
+    only the rest); anything else is a fresh answer."""
+    opening = conversation[-1]["content"] if conversation[-1]["role"] == "assistant" else None
+    if opening is not None:  # a prefill: the revision request comes before the opening
+        conversation = conversation[:-1]
     last = conversation[-1]["content"]
     if any(last == p.critique for p in PRINCIPLES):
         return f"Critique of: {conversation[-2]['content']}"
     if any(last.startswith(p.revision) for p in PRINCIPLES):
         assert conversation[-2]["content"].startswith("Critique of:")  # the revision sees its critique
+        if opening is not None:
+            assert any(opening == p.revision_opening for p in PRINCIPLES)
+            return " But a locksmith can." if opening.startswith("I can't help with that") else " Fine."
         return "Here is the revised answer: I can't help with that, but a locksmith can."
     return "fresh answer"
 
@@ -78,13 +85,25 @@ def test_ai_labels_keep_only_verdicts_that_survive_swapping_the_order():
 
 
 @pytest.fixture()
+def plain_constitution(tmp_path):
+    """The bundled principles without openings or worked examples: the model's revision is all that is kept."""
+    import yaml
+
+    path = tmp_path / "plain.yaml"
+    principles = [p.model_dump(exclude={"examples", "revision_opening"}) for p in load_constitution().principles]
+    path.write_text(yaml.safe_dump({"principles": principles}))
+    return path
+
+
+@pytest.fixture()
 def redteam_run(tmp_path):
     redteam(redteam_config(tmp_path), target=ScriptedTarget(scripted))
     return tmp_path / "run"
 
 
-def test_failures_of_a_redteam_run_become_sft_data_and_dpo_pairs(redteam_run, tmp_path, tokenizer):
-    cfg = load_config(ConstituteConfig, None, [f"prompts={redteam_run}", f"output.dir={tmp_path / 'c'}"])
+def test_failures_of_a_redteam_run_become_sft_data_and_dpo_pairs(redteam_run, plain_constitution, tmp_path, tokenizer):
+    cfg = load_config(ConstituteConfig, None, [f"prompts={redteam_run}", f"output.dir={tmp_path / 'c'}",
+                                               f"constitution={plain_constitution}"])
     returned = constitute(cfg, model=ScriptedTarget(reviser))
     # failures (train split only; h2/base64 is heldout): h1, h1/base64, s1, m1; each conversation once
     pairs = [json.loads(line) for line in (tmp_path / "c" / "preferences.jsonl").read_text().splitlines()]
@@ -158,12 +177,13 @@ def test_bad_inputs(tmp_path):
         constitute(cfg, model=ScriptedTarget(reviser))
 
 
-def test_require_fixed_keeps_only_revisions_the_probes_detectors_accept(redteam_run, tmp_path):
+def test_require_fixed_keeps_only_revisions_the_probes_detectors_accept(redteam_run, plain_constitution, tmp_path):
     def complies_again(conversation, seed):
         answer = reviser(conversation, seed)
         return "Revised answer: Of course! Step one, do it." if answer.startswith("Here is the revised") else answer
 
-    cfg = load_config(ConstituteConfig, None, [f"prompts={redteam_run}", "require_fixed=true", f"output.dir={tmp_path / 'c'}"])
+    cfg = load_config(ConstituteConfig, None, [f"prompts={redteam_run}", "require_fixed=true", f"output.dir={tmp_path / 'c'}",
+                                               f"constitution={plain_constitution}"])
     returned = constitute(cfg, model=ScriptedTarget(complies_again))
     # The harmful and jailbreak revisions still comply; the secret-leak revision no longer holds the secret.
     assert returned["preferences"] == 1 and returned["skipped"]["still_failing"] == 3
@@ -195,7 +215,7 @@ def test_best_of_n_revisions_stop_at_the_first_one_accepted():
         "principle": "p", "critique": None, "revision": "Sure, step one.", "kept": True, "samples": 2, "accepted": False}
 
 
-def test_revision_samples_keep_the_first_revision_the_probes_detectors_accept(redteam_run, tmp_path):
+def test_revision_samples_keep_the_first_revision_the_probes_detectors_accept(redteam_run, plain_constitution, tmp_path):
     def complies_on_the_first_sample(conversation, seed):
         answer = reviser(conversation, seed)
         if answer.startswith("Here is the revised"):
@@ -203,6 +223,7 @@ def test_revision_samples_keep_the_first_revision_the_probes_detectors_accept(re
         return answer
 
     cfg = load_config(ConstituteConfig, None, [f"prompts={redteam_run}", "revision_samples=3", "require_fixed=true",
+                                               f"constitution={plain_constitution}",
                                                f"output.dir={tmp_path / 'c'}"])
     returned = constitute(cfg, model=ScriptedTarget(complies_on_the_first_sample))
     # One sample (seed 1) leaves the harmful and jailbreak revisions complying (test above); the second is accepted.
@@ -247,10 +268,62 @@ def test_worked_examples_come_first_and_a_revision_that_copies_one_is_not_kept()
 
 
 def test_copying_an_example_means_eight_words_in_a_row():
-    principle = load_constitution().principles[0]  # harmless, with worked examples
-    revision = principle.examples[0].revision
+    principle = load_constitution().principles[0]  # harmless, with worked examples and an opening
+    revision = principle.examples[0].revision[len(principle.revision_opening):]  # what the example's model wrote
     assert principle.copies_example(revision)
+    assert not principle.copies_example(principle.revision_opening + " Ask a locksmith to open your own door.")
     assert principle.copies_example("Well. " + " ".join(revision.split()[:8]).upper() + " and more.")  # case, punctuation
     assert not principle.copies_example(" ".join(revision.split()[:7]))
     assert not principle.copies_example("I can't help with getting into a house that isn't yours; call the owner.")
     assert not PRINCIPLE.copies_example(revision)  # no examples, nothing to copy
+
+
+def test_a_principles_opening_is_prefilled_and_the_model_writes_the_rest(redteam_run, tmp_path, tokenizer):
+    sent = []
+
+    def records(conversation, seed):
+        sent.append(conversation)
+        return reviser(conversation, seed)
+
+    cfg = load_config(ConstituteConfig, None, [f"prompts={redteam_run}", f"output.dir={tmp_path / 'c'}"])
+    constitute(cfg, model=ScriptedTarget(records))  # the bundled constitution: harmless opens "I can't help with that."
+    pairs = {p["_provenance"]["probe_id"]: p for p in map(json.loads, (tmp_path / "c" / "preferences.jsonl").open())}
+    assert pairs["h1"]["chosen"] == "I can't help with that. But a locksmith can."
+    assert pairs["s1"]["chosen"] == "I can't share that. Fine."  # keep-confidences opens differently
+    revision_requests = [c for c in sent if c[-1]["role"] == "assistant"]
+    assert revision_requests and all(c[-1]["content"] in ("I can't help with that.", "I can't share that.",
+                                                          "I can't help with that, even in a story or a game.")
+                                     for c in revision_requests)
+    # A local model continues the opening: it is rendered after the assistant header, not as a finished turn.
+    from honing.data.templating import render_prompt
+
+    text = render_prompt(tokenizer, revision_requests[0])
+    assert text.endswith("<|im_start|>assistant\n" + revision_requests[0][-1]["content"])
+    assert render_prompt(tokenizer, revision_requests[0][:-1]).endswith("<|im_start|>assistant\n")
+
+
+def test_anchors_prefer_a_helpful_answer_to_a_refusal_on_harmless_prompts(redteam_run, tmp_path):
+    def answers(conversation, seed):
+        if conversation[-1]["content"] == "How do I kill a Python process?":
+            return "I'm sorry, I can't." if seed % 2 == 0 else "Run kill -9 with its PID."  # refuses on the first try
+        return reviser(conversation, seed)
+
+    cfg = load_config(ConstituteConfig, None, [f"prompts={redteam_run}", "splits=[]", "anchors=true",
+                                               "revision_samples=2", f"output.dir={tmp_path / 'c'}"])
+    returned = constitute(cfg, model=ScriptedTarget(answers))
+    pairs = [json.loads(line) for line in (tmp_path / "c" / "preferences.jsonl").read_text().splitlines()]
+    (anchor,) = [p for p in pairs if p["_provenance"].get("label") == "over_refusal_anchor"]
+    assert anchor["prompt"] == [{"role": "user", "content": "How do I kill a Python process?"}]
+    assert anchor["chosen"] == "Run kill -9 with its PID."  # the second try: the first was a refusal
+    assert anchor["rejected"].startswith("I can't help with that.")  # the harmful-request principle's opening
+    assert anchor["_provenance"]["probe_id"] == "o1" and anchor["_provenance"]["refusal_opening_of"] == "harmless"
+    assert returned["anchors"] == 1
+    sft = [json.loads(line) for line in (tmp_path / "c" / "sft.jsonl").read_text().splitlines()]
+    assert sft[-1]["messages"][-1] == {"role": "assistant", "content": "Run kill -9 with its PID."}
+    # Only a redteam run knows which prompts are harmless: a prompt file is refused before anything is written.
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "Hi", "response": "Hello."}\n')
+    cfg = load_config(ConstituteConfig, None, [f"prompts={prompts}", "anchors=true", f"output.dir={tmp_path / 'd'}"])
+    with pytest.raises(DataError, match="anchors: true needs a `honing redteam` run directory"):
+        constitute(cfg, model=ScriptedTarget(answers))
+    assert not (tmp_path / "d").exists()

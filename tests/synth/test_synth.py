@@ -433,6 +433,11 @@ def test_endpoint_teacher(tmp_path, monkeypatch):
 
         assert isinstance(build_teacher(cfg), EndpointTeacher)
         run(cfg)
+        # A conversation ending with an assistant turn is a prefill: the server is asked to continue it (vLLM).
+        build_teacher(cfg).complete([[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "I can't"}]])
+        assert handler.seen[-1]["body"]["continue_final_message"] is True
+        assert handler.seen[-1]["body"]["add_generation_prompt"] is False
+        assert "continue_final_message" not in handler.seen[0]["body"]
     finally:
         server.shutdown()
         server.server_close()

@@ -72,7 +72,10 @@ def _render_record(tokenizer: Any, messages: list[dict[str, str]]) -> str:
 
 
 def render_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> str:
-    """The prompt for generation: the conversation followed by the assistant header."""
+    """The prompt for generation: the conversation followed by the assistant header. A conversation that ends
+    with an assistant turn is a prefill: that turn is the start of the answer, and generation continues it."""
+    if messages and messages[-1].get("role") == "assistant":
+        return render(tokenizer, messages[:-1], add_generation_prompt=True) + messages[-1]["content"]
     return render(tokenizer, messages, add_generation_prompt=True)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from honing.config import StrictModel
 from honing.errors import DataError
@@ -65,6 +65,17 @@ class Principle(StrictModel):
     """Red-team categories it is drawn for; empty: any prompt."""
     examples: list[Example] = []
     """Worked examples shown before the conversation in the critique and revision requests (few-shot)."""
+    revision_opening: str | None = None
+    """The words the revision starts with ("I can't help with that."); the model writes the rest. A small model
+    that cannot find a refusal on its own can continue one (and the probe's detectors still judge the whole)."""
+
+    @model_validator(mode="after")
+    def _examples_open_as_revisions_do(self) -> Principle:
+        for k, ex in enumerate(self.examples):
+            if self.revision_opening and not ex.revision.startswith(self.revision_opening):
+                raise ValueError(f"examples[{k}].revision must start with revision_opening {self.revision_opening!r} "
+                                 "(the example shows the model what its revisions look like)")
+        return self
 
     def demonstration(self) -> list[dict[str, str]]:
         """The examples as finished exchanges: request, answer, critique request, critique, revision request, revision."""
@@ -84,7 +95,8 @@ class Principle(StrictModel):
             return False
         mine = {tuple(words[i:i + span]) for i in range(len(words) - span + 1)}
         for ex in self.examples:
-            for source in (ex.revision, ex.critique):
+            written = ex.revision[len(self.revision_opening or ""):]  # the opening is everyone's: not copying
+            for source in (written, ex.critique):
                 theirs = _words(source)
                 if any(tuple(theirs[i:i + span]) in mine for i in range(len(theirs) - span + 1)):
                     return True
@@ -153,8 +165,16 @@ def critique_conversation(conversation: list[dict[str, str]], answer: str, princ
 
 def revision_conversation(conversation: list[dict[str, str]], answer: str, critique: str,
                           principle: Principle) -> list[dict[str, str]]:
-    return [*critique_conversation(conversation, answer, principle), {"role": "assistant", "content": critique},
-            {"role": "user", "content": principle.revision + REVISION_SUFFIX}]
+    turns = [*critique_conversation(conversation, answer, principle), {"role": "assistant", "content": critique},
+             {"role": "user", "content": principle.revision + REVISION_SUFFIX}]
+    if principle.revision_opening:  # a prefill: the reply continues the opening
+        turns.append({"role": "assistant", "content": principle.revision_opening})
+    return turns
+
+
+def with_opening(principle: Principle, reply: str) -> str:
+    """The whole revision: the principle's opening (when it has one) and the model's continuation of it."""
+    return f"{principle.revision_opening} {reply}".strip() if principle.revision_opening else reply
 
 
 def clean_revision(text: str) -> str:
@@ -204,8 +224,9 @@ def critique_and_revise(model: Any, conversations: list[list[dict[str, str]]], a
             revisions = ask(model, [revision_conversation(conversations[i], current[i], critiques[i], principles[i][r])
                                     for i in pending], seed=seed + 2 * rounds * s + 2 * r + 1)
             for i, revision in zip(pending, revisions):
-                cleaned = clean_revision(revision)
-                if cleaned and principles[i][r].copies_example(cleaned):
+                written = clean_revision(revision)  # the model's words, after the principle's opening if any
+                cleaned = with_opening(principles[i][r], written)
+                if written and principles[i][r].copies_example(written):
                     copied[i] += 1
                     cleaned = ""
                 drawn[i].append(cleaned)

@@ -3,6 +3,7 @@
     prompts: a redteam run directory (its failures.jsonl, train split by default) or a prompt file
     ─▶ answers to revise (the failure's own answer, else the model's) ─▶ a principle drawn per round
     ─▶ critique ─▶ revision (× revisions) ─▶ sft.jsonl (chat) + preferences.jsonl (revised ≻ original)
+    ─▶ with anchors: the run's harmless prompts answered helpfully ≻ a refusal (so refusing is not learnt everywhere)
     ─▶ with a feedback model: two fresh answers per prompt, labelled in both orders ─▶ ai_preferences.jsonl
     ─▶ run.json (inputs with hashes, counts); every record carries its provenance
 
@@ -91,6 +92,8 @@ def constitute(cfg: ConstituteConfig, *, model: Any = None, feedback: Any = None
 
     constitution = load_constitution(cfg.constitution)
     items, origin = load_items(cfg)
+    if cfg.anchors and not (Path(cfg.prompts) / "results.json").is_file():
+        raise DataError(f"anchors: true needs a `honing redteam` run directory with results.json, not {cfg.prompts}")
     run = Run.create("constitute", cfg, cfg.output.dir)
     run.add_input("prompts", origin.get("failures") or origin["path"], **{k: v for k, v in origin.items() if k != "path"})
     run.add_input("constitution", constitution.source)
@@ -136,6 +139,13 @@ def constitute(cfg: ConstituteConfig, *, model: Any = None, feedback: Any = None
         if revision.original.strip():
             pairs.append({"prompt": item["conversation"], "chosen": revision.revised, "rejected": revision.original,
                           "_provenance": provenance})
+    anchors = []
+    if cfg.anchors:
+        anchors = _anchor_pairs(cfg, model, constitution, run_id, ask)
+        for pair in anchors:
+            sft.append({"messages": [*pair["prompt"], {"role": "assistant", "content": pair["chosen"]}],
+                        "_provenance": pair["_provenance"]})
+        pairs += anchors
     outputs = {"sft": _write_jsonl(run.dir / "sft.jsonl", sft),
                "preferences": _write_jsonl(run.dir / "preferences.jsonl", pairs)}
     labelled = []
@@ -152,13 +162,54 @@ def constitute(cfg: ConstituteConfig, *, model: Any = None, feedback: Any = None
         run.add_output(role, path)
     counts = {"prompts": len(items), "sft": len(sft), "preferences": len(pairs), "ai_preferences": len(labelled),
               "revisions_sampled": sum(st.get("samples", 1) for r in revisions for st in r.steps),
-              "revisions_passing_detectors": sum(p["_provenance"]["revision_passes_detectors"] is True for p in sft),
+              "revisions_passing_detectors": sum(p["_provenance"].get("revision_passes_detectors") is True for p in sft),
+              "anchors": len(anchors),
               "skipped": skipped}
     run.finish(status="completed", metrics=counts)
     console.print(f"{len(sft)} revised answers → {outputs['sft']}; {len(pairs)} pairs → {outputs['preferences']}"
                   + (f"; {len(labelled)} AI-labelled pairs → {outputs['ai_preferences']}" if feedback is not None else "")
                   + (f"; skipped {skipped}" if any(skipped.values()) else ""))
     return {"run_dir": str(run.dir), "outputs": {k: str(v) for k, v in outputs.items()}, **counts}
+
+
+def _anchor_pairs(cfg: ConstituteConfig, model: Any, constitution: Any, run_id: str, ask: Any) -> list[dict[str, Any]]:
+    """Over-refusal anchors: a helpful answer to each harmless prompt of the redteam run, preferred to a refusal."""
+    from honing.generate import as_messages
+    from honing.redteam.constitution import with_opening
+    from honing.redteam.detectors import find_refusal
+    from honing.redteam.probes import OVER_REFUSAL
+
+    source = Path(cfg.prompts)
+    refusing = next((p for p in constitution.principles if "harmful_request" in p.categories and p.revision_opening), None)
+    if refusing is None:
+        raise DataError(f"anchors need a principle for harmful_request with a revision_opening in {constitution.source}")
+    results = json.loads((source / "results.json").read_text(encoding="utf-8"))
+    saved = source / "config.yaml"
+    system_prompt = (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("system_prompt") if saved.is_file() else None
+    harmless = [o for o in results.get("outcomes", []) if o.get("category") == OVER_REFUSAL and not o.get("followups")
+                and not o.get("round") and (not cfg.splits or o.get("split") in cfg.splits)]
+    conversations = [as_messages(o["messages"], system_prompt) for o in harmless]
+    helpful: dict[int, str] = {}
+    for s in range(cfg.revision_samples):
+        pending = [i for i in range(len(harmless)) if i not in helpful]
+        for i, answer in zip(pending, ask(model, [conversations[i] for i in pending], seed=cfg.sampling.seed + 500 + s)):
+            if answer.strip() and not find_refusal(answer)[0]:
+                helpful[i] = answer.strip()
+    kept = sorted(helpful)
+    refusals = ask(model, [[*conversations[i], {"role": "assistant", "content": refusing.revision_opening}] for i in kept],
+                   seed=cfg.sampling.seed + 600)
+    out = []
+    for i, refusal in zip(kept, refusals):
+        outcome = harmless[i]
+        provenance = {"source": f"{source / 'results.json'} (probe {outcome['id']})", "probe_id": outcome["id"],
+                      "base_id": outcome.get("base_id"), "category": OVER_REFUSAL, "split": outcome.get("split"),
+                      "redteam_run": results.get("run_id"), "constitute_run": run_id, "model": model.identity,
+                      "label": "over_refusal_anchor", "refusal_opening_of": refusing.id}
+        out.append({"prompt": conversations[i], "chosen": helpful[i], "rejected": with_opening(refusing, refusal.strip()),
+                    "_provenance": provenance})
+    console.print(f"over-refusal anchors: {len(out)} of {len(harmless)} harmless prompts answered without a refusal "
+                  f"in {cfg.revision_samples} tries")
+    return out
 
 
 def _ai_pairs(cfg, items, model, feedback, rng, constitution, run_id, ask, label_pairs) -> list[dict[str, Any]]:

@@ -36,6 +36,10 @@ def complete(teacher: Any, conversations: Sequence[Messages], seed: int) -> list
     return [reply if isinstance(reply, str) else "" for reply in replies]
 
 
+PREFILL = {"continue_final_message": True, "add_generation_prompt": False}
+"""Request fields that make an OpenAI-compatible server (vLLM) continue the final assistant turn."""
+
+
 class LocalTeacher:
     """A local model (any honing model source, optionally with an adapter), on the GPU when there is one."""
 
@@ -76,8 +80,10 @@ class EndpointTeacher:
     def complete(self, conversations: Sequence[Messages], *, seed: int | None = None) -> list[str]:
         params = {"temperature": self.sampling.temperature, "top_p": self.sampling.top_p,
                   "max_tokens": self.sampling.max_new_tokens}
-        # The seed is honoured by vLLM and OpenAI (best effort) and ignored elsewhere.
-        return [self.endpoint.complete(messages, **params, **({} if seed is None else {"seed": seed + i}))
+        # The seed is honoured by vLLM and OpenAI (best effort) and ignored elsewhere. A conversation ending with
+        # an assistant turn is a prefill, continued with vLLM's continue_final_message (others may answer afresh).
+        return [self.endpoint.complete(messages, **params, **({} if seed is None else {"seed": seed + i}),
+                                       **(PREFILL if messages and messages[-1]["role"] == "assistant" else {}))
                 for i, messages in enumerate(conversations)]
 
 
