@@ -556,7 +556,8 @@ def _describe(parts: RLParts, cfg: RLConfig, run: Run) -> None:
         f"{rl.algo}: {rl.steps} steps × {rows} completions ({cfg.rollout.prompts_per_step} prompts × "
         f"{cfg.rollout.group_size}), {rl.epochs} epoch(s) × {rl.minibatches} minibatch(es) per step; "
         f"{trainable:,} of {total:,} parameters trained; KL {rl.estimator} in the {rl.placement} "
-        f"(β={rl.kl_beta}, reference: {reference}); length normalisation {rl.normalisation}; run: {run.dir}"
+        f"(β={rl.kl_beta}, reference: {reference}); length normalisation {rl.normalisation}; dropout off "
+        f"(rollout log-probs must match training's); run: {run.dir}"
     )
 
 
