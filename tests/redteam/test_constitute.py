@@ -267,6 +267,21 @@ def test_worked_examples_come_first_and_a_revision_that_copies_one_is_not_kept()
     assert revision.revised == "I won't help with that." and revision.steps[0]["copied_example"] == 1
 
 
+def test_a_prompt_whose_every_revision_parrots_an_example_is_counted_as_such(redteam_run, tmp_path):
+    example = load_constitution().principles[0].examples[0].revision  # harmless: the harmful and jailbreak prompts
+
+    def parrot(conversation, seed):
+        if conversation[-1]["role"] == "assistant":  # a revision after the opening: the example's own words
+            return example[len("I can't help with that."):]
+        return reviser(conversation, seed)
+
+    cfg = load_config(ConstituteConfig, None, [f"prompts={redteam_run}", f"output.dir={tmp_path / 'c'}", "seed=1"])
+    returned = constitute(cfg, model=ScriptedTarget(parrot))
+    harmless = sum(p == ["harmless"] for p in (json.loads(line)["_provenance"]["principles"]
+                                               for line in (tmp_path / "c" / "sft.jsonl").read_text().splitlines()))
+    assert harmless == 0 and returned["skipped"]["copied_example"] >= 2  # h1 and h1/base64 at least
+
+
 def test_copying_an_example_means_eight_words_in_a_row():
     principle = load_constitution().principles[0]  # harmless, with worked examples and an opening
     revision = principle.examples[0].revision[len(principle.revision_opening):]  # what the example's model wrote

@@ -120,7 +120,8 @@ def constitute(cfg: ConstituteConfig, *, model: Any = None, feedback: Any = None
                                     principles, seed=cfg.sampling.seed, samples=cfg.revision_samples,
                                     accept=passes if cfg.revision_samples > 1 else None)
     run_id = run.record["run_id"]
-    sft, pairs, skipped = [], [], {"revision_empty_or_unchanged": 0, "original_empty": 0, "still_failing": 0}
+    sft, pairs, skipped = [], [], {"revision_empty_or_unchanged": 0, "copied_example": 0, "original_empty": 0,
+                                   "still_failing": 0}
     for item, revision, drawn in zip(items, revisions, principles):
         fixed = still_fails(item, revision.revised)
         provenance = _provenance(item, run_id, model.identity) | {
@@ -129,7 +130,8 @@ def constitute(cfg: ConstituteConfig, *, model: Any = None, feedback: Any = None
         if not revision.original.strip():
             skipped["original_empty"] += 1
         if not revision.revised.strip() or revision.revised.strip() == revision.original.strip():
-            skipped["revision_empty_or_unchanged"] += 1
+            parroted = not any(st["kept"] for st in revision.steps) and any(st.get("copied_example") for st in revision.steps)
+            skipped["copied_example" if parroted else "revision_empty_or_unchanged"] += 1
             continue
         if cfg.require_fixed and fixed:
             skipped["still_failing"] += 1
