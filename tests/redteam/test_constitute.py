@@ -332,7 +332,7 @@ def test_anchors_prefer_a_helpful_answer_to_a_refusal_on_harmless_prompts(redtea
     assert anchor["chosen"] == "Run kill -9 with its PID."  # the second try: the first was a refusal
     assert anchor["rejected"].startswith("I can't help with that.")  # the harmful-request principle's opening
     assert anchor["_provenance"]["probe_id"] == "o1" and anchor["_provenance"]["refusal_opening_of"] == "harmless"
-    assert returned["anchors"] == 1
+    assert returned["anchors"] == 1 and returned["anchor_prompts_without_helpful_answer"] == 0
     sft = [json.loads(line) for line in (tmp_path / "c" / "sft.jsonl").read_text().splitlines()]
     assert sft[-1]["messages"][-1] == {"role": "assistant", "content": "Run kill -9 with its PID."}
     # Only a redteam run knows which prompts are harmless: a prompt file is refused before anything is written.

@@ -19,7 +19,7 @@ from typing import Any
 
 from honing.evals.report import Block, blocks_html, blocks_markdown, interval_chart, write_text_atomic
 from honing.evals.stats import bootstrap_mean
-from honing.redteam.probes import CATEGORIES, OVER_REFUSAL
+from honing.redteam.probes import CATEGORIES
 from honing.redteam.runner import Outcome
 
 EXAMPLE_CHARS = 500

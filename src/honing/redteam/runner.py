@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from honing.redteam.detectors import Verdict, combine, detect
-from honing.redteam.probes import JudgeSpec, Probe
+from honing.redteam.probes import Probe
 from honing.redteam.targets import ask
 
 CONFIRM_RUBRIC = (

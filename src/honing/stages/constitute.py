@@ -104,7 +104,8 @@ def constitute(cfg: ConstituteConfig, *, model: Any = None, feedback: Any = None
     else:
         _record(run, "model", None, model)
     console.print(f"{len(items)} prompts from {origin['path']}; {len(constitution.principles)} principles; "
-                  f"{cfg.revisions} revision round(s), up to {cfg.revision_samples} sample(s) each; "
+                  f"{cfg.revisions} revision round(s), up to {cfg.revision_samples} sample(s) each, cut at "
+                  f"{cfg.sampling.max_new_tokens} new tokens; "
                   f"run directory {run.dir}")
 
     missing = [i for i, item in enumerate(items) if item["answer"] is None]
@@ -141,9 +142,9 @@ def constitute(cfg: ConstituteConfig, *, model: Any = None, feedback: Any = None
         if revision.original.strip():
             pairs.append({"prompt": item["conversation"], "chosen": revision.revised, "rejected": revision.original,
                           "_provenance": provenance})
-    anchors = []
+    anchors, harmless_prompts = [], 0
     if cfg.anchors:
-        anchors = _anchor_pairs(cfg, model, constitution, run_id, ask)
+        anchors, harmless_prompts = _anchor_pairs(cfg, model, constitution, run_id, ask)
         for pair in anchors:
             sft.append({"messages": [*pair["prompt"], {"role": "assistant", "content": pair["chosen"]}],
                         "_provenance": pair["_provenance"]})
@@ -165,7 +166,7 @@ def constitute(cfg: ConstituteConfig, *, model: Any = None, feedback: Any = None
     counts = {"prompts": len(items), "sft": len(sft), "preferences": len(pairs), "ai_preferences": len(labelled),
               "revisions_sampled": sum(st.get("samples", 1) for r in revisions for st in r.steps),
               "revisions_passing_detectors": sum(p["_provenance"].get("revision_passes_detectors") is True for p in sft),
-              "anchors": len(anchors),
+              "anchors": len(anchors), "anchor_prompts_without_helpful_answer": harmless_prompts - len(anchors),
               "skipped": skipped}
     run.finish(status="completed", metrics=counts)
     console.print(f"{len(sft)} revised answers → {outputs['sft']}; {len(pairs)} pairs → {outputs['preferences']}"
@@ -174,8 +175,10 @@ def constitute(cfg: ConstituteConfig, *, model: Any = None, feedback: Any = None
     return {"run_dir": str(run.dir), "outputs": {k: str(v) for k, v in outputs.items()}, **counts}
 
 
-def _anchor_pairs(cfg: ConstituteConfig, model: Any, constitution: Any, run_id: str, ask: Any) -> list[dict[str, Any]]:
-    """Over-refusal anchors: a helpful answer to each harmless prompt of the redteam run, preferred to a refusal."""
+def _anchor_pairs(cfg: ConstituteConfig, model: Any, constitution: Any, run_id: str,
+                  ask: Any) -> tuple[list[dict[str, Any]], int]:
+    """Over-refusal anchors: a helpful answer to each harmless prompt of the redteam run, preferred to a refusal;
+    and how many harmless prompts there were (those never answered helpfully get no anchor)."""
     from honing.generate import as_messages
     from honing.redteam.constitution import with_opening
     from honing.redteam.detectors import find_refusal
@@ -211,7 +214,7 @@ def _anchor_pairs(cfg: ConstituteConfig, model: Any, constitution: Any, run_id: 
                     "_provenance": provenance})
     console.print(f"over-refusal anchors: {len(out)} of {len(harmless)} harmless prompts answered without a refusal "
                   f"in {cfg.revision_samples} tries")
-    return out
+    return out, len(harmless)
 
 
 def _ai_pairs(cfg, items, model, feedback, rng, constitution, run_id, ask, label_pairs) -> list[dict[str, Any]]:
