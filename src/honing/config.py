@@ -1066,6 +1066,13 @@ class ConstituteConfig(StrictModel):
     `revision_samples` tries, the first that is not a refusal is kept), and that answer is preferred to the model's
     own continuation of the refusal opening of the principle made for harmful requests. Pairs go to
     preferences.jsonl, the helpful answers to sft.jsonl, each with provenance label over_refusal_anchor."""
+    anchor_prompts: str | None = None
+    """Ordinary requests anchored the same way (provenance label helpful_anchor), so that the round also trains on
+    the model's own answers to everyday work and keeps them: a prompt file, or builtin:everyday (96 bundled
+    requests: explaining, cooking and home, writing, advice, code, facts, formatting, arithmetic; none is a
+    `builtin:general` prompt or a probe). null: none."""
+    max_anchor_prompts: int | None = Field(None, ge=1)
+    """Use at most this many of `anchor_prompts` (the first ones)."""
     feedback: ChatModelConfig | None = None
     """A feedback model for AI-labelled pairs: two fresh answers per prompt, asked in both orders which better
     follows a drawn principle; only consistent verdicts are kept (ai_preferences.jsonl). null: no AI labels."""

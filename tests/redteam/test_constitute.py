@@ -342,3 +342,54 @@ def test_anchors_prefer_a_helpful_answer_to_a_refusal_on_harmless_prompts(redtea
     with pytest.raises(DataError, match="anchors: true needs a `honing redteam` run directory"):
         constitute(cfg, model=ScriptedTarget(answers))
     assert not (tmp_path / "d").exists()
+
+
+def test_ordinary_requests_are_anchored_too_and_recorded(redteam_run, tmp_path):
+    everyday = tmp_path / "everyday.jsonl"
+    everyday.write_text('{"id": "e1", "kind": "home", "prompt": "How do I boil an egg?"}\n'
+                        '{"id": "e2", "kind": "code", "prompt": "Reverse a string in Python."}\n'
+                        '{"id": "e3", "kind": "fact", "prompt": "Name a planet."}\n')
+
+    def answers(conversation, seed):
+        last = conversation[-1]["content"]
+        if last == "How do I boil an egg?":
+            return "Simmer it for seven minutes."
+        if last == "Reverse a string in Python.":
+            return "I'm sorry, but I can't help with that."  # refuses every time: no anchor for it
+        return reviser(conversation, seed)
+
+    cfg = load_config(ConstituteConfig, None, [f"prompts={redteam_run}", f"anchor_prompts={everyday}",
+                                               "max_anchor_prompts=2", "revision_samples=2", f"output.dir={tmp_path / 'c'}"])
+    returned = constitute(cfg, model=ScriptedTarget(answers))
+    pairs = [json.loads(line) for line in (tmp_path / "c" / "preferences.jsonl").read_text().splitlines()]
+    (anchor,) = [p for p in pairs if p["_provenance"].get("label") == "helpful_anchor"]
+    assert anchor["prompt"] == [{"role": "user", "content": "How do I boil an egg?"}]
+    assert anchor["chosen"] == "Simmer it for seven minutes." and anchor["rejected"].startswith("I can't help with that.")
+    assert anchor["_provenance"]["probe_id"] == "e1" and anchor["_provenance"]["source"] == f"{everyday} #1"
+    assert not any(p["_provenance"].get("label") == "over_refusal_anchor" for p in pairs)  # anchors: false
+    # e3 is past max_anchor_prompts; e2 was refused on both tries and is counted, not kept.
+    assert returned["helpful_anchors"] == 1 and returned["anchor_prompts_without_helpful_answer"] == 1
+    run = json.loads((tmp_path / "c" / "run.json").read_text())
+    (recorded,) = [i for i in run["inputs"] if i["role"] == "anchor_prompts"]
+    assert recorded["path"] == str(everyday) and recorded["sha256"]
+
+
+def test_the_bundled_everyday_requests_are_not_evaluation_prompts_or_probes(tmp_path):
+    from honing.evals.tasks import builtin_path
+    from honing.redteam.probes import builtin_files, load_probes
+    from honing.stages.constitute import anchor_prompts_path
+
+    everyday = [json.loads(line) for line in anchor_prompts_path("builtin:everyday").read_text().splitlines()]
+    assert len(everyday) == 96 and len({e["prompt"] for e in everyday}) == 96
+    general = {json.loads(line)["prompt"] for line in builtin_path("builtin:general").read_text().splitlines()}
+    probed = {m["content"] for p in load_probes(builtin_files()) for m in p.messages if isinstance(m.get("content"), str)}
+    assert not {e["prompt"] for e in everyday} & (general | probed)
+    with pytest.raises(DataError, match="unknown bundled prompts 'builtin:nope'; bundled: builtin:everyday"):
+        anchor_prompts_path("builtin:nope")
+    # A missing file is an error before any run directory is written.
+    cfg = load_config(ConstituteConfig, None, [f"prompts={tmp_path / 'p.txt'}", f"anchor_prompts={tmp_path / 'none.jsonl'}",
+                                               f"output.dir={tmp_path / 'c'}"])
+    (tmp_path / "p.txt").write_text("Hi\n")
+    with pytest.raises(DataError, match="none.jsonl does not exist"):
+        constitute(cfg, model=ScriptedTarget(reviser))
+    assert not (tmp_path / "c").exists()

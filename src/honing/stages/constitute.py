@@ -3,7 +3,8 @@
     prompts: a redteam run directory (its failures.jsonl, train split by default) or a prompt file
     ─▶ answers to revise (the failure's own answer, else the model's) ─▶ a principle drawn per round
     ─▶ critique ─▶ revision (× revisions) ─▶ sft.jsonl (chat) + preferences.jsonl (revised ≻ original)
-    ─▶ with anchors: the run's harmless prompts answered helpfully ≻ a refusal (so refusing is not learnt everywhere)
+    ─▶ with anchors: the run's harmless prompts answered helpfully ≻ a refusal (so refusing is not learnt everywhere),
+       and the same for ordinary requests (anchor_prompts: a file or builtin:everyday)
     ─▶ with a feedback model: two fresh answers per prompt, labelled in both orders ─▶ ai_preferences.jsonl
     ─▶ run.json (inputs with hashes, counts); every record carries its provenance
 
@@ -94,9 +95,12 @@ def constitute(cfg: ConstituteConfig, *, model: Any = None, feedback: Any = None
     items, origin = load_items(cfg)
     if cfg.anchors and not (Path(cfg.prompts) / "results.json").is_file():
         raise DataError(f"anchors: true needs a `honing redteam` run directory with results.json, not {cfg.prompts}")
+    harmless = (_harmless_probes(cfg) if cfg.anchors else []) + _ordinary_requests(cfg)
     run = Run.create("constitute", cfg, cfg.output.dir)
     run.add_input("prompts", origin.get("failures") or origin["path"], **{k: v for k, v in origin.items() if k != "path"})
     run.add_input("constitution", constitution.source)
+    if cfg.anchor_prompts:
+        run.add_input("anchor_prompts", anchor_prompts_path(cfg.anchor_prompts))
     model_cfg = model_config(cfg)
     if model is None:
         model = build_chat_model(model_cfg, cfg.sampling, batch_size=cfg.batch_size, role="model", progress=True)
@@ -143,8 +147,8 @@ def constitute(cfg: ConstituteConfig, *, model: Any = None, feedback: Any = None
             pairs.append({"prompt": item["conversation"], "chosen": revision.revised, "rejected": revision.original,
                           "_provenance": provenance})
     anchors, harmless_prompts = [], 0
-    if cfg.anchors:
-        anchors, harmless_prompts = _anchor_pairs(cfg, model, constitution, run_id, ask)
+    if harmless:
+        anchors, harmless_prompts = _anchor_pairs(cfg, model, constitution, run_id, ask, harmless)
         for pair in anchors:
             sft.append({"messages": [*pair["prompt"], {"role": "assistant", "content": pair["chosen"]}],
                         "_provenance": pair["_provenance"]})
@@ -166,7 +170,9 @@ def constitute(cfg: ConstituteConfig, *, model: Any = None, feedback: Any = None
     counts = {"prompts": len(items), "sft": len(sft), "preferences": len(pairs), "ai_preferences": len(labelled),
               "revisions_sampled": sum(st.get("samples", 1) for r in revisions for st in r.steps),
               "revisions_passing_detectors": sum(p["_provenance"].get("revision_passes_detectors") is True for p in sft),
-              "anchors": len(anchors), "anchor_prompts_without_helpful_answer": harmless_prompts - len(anchors),
+              "anchors": len(anchors),
+              "helpful_anchors": sum(p["_provenance"]["label"] == "helpful_anchor" for p in anchors),
+              "anchor_prompts_without_helpful_answer": harmless_prompts - len(anchors),
               "skipped": skipped}
     run.finish(status="completed", metrics=counts)
     console.print(f"{len(sft)} revised answers → {outputs['sft']}; {len(pairs)} pairs → {outputs['preferences']}"
@@ -175,46 +181,86 @@ def constitute(cfg: ConstituteConfig, *, model: Any = None, feedback: Any = None
     return {"run_dir": str(run.dir), "outputs": {k: str(v) for k, v in outputs.items()}, **counts}
 
 
-def _anchor_pairs(cfg: ConstituteConfig, model: Any, constitution: Any, run_id: str,
-                  ask: Any) -> tuple[list[dict[str, Any]], int]:
-    """Over-refusal anchors: a helpful answer to each harmless prompt of the redteam run, preferred to a refusal;
-    and how many harmless prompts there were (those never answered helpfully get no anchor)."""
-    from honing.generate import as_messages
+def _anchor_pairs(cfg: ConstituteConfig, model: Any, constitution: Any, run_id: str, ask: Any,
+                  harmless: list[tuple[list[dict[str, Any]], dict[str, Any]]]) -> tuple[list[dict[str, Any]], int]:
+    """Anchors: a helpful answer to each harmless prompt, preferred to the model's own continuation of the refusal
+    opening; and how many harmless prompts there were (those never answered helpfully get no anchor). The harmless
+    prompts are the redteam run's over-refusal probes (`anchors`) and the ordinary requests of `anchor_prompts`."""
     from honing.redteam.constitution import with_opening
     from honing.redteam.detectors import find_refusal
-    from honing.redteam.probes import OVER_REFUSAL
 
-    source = Path(cfg.prompts)
     refusing = next((p for p in constitution.principles if "harmful_request" in p.categories and p.revision_opening), None)
     if refusing is None:
         raise DataError(f"anchors need a principle for harmful_request with a revision_opening in {constitution.source}")
-    results = json.loads((source / "results.json").read_text(encoding="utf-8"))
-    saved = source / "config.yaml"
-    system_prompt = (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("system_prompt") if saved.is_file() else None
-    harmless = [o for o in results.get("outcomes", []) if o.get("category") == OVER_REFUSAL and not o.get("followups")
-                and not o.get("round") and (not cfg.splits or o.get("split") in cfg.splits)]
-    conversations = [as_messages(o["messages"], system_prompt) for o in harmless]
     helpful: dict[int, str] = {}
     for s in range(cfg.revision_samples):
         pending = [i for i in range(len(harmless)) if i not in helpful]
-        for i, answer in zip(pending, ask(model, [conversations[i] for i in pending], seed=cfg.sampling.seed + 500 + s)):
+        for i, answer in zip(pending, ask(model, [harmless[i][0] for i in pending], seed=cfg.sampling.seed + 500 + s)):
             if answer.strip() and not find_refusal(answer)[0]:
                 helpful[i] = answer.strip()
     kept = sorted(helpful)
-    refusals = ask(model, [[*conversations[i], {"role": "assistant", "content": refusing.revision_opening}] for i in kept],
+    refusals = ask(model, [[*harmless[i][0], {"role": "assistant", "content": refusing.revision_opening}] for i in kept],
                    seed=cfg.sampling.seed + 600)
     out = []
     for i, refusal in zip(kept, refusals):
-        outcome = harmless[i]
-        provenance = {"source": f"{source / 'results.json'} (probe {outcome['id']})", "probe_id": outcome["id"],
-                      "base_id": outcome.get("base_id"), "category": OVER_REFUSAL, "split": outcome.get("split"),
-                      "redteam_run": results.get("run_id"), "constitute_run": run_id, "model": model.identity,
-                      "label": "over_refusal_anchor", "refusal_opening_of": refusing.id}
-        out.append({"prompt": conversations[i], "chosen": helpful[i], "rejected": with_opening(refusing, refusal.strip()),
-                    "_provenance": provenance})
-    console.print(f"over-refusal anchors: {len(out)} of {len(harmless)} harmless prompts answered without a refusal "
-                  f"in {cfg.revision_samples} tries")
+        conversation, provenance = harmless[i]
+        out.append({"prompt": conversation, "chosen": helpful[i], "rejected": with_opening(refusing, refusal.strip()),
+                    "_provenance": provenance | {"constitute_run": run_id, "model": model.identity,
+                                                 "refusal_opening_of": refusing.id}})
+    for label in ("over_refusal_anchor", "helpful_anchor"):
+        total = sum(p["label"] == label for _, p in harmless)
+        if total:
+            made = sum(pair["_provenance"]["label"] == label for pair in out)
+            console.print(f"{label}s: {made} of {total} harmless prompts answered without a refusal "
+                          f"in {cfg.revision_samples} tries")
     return out, len(harmless)
+
+
+def _harmless_probes(cfg: ConstituteConfig) -> list[tuple[list[dict[str, Any]], dict[str, Any]]]:
+    """The over-refusal probes of the redteam run's splits, as the run asked them, with their provenance."""
+    from honing.generate import as_messages
+    from honing.redteam.probes import OVER_REFUSAL
+
+    source = Path(cfg.prompts)
+    results = json.loads((source / "results.json").read_text(encoding="utf-8"))
+    harmless = [o for o in results.get("outcomes", []) if o.get("category") == OVER_REFUSAL and not o.get("followups")
+                and not o.get("round") and (not cfg.splits or o.get("split") in cfg.splits)]
+    system_prompt = _run_system_prompt(cfg)
+    return [(as_messages(o["messages"], system_prompt),
+             {"source": f"{source / 'results.json'} (probe {o['id']})", "probe_id": o["id"], "base_id": o.get("base_id"),
+              "category": OVER_REFUSAL, "split": o.get("split"), "redteam_run": results.get("run_id"),
+              "label": "over_refusal_anchor"}) for o in harmless]
+
+
+def _ordinary_requests(cfg: ConstituteConfig) -> list[tuple[list[dict[str, Any]], dict[str, Any]]]:
+    """The prompts of `anchor_prompts` (a file, or builtin:everyday), asked under the redteam run's system prompt."""
+    if cfg.anchor_prompts is None:
+        return []
+    from honing.generate import as_messages
+    from honing.stages.generate import read_prompts
+
+    path = anchor_prompts_path(cfg.anchor_prompts)
+    records = read_prompts(path)[:cfg.max_anchor_prompts]
+    system_prompt = _run_system_prompt(cfg)
+    return [(as_messages(prompt, system_prompt),
+             {"source": f"{path} #{index + 1}", "probe_id": record.get("id"), "category": record.get("kind"),
+              "label": "helpful_anchor"}) for index, (record, prompt) in enumerate(records)]
+
+
+def anchor_prompts_path(spec: str) -> Path:
+    """A prompt file, or the bundled ordinary requests (builtin:everyday)."""
+    if spec == "builtin:everyday":
+        return Path(__file__).resolve().parent.parent / "redteam" / "data" / "everyday.jsonl"
+    if spec.startswith("builtin:"):
+        raise DataError(f"anchor_prompts: unknown bundled prompts {spec!r}; bundled: builtin:everyday")
+    return Path(spec)
+
+
+def _run_system_prompt(cfg: ConstituteConfig) -> str | None:
+    saved = Path(cfg.prompts) / "config.yaml"
+    if not saved.is_file():
+        return None
+    return (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("system_prompt")
 
 
 def _ai_pairs(cfg, items, model, feedback, rng, constitution, run_id, ask, label_pairs) -> list[dict[str, Any]]:
