@@ -1063,7 +1063,8 @@ class ConstituteConfig(StrictModel):
     anchors: bool = False
     """From a redteam run: over-refusal anchors, so that training on refusals does not teach refusing harmless
     requests. For each harmless prompt of the run (over_refusal probes of `splits`) the model answers afresh (up to
-    `revision_samples` tries, the first that is not a refusal is kept), and that answer is preferred to the model's
+    `revision_samples` tries, the first greedy, the rest sampled; the first that is not a refusal is kept), and that
+    answer is preferred to the model's
     own continuation of the refusal opening of the principle made for harmful requests. Pairs go to
     preferences.jsonl, the helpful answers to sft.jsonl, each with provenance label over_refusal_anchor."""
     anchor_prompts: str | None = None

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from honing.config import ConstituteConfig, DPOConfig, load_config
+from honing.config import ConstituteConfig, DPOConfig, SamplingConfig, load_config
 from honing.errors import DataError
 from honing.redteam.constitution import (Principle, clean_revision, critique_and_revise, label_pairs,
                                          load_constitution)
@@ -372,6 +372,37 @@ def test_ordinary_requests_are_anchored_too_and_recorded(redteam_run, tmp_path):
     run = json.loads((tmp_path / "c" / "run.json").read_text())
     (recorded,) = [i for i in run["inputs"] if i["role"] == "anchor_prompts"]
     assert recorded["path"] == str(everyday) and recorded["sha256"]
+
+
+def test_an_anchors_first_try_is_the_models_most_likely_answer(redteam_run, tmp_path):
+    everyday = tmp_path / "everyday.jsonl"
+    everyday.write_text('{"id": "e1", "prompt": "How do I boil an egg?"}\n{"id": "e2", "prompt": "Name a planet."}\n')
+    likely = {"How do I boil an egg?": "Simmer it for seven minutes.", "Name a planet.": "I'm sorry, I can't."}
+
+    class Sampler:  # like a local model or an endpoint: what it says depends on its sampling settings
+        identity = {"kind": "scripted", "name": "sampler"}
+
+        def __init__(self):
+            self.sampling = SamplingConfig(temperature=0.7, top_p=0.9)
+
+        def complete(self, conversations, *, seed=None):
+            return [self.answer(conversation, seed) for conversation in conversations]
+
+        def answer(self, conversation, seed):
+            last = conversation[-1]["content"]
+            if last not in likely:
+                return reviser(conversation, seed)
+            return likely[last] if self.sampling.temperature == 0 else f"A sample (seed {seed})."
+
+    model = Sampler()
+    cfg = load_config(ConstituteConfig, None, [f"prompts={redteam_run}", f"anchor_prompts={everyday}",
+                                               "revision_samples=3", f"output.dir={tmp_path / 'c'}"])
+    constitute(cfg, model=model)
+    pairs = [json.loads(line) for line in (tmp_path / "c" / "preferences.jsonl").read_text().splitlines()]
+    chosen = {p["_provenance"]["probe_id"]: p["chosen"] for p in pairs if p["_provenance"].get("label") == "helpful_anchor"}
+    # e1: the greedy answer; e2: greedy refused, so the next try (sampled, seed 0 + 500 + 1) is kept.
+    assert chosen == {"e1": "Simmer it for seven minutes.", "e2": "A sample (seed 501)."}
+    assert model.sampling.temperature == 0.7  # the greedy try used a copy
 
 
 def test_the_bundled_everyday_requests_are_not_evaluation_prompts_or_probes(tmp_path):

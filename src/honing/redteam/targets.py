@@ -10,6 +10,7 @@ talk to a model, whichever stage asks.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -62,6 +63,15 @@ def build_chat_model(cfg: ChatModelConfig, sampling: SamplingConfig, *, batch_si
         model.endpoint.role = role
         return model
     return LocalChatModel(cfg, sampling, batch_size=batch_size, progress=progress)
+
+
+def greedy(model: Any) -> Any:
+    """The same model answering greedily (its most likely answer), where its sampling can be set; else the model."""
+    if getattr(model, "sampling", None) is None:
+        return model
+    clone = copy.copy(model)  # shares the loaded weights
+    clone.sampling = model.sampling.model_copy(update={"temperature": 0.0})
+    return clone
 
 
 def ask(model: Any, conversations: Sequence[Messages], *, seed: int) -> list[str]:

@@ -188,14 +188,17 @@ def _anchor_pairs(cfg: ConstituteConfig, model: Any, constitution: Any, run_id: 
     prompts are the redteam run's over-refusal probes (`anchors`) and the ordinary requests of `anchor_prompts`."""
     from honing.redteam.constitution import with_opening
     from honing.redteam.detectors import find_refusal
+    from honing.redteam.targets import greedy
 
     refusing = next((p for p in constitution.principles if "harmful_request" in p.categories and p.revision_opening), None)
     if refusing is None:
         raise DataError(f"anchors need a principle for harmful_request with a revision_opening in {constitution.source}")
     helpful: dict[int, str] = {}
-    for s in range(cfg.revision_samples):
+    for s in range(cfg.revision_samples):  # the most likely answer first, so training keeps what the model says now
         pending = [i for i in range(len(harmless)) if i not in helpful]
-        for i, answer in zip(pending, ask(model, [harmless[i][0] for i in pending], seed=cfg.sampling.seed + 500 + s)):
+        answers = ask(greedy(model) if s == 0 else model, [harmless[i][0] for i in pending],
+                      seed=cfg.sampling.seed + 500 + s)
+        for i, answer in zip(pending, answers):
             if answer.strip() and not find_refusal(answer)[0]:
                 helpful[i] = answer.strip()
     kept = sorted(helpful)
