@@ -1064,9 +1064,9 @@ class ConstituteConfig(StrictModel):
     """From a redteam run: over-refusal anchors, so that training on refusals does not teach refusing harmless
     requests. For each harmless prompt of the run (over_refusal probes of `splits`) the model answers afresh (up to
     `revision_samples` tries, the first greedy, the rest sampled; the first that is not a refusal is kept), and that
-    answer is preferred to the model's
-    own continuation of the refusal opening of the principle made for harmful requests. Pairs go to
-    preferences.jsonl, the helpful answers to sft.jsonl, each with provenance label over_refusal_anchor."""
+    answer is preferred to the model's own continuation of the refusal opening of the principle made for harmful
+    requests. Pairs go to preferences.jsonl, the helpful answers to sft.jsonl, each with provenance label
+    over_refusal_anchor."""
     anchor_prompts: str | None = None
     """Ordinary requests anchored the same way (provenance label helpful_anchor), so that the round also trains on
     the model's own answers to everyday work and keeps them: a prompt file, or builtin:everyday (96 bundled
