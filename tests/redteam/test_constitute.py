@@ -397,11 +397,15 @@ def test_an_anchors_first_try_is_the_models_most_likely_answer(redteam_run, tmp_
     model = Sampler()
     cfg = load_config(ConstituteConfig, None, [f"prompts={redteam_run}", f"anchor_prompts={everyday}",
                                                "revision_samples=3", f"output.dir={tmp_path / 'c'}"])
-    constitute(cfg, model=model)
+    returned = constitute(cfg, model=model)
     pairs = [json.loads(line) for line in (tmp_path / "c" / "preferences.jsonl").read_text().splitlines()]
-    chosen = {p["_provenance"]["probe_id"]: p["chosen"] for p in pairs if p["_provenance"].get("label") == "helpful_anchor"}
+    anchors = {p["_provenance"]["probe_id"]: p for p in pairs if p["_provenance"].get("label") == "helpful_anchor"}
     # e1: the greedy answer; e2: greedy refused, so the next try (sampled, seed 0 + 500 + 1) is kept.
-    assert chosen == {"e1": "Simmer it for seven minutes.", "e2": "A sample (seed 501)."}
+    assert {k: p["chosen"] for k, p in anchors.items()} == {"e1": "Simmer it for seven minutes.",
+                                                           "e2": "A sample (seed 501)."}
+    assert [(p["_provenance"]["anchor_try"], p["_provenance"]["anchor_decoding"]) for p in anchors.values()] == \
+        [(1, "greedy"), (2, "sampling")]
+    assert returned["anchors_greedy"] == 1
     assert model.sampling.temperature == 0.7  # the greedy try used a copy
 
 

@@ -172,6 +172,7 @@ def constitute(cfg: ConstituteConfig, *, model: Any = None, feedback: Any = None
               "revisions_passing_detectors": sum(p["_provenance"].get("revision_passes_detectors") is True for p in sft),
               "anchors": len(anchors),
               "helpful_anchors": sum(p["_provenance"]["label"] == "helpful_anchor" for p in anchors),
+              "anchors_greedy": sum(p["_provenance"]["anchor_decoding"] == "greedy" for p in anchors),
               "anchor_prompts_without_helpful_answer": harmless_prompts - len(anchors),
               "skipped": skipped}
     run.finish(status="completed", metrics=counts)
@@ -194,13 +195,15 @@ def _anchor_pairs(cfg: ConstituteConfig, model: Any, constitution: Any, run_id: 
     if refusing is None:
         raise DataError(f"anchors need a principle for harmful_request with a revision_opening in {constitution.source}")
     helpful: dict[int, str] = {}
-    for s in range(cfg.revision_samples):  # the most likely answer first, so training keeps what the model says now
+    tried: dict[int, dict[str, Any]] = {}  # which try gave each kept answer: greedy, or the run's `sampling`
+    first = greedy(model)  # the most likely answer first, so training keeps what the model says now
+    for s in range(cfg.revision_samples):
         pending = [i for i in range(len(harmless)) if i not in helpful]
-        answers = ask(greedy(model) if s == 0 else model, [harmless[i][0] for i in pending],
-                      seed=cfg.sampling.seed + 500 + s)
-        for i, answer in zip(pending, answers):
+        asked = first if s == 0 else model
+        for i, answer in zip(pending, ask(asked, [harmless[i][0] for i in pending], seed=cfg.sampling.seed + 500 + s)):
             if answer.strip() and not find_refusal(answer)[0]:
                 helpful[i] = answer.strip()
+                tried[i] = {"anchor_try": s + 1, "anchor_decoding": "greedy" if asked is not model else "sampling"}
     kept = sorted(helpful)
     refusals = ask(model, [[*harmless[i][0], {"role": "assistant", "content": refusing.revision_opening}] for i in kept],
                    seed=cfg.sampling.seed + 600)
@@ -208,14 +211,15 @@ def _anchor_pairs(cfg: ConstituteConfig, model: Any, constitution: Any, run_id: 
     for i, refusal in zip(kept, refusals):
         conversation, provenance = harmless[i]
         out.append({"prompt": conversation, "chosen": helpful[i], "rejected": with_opening(refusing, refusal.strip()),
-                    "_provenance": provenance | {"constitute_run": run_id, "model": model.identity,
-                                                 "refusal_opening_of": refusing.id}})
+                    "_provenance": provenance | tried[i] | {"constitute_run": run_id, "model": model.identity,
+                                                            "refusal_opening_of": refusing.id}})
     for label in ("over_refusal_anchor", "helpful_anchor"):
         total = sum(p["label"] == label for _, p in harmless)
         if total:
-            made = sum(pair["_provenance"]["label"] == label for pair in out)
-            console.print(f"{label}s: {made} of {total} harmless prompts answered without a refusal "
-                          f"in {cfg.revision_samples} tries")
+            made = [pair["_provenance"] for pair in out if pair["_provenance"]["label"] == label]
+            greedy_made = sum(p["anchor_decoding"] == "greedy" for p in made)
+            console.print(f"{label}s: {len(made)} of {total} harmless prompts answered without a refusal "
+                          f"in {cfg.revision_samples} tries ({greedy_made} at the first, greedy, try)")
     return out, len(harmless)
 
 
