@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from honing.config import load_config
-from honing.config_data import DATA_COMMANDS
+from honing.config.stages import DATA_STAGES
 
 WORDS = ("the of and to in is was for on that with as by at from his her they this which be are or had an not but "
          "river system model data paper table light water power market garden window letter music school engine "
@@ -88,7 +88,7 @@ def main() -> None:
         import importlib
 
         module = importlib.import_module(f"honing.workbench.{name}")
-        cfg = load_config(DATA_COMMANDS[name], None, [f"input={source}", f"output={target}", f"run_dir={root}/run-{name}", *common, *overrides])
+        cfg = load_config(DATA_STAGES[name].config, None, [f"input={source}", f"output={target}", f"run_dir={root}/run-{name}", *common, *overrides])
         size = source.stat().st_size
         start = time.perf_counter()
         counts = module.run(cfg)["counts"]

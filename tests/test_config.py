@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from honing.config import STAGES, PretrainConfig, SFTConfig, describe_fields, load_config, parse_override
-from honing.config_data import DATA_COMMANDS
+from honing.config import PretrainConfig, SFTConfig, describe_fields, load_config, parse_override
+from honing.config.stages import DATA_STAGES, STAGES
 from honing.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +27,7 @@ def test_example_config_loads(path):
     stage = path.parent.name
     first_line = path.read_text().splitlines()[0]
     assert first_line.startswith(f"# honing {stage} examples/{stage}/{path.name}"), "each example opens with its command"
-    config = load_config(STAGES[stage], path)
+    config = load_config(STAGES[stage].config, path)
     for key in ("train", "validation"):
         data_path = getattr(getattr(config, "data", None), key, None)
         if data_path and not data_path.startswith("path/to"):
@@ -43,7 +43,7 @@ def test_data_example_config_loads(path):
     command = path.parent.name.removeprefix("data_")
     first_line = path.read_text().splitlines()[0]
     assert first_line.startswith(f"# honing data {command} examples/{path.parent.name}/{path.name}"), "each example opens with its command"
-    config = load_config(DATA_COMMANDS[command], path)
+    config = load_config(DATA_STAGES[command].config, path)
     given = getattr(config, "input", None)
     inputs = given.values() if isinstance(given, dict) else [given] if given else []
     for data_path in [*inputs, *getattr(config, "against", [])]:
@@ -95,9 +95,9 @@ def test_yaml_errors_name_file_and_line(tmp_path):
 
 
 def test_every_field_is_documented():
-    for stage, cls in STAGES.items():
-        for key, _, _, doc in describe_fields(cls):
-            assert doc, f"{stage}: {key} has no docstring"
+    for stage in [*STAGES.values(), *DATA_STAGES.values()]:
+        for key, _, _, doc in describe_fields(stage.config):
+            assert doc, f"{stage.command}: {key} has no docstring"
 
 
 def test_help_lists_fields_without_importing_torch():

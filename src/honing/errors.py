@@ -21,3 +21,15 @@ class DataError(HoningError):
 
 class ModelError(HoningError):
     """A model, tokenizer or adapter that cannot be loaded or saved."""
+
+
+# Exit codes of the `honing` command (the README's table lists them).
+EXIT_OK = 0
+EXIT_USAGE = 1
+"""Bad input or usage: a config, a data file, a model path, an argument (one line says which and how to fix it)."""
+EXIT_CRASH = 2
+"""An unexpected error, a bug in honing: one line, and the traceback in a crash file."""
+EXIT_GATE_FAILED = 3
+"""`eval --gate` or `redteam --fail-above`: the candidate regressed, missed a threshold, or was attacked too often."""
+EXIT_INTERRUPTED = 130
+"""Ctrl-C: the run stopped after saving its work (--resume continues it)."""

@@ -111,6 +111,14 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+_CURRENT_RUN: Path | None = None
+
+
+def current_run_dir() -> Path | None:
+    """The run directory this process last created or reopened (where a crash file goes), if any."""
+    return _CURRENT_RUN
+
+
 def default_run_dir(stage: str) -> Path:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{stage}-{stamp}"
@@ -151,6 +159,7 @@ class Run:
         run = cls(path, record, is_main=is_main)
         if is_main:
             path.mkdir(parents=True, exist_ok=True)
+            _remember(path)
             (path / "config.yaml").write_text(dump_config(config), encoding="utf-8")
             run.save()
         return run
@@ -167,6 +176,7 @@ class Run:
         record.setdefault("resumed", []).append(_now())
         run = cls(path, record, is_main=is_main)
         run.save()
+        _remember(path)
         return run
 
     # ----------------------------------------------------------------- recording
@@ -218,6 +228,11 @@ class Run:
     def save(self) -> None:
         if self.is_main:
             write_json_atomic(self.dir / RUN_FILE, self.record)
+
+
+def _remember(path: Path) -> None:
+    global _CURRENT_RUN
+    _CURRENT_RUN = path
 
 
 def _now() -> str:

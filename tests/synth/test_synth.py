@@ -384,7 +384,7 @@ def test_config_defaults_and_no_torch():
 
     cfg = load_config(SynthConfig, None, [f"seeds={SEEDS}"])
     assert cfg.sampling.temperature == 0.7 and cfg.max_rouge_l == 0.7 and cfg.in_context == 3
-    code = "import sys, honing.synth, honing.synth.config; assert 'torch' not in sys.modules"
+    code = "import sys, honing.synth, honing.config.synth; assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
     for name, field in SynthConfig.model_fields.items():
         assert field.description, f"SynthConfig.{name} has no docstring"

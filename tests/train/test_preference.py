@@ -9,7 +9,6 @@ import random
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from honing.data.formats import normalize
 from honing.data.types import IGNORE_INDEX, TokenizedExample

@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 from honing.config import load_config
-from honing.config_data import DATA_COMMANDS
+from honing.config.stages import DATA_STAGES
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau".split()
 
@@ -27,6 +27,6 @@ def read_jsonl(path: Path) -> list:
 
 
 def command(name: str, *overrides: str):
-    return load_config(DATA_COMMANDS[name], None, list(overrides))
+    return load_config(DATA_STAGES[name].config, None, list(overrides))
 
 

@@ -46,7 +46,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from honing.config import StrictModel
+from honing.config.base import StrictModel
 from honing.errors import ConfigError
 
 TextPath = tuple[str | int, ...]

@@ -39,7 +39,7 @@ import numpy as np
 from datasketch import MinHash, MinHashLSH
 from pydantic import Field, model_validator
 
-from honing.config import StrictModel
+from honing.config.base import StrictModel
 from honing.data.clean import record_text_fields
 
 SCHEME = "affine64"

@@ -73,7 +73,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import model_validator
 
-from honing.config import StrictModel
+from honing.config.base import StrictModel
 from honing.data.clean import TextPath, record_text_fields, set_text_field
 
 PIIType = Literal[

@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from honing.config import DataConfig
+from honing.config.data import DataConfig
 from honing.data import cache
 from honing.data.formats import CONVERSATION_FORMATS, FORMAT_KEYS
 from honing.data.loading import Sourced, load_sourced

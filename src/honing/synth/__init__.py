@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from honing.synth.config import SynthConfig, TeacherConfig
+from honing.config.synth import SynthConfig, TeacherConfig
 
 __all__ = ["SynthConfig", "TeacherConfig", "run"]
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from honing.errors import DataError
 from honing.generate import as_messages
-from honing.synth.config import SynthConfig
+from honing.config.synth import SynthConfig
 from honing.synth.selfinstruct import derive_seed
 from honing.synth.store import SynthStore, StopRequest
 from honing.synth.teacher import complete

@@ -26,7 +26,7 @@ from typing import Any
 
 from honing.errors import DataError
 from honing.evals.metrics import _lcs_length, _rouge_tokens
-from honing.synth.config import SynthConfig
+from honing.config.synth import SynthConfig
 from honing.synth.store import SynthStore, StopRequest
 from honing.synth.teacher import Messages, complete
 from honing.ui import console

@@ -14,7 +14,7 @@ from typing import Any, Protocol, Sequence
 
 from honing.config import SamplingConfig
 from honing.errors import HoningError
-from honing.synth.config import SynthConfig, TeacherConfig
+from honing.config.synth import SynthConfig, TeacherConfig
 
 Messages = list[dict[str, str]]
 

@@ -5,5 +5,5 @@
     runner    the run record, counts (in = kept + removed + rejected), the streaming driver
     clean, pii, dedup, convert, split, mix, validate, stats, card   one module per command
 
-Each command module has `run(cfg) -> dict`, with its config from honing.config_data.
+Each command module has `run(cfg) -> dict`, with its config from honing.config.workbench.
 """

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from honing.config_data import DataCardConfig
+from honing.config.workbench import DataCardConfig
 from honing.errors import DataError
 from honing.runs import RUN_FILE
 from honing.ui import console

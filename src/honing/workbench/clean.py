@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from honing.config_data import DataCleanConfig
+from honing.config.workbench import DataCleanConfig
 from honing.data.clean import Cleaner, joined_text
 from honing.data.formats import RecordError
 from honing.workbench.io import as_line, dumps, parse_payload

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from honing.config_data import DataConvertConfig
+from honing.config.workbench import DataConvertConfig
 from honing.data.clean import joined_text
 from honing.data.formats import RecordError, detect_format, normalize
 from honing.errors import DataError

@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from honing.config_data import DataDedupConfig
+from honing.config.workbench import DataDedupConfig
 from honing.data.dedup import Deduplicator, DupResult, fingerprint, record_dedup_text
 from honing.data.formats import RecordError
 from honing.errors import DataError

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from honing.config_data import DataMixConfig
+from honing.config.workbench import DataMixConfig
 from honing.data.dedup import Deduplicator
 from honing.errors import DataError
 from honing.workbench.dedup import FingerprintStep, _index_against

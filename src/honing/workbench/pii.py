@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from honing.config_data import DataPIIConfig
+from honing.config.workbench import DataPIIConfig
 from honing.data.clean import joined_text
 from honing.data.formats import RecordError
 from honing.data.pii import PIIScrubber

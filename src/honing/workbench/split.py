@@ -13,13 +13,12 @@ The same input and seed give the same files, for any number of workers.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from honing.config_data import DataSplitConfig
+from honing.config.workbench import DataSplitConfig
 from honing.data.formats import RecordError
 from honing.errors import DataError
 from honing.workbench.io import AtomicOutputs, as_line, dumps, iter_items, parse_payload

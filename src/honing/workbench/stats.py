@@ -12,7 +12,7 @@ import json
 from collections import Counter
 from typing import Any
 
-from honing.config_data import DataStatsConfig
+from honing.config.workbench import DataStatsConfig
 from honing.data.clean import joined_text
 from honing.data.dedup import exact_hash
 from honing.data.formats import RecordError, detect_format

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from honing.config_data import DataValidateConfig
+from honing.config.workbench import DataValidateConfig
 from honing.data.formats import RecordError, detect_format, normalize
 from honing.errors import DataError
 from honing.ui import console

@@ -1,8 +1,7 @@
 """Configs of the `honing data <command>` family (the data workbench).
 
-One model per command, one docstring per field (`honing data <command> --help` prints them).
 The rules themselves are configured by the data layer's own models (CleanConfig, PIIConfig,
-DedupConfig), nested here as sections. This module must not import torch.
+DedupConfig), nested here as sections.
 """
 
 from __future__ import annotations
@@ -11,11 +10,11 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from honing.config import StrictModel
+from honing.config.base import StrictModel
 from honing.data.clean import CleanConfig
 from honing.data.dedup import DedupConfig
 from honing.data.pii import PIIConfig
-from honing.synth.config import SynthConfig
+
 
 ConvertTarget = Literal["instruction", "chat", "sharegpt", "preference", "text"]
 
@@ -241,36 +240,3 @@ def _require(cfg: StrictModel, *names: str) -> None:
     missing = [name for name in names if not getattr(cfg, name)]
     if missing:
         raise ValueError(f"{', '.join(missing)} required (e.g. {missing[0]}=...)")
-
-
-DATA_COMMANDS: dict[str, type[StrictModel]] = {
-    "clean": DataCleanConfig,
-    "pii": DataPIIConfig,
-    "dedup": DataDedupConfig,
-    "convert": DataConvertConfig,
-    "split": DataSplitConfig,
-    "mix": DataMixConfig,
-    "validate": DataValidateConfig,
-    "stats": DataStatsConfig,
-    "card": DataCardConfig,
-    "synth": SynthConfig,
-}
-
-DATA_RUNNERS: dict[str, str] = {
-    **{command: f"honing.workbench.{command}:run" for command in DATA_COMMANDS if command != "synth"},
-    "synth": "honing.synth:run",
-}
-"""command → "module:function" that runs it with its config and returns a dict of results."""
-
-DATA_SUMMARIES: dict[str, str] = {
-    "clean": "Normalise text and remove low-quality records (Gopher/C4 rules), counted by rule.",
-    "pii": "Redact, drop or report emails, phones, cards, IBANs, IPs, national ids, credentials and secrets.",
-    "dedup": "Remove exact and MinHash near-duplicates, across splits and against evaluation files.",
-    "convert": "Convert between Alpaca, ShareGPT, OpenAI messages, preference pairs and plain text.",
-    "split": "Split deterministically into train/validation/test, optionally stratified by a field.",
-    "mix": "Mix datasets by weights or counts with provenance, decontaminated against evaluation files.",
-    "validate": "Check that every record parses and normalises; list the bad ones with file:line.",
-    "stats": "Counts, length histograms, duplicate share, PII by type and a field's distribution.",
-    "card": "Write a Markdown data card from the run directories of earlier data commands.",
-    "synth": "Make instruction data with a teacher model: self-instruct from seed tasks, or distillation of a prompt file.",
-}

@@ -1,7 +1,4 @@
-"""Config of `honing data synth`: synthetic instruction data from a teacher model.
-
-This module must not import torch (the CLI's help has to stay fast).
-"""
+"""Config of `honing data synth`: synthetic instruction data from a teacher model."""
 
 from __future__ import annotations
 
@@ -9,7 +6,10 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from honing.config import ChatModelConfig, JudgeConfig, SamplingConfig, StrictModel
+from honing.config.base import StrictModel
+from honing.config.evaluation import JudgeConfig
+from honing.config.model import ChatModelConfig
+from honing.config.sampling import SamplingConfig
 
 
 TeacherConfig = ChatModelConfig

@@ -1,0 +1,136 @@
+"""The one list of commands: name, summary, config class, and the function that runs it.
+
+The CLI builds its commands and their help from this list, so a new stage is added here and
+nowhere else. Functions are named as "module:function" and imported only when the command runs,
+which keeps `honing --help` free of torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from honing.config.alignment import DPOConfig, LabelConfig, RewardConfig, ScoreConfig
+from honing.config.base import StrictModel
+from honing.config.evaluation import EvalConfig
+from honing.config.inference import ChatConfig, GenerateConfig, InspectConfig, MergeConfig
+from honing.config.redteam import ConstituteConfig, RedteamConfig
+from honing.config.rl import RLConfig
+from honing.config.synth import SynthConfig
+from honing.config.training import PretrainConfig, QuickstartConfig, SFTConfig
+from honing.config.workbench import (DataCardConfig, DataCleanConfig, DataConvertConfig, DataDedupConfig,
+                                     DataMixConfig, DataPIIConfig, DataSplitConfig, DataStatsConfig,
+                                     DataValidateConfig)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A command: `honing <name>` (or `honing data <name>` when group is "data")."""
+
+    name: str
+    summary: str
+    config: type[StrictModel]
+    runner: str
+    """"module:function", called with the config (and resume=, for training stages)."""
+    group: str = ""
+    trains: bool = False
+    """Takes --resume RUN_DIR."""
+    subject: str | None = None
+    """The config key a positional file sets (`honing inspect FILE` sets data.train); null: none."""
+    subject_many: bool = False
+    """Several positional files (data mix A B ...: one source each, named by file stem)."""
+    output: str | None = None
+    """The config key that -o/--output sets; null: the command has no -o."""
+
+    @property
+    def command(self) -> str:
+        return f"honing {self.group + ' ' if self.group else ''}{self.name}"
+
+    @property
+    def example(self) -> str:
+        folder = f"{self.group}_{self.name}" if self.group else self.name
+        return f"{self.command} examples/{folder}/<config>.yaml key=value"
+
+    def subject_overrides(self, files: list[str]) -> list[str]:
+        """key=value overrides for the positional files."""
+        from honing.errors import HoningError
+
+        if not self.subject_many:
+            if len(files) > 1:
+                raise HoningError(f"`{self.command}` takes one file, got {len(files)}: {', '.join(files)}")
+            return [f"{self.subject}={files[0]}"]
+        names: dict[str, str] = {}
+        for path in files:
+            stem = path.rstrip("/").rsplit("/", 1)[-1].split(".", 1)[0] or "source"
+            name, n = stem, 2
+            while name in names:
+                name, n = f"{stem}_{n}", n + 1
+            names[name] = path
+        return [f"{self.subject}.{name}={path}" for name, path in names.items()]
+
+    def run(self, cfg: StrictModel, **kwargs):
+        import importlib
+
+        module, function = self.runner.split(":")
+        return getattr(importlib.import_module(module), function)(cfg, **kwargs)
+
+
+def _stage(name: str, config: type[StrictModel], summary: str, *, trains: bool = False, **files) -> Stage:
+    return Stage(name, summary, config, f"honing.stages.{name}:run", trains=trains, **files)
+
+
+def _data(name: str, config: type[StrictModel], summary: str, runner: str | None = None, *,
+          subject: str | None = "input", output: str | None = "output", **files) -> Stage:
+    return Stage(name, summary, config, runner or f"honing.workbench.{name}:run", group="data", subject=subject,
+                 output=output, **files)
+
+
+STAGES: dict[str, Stage] = {stage.name: stage for stage in (
+    _stage("pretrain", PretrainConfig, "Pre-train a causal LM on raw text (a new model from a config, or continue one).",
+           trains=True),
+    _stage("sft", SFTConfig, "Supervised fine-tuning (full, LoRA, DoRA, QLoRA) on instruction or chat data.", trains=True),
+    _stage("generate", GenerateConfig, "Answer every prompt of a file, writing a JSONL of responses.",
+           subject="prompts", output="output"),
+    _stage("chat", ChatConfig, "Chat with a model (base, fine-tuned, or base + adapter) in the terminal."),
+    _stage("merge", MergeConfig, "Fold a LoRA/DoRA adapter into its base model and save a plain HF model.",
+           subject="adapter", output="output"),
+    _stage("inspect", InspectConfig, "Show a data file's format, counts, token lengths and trained-vs-masked tokens.",
+           subject="data.train"),
+    _stage("quickstart", QuickstartConfig,
+           "Fine-tune the embedded model on the bundled task and show before/after on held-out data."),
+    _stage("eval", EvalConfig,
+           "Evaluate models on tasks with bootstrap intervals; one Markdown + HTML report; --gate fails on regressions."),
+    _stage("dpo", DPOConfig,
+           "Align a model with preference pairs: DPO, IPO, SimPO or ORPO (LoRA or full fine-tuning).", trains=True),
+    _stage("label", LabelConfig, "Collect human preferences in the terminal: a prompt, two answers, "
+           "keys a / b / t(ie) / s(kip) / u(ndo) / q(uit)."),
+    _stage("reward", RewardConfig, "Train a reward model (a scalar head on the model) on preference pairs with the "
+           "Bradley-Terry loss.", trains=True),
+    _stage("score", ScoreConfig, "Score answers with a reward model: each record plus `score`; with a baseline, the win rate."),
+    _stage("rl", RLConfig, "Online RL from prompts and rewards (verifiers, reward model, judge): GRPO or PPO, with a KL "
+           "to the start.", trains=True),
+    _stage("redteam", RedteamConfig, "Attack a model with a probe suite; attack success rate per category and mutator; "
+           "--fail-above gates."),
+    _stage("constitute", ConstituteConfig, "Critique and revise answers against a constitution (default: a redteam "
+           "run's failures): SFT data and preference pairs."),
+)}
+"""`honing <name>`."""
+
+DATA_STAGES: dict[str, Stage] = {stage.name: stage for stage in (
+    _data("clean", DataCleanConfig, "Normalise text and remove low-quality records (Gopher/C4 rules), counted by rule."),
+    _data("pii", DataPIIConfig,
+          "Redact, drop or report emails, phones, cards, IBANs, IPs, national ids, credentials and secrets."),
+    _data("dedup", DataDedupConfig, "Remove exact and MinHash near-duplicates, across splits and against evaluation files."),
+    _data("convert", DataConvertConfig, "Convert between Alpaca, ShareGPT, OpenAI messages, preference pairs and plain text."),
+    _data("split", DataSplitConfig, "Split deterministically into train/validation/test, optionally stratified by a field."),
+    _data("mix", DataMixConfig, "Mix datasets by weights or counts with provenance, decontaminated against evaluation files.",
+          subject="sources", subject_many=True),
+    _data("validate", DataValidateConfig, "Check that every record parses and normalises; list the bad ones with file:line.",
+          output=None),
+    _data("stats", DataStatsConfig, "Counts, length histograms, duplicate share, PII by type and a field's distribution.",
+          output=None),
+    _data("card", DataCardConfig, "Write a Markdown data card from the run directories of earlier data commands.",
+          subject=None),
+    _data("synth", SynthConfig, "Make instruction data with a teacher model: self-instruct from seed tasks, or "
+          "distillation of a prompt file.", runner="honing.synth:run", subject=None),
+)}
+"""`honing data <name>`."""
