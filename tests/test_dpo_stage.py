@@ -41,6 +41,42 @@ def test_dpo_stage_trains_and_records(tmp_path, tiny_model_dir):
     record = json.loads((tmp_path / "run" / "run.json").read_text())
     assert record["stage"] == "dpo" and any(i["role"] == "data_train" and i["sha256"] for i in record["inputs"])
     assert record["data"]["train_examples"] == 6 and record["data"]["validation_examples"] == 2
+    assert not any("perplexity" in name for row in rows for name in row)
+    assert "val_perplexity" not in record["metrics"] and "val_perplexity" not in result
+    assert record["metrics"]["val_pairs"] == 2 and record["metrics"]["pairs_seen"] == 4 * 2
+
+
+def _answer_tokens(examples) -> int:
+    return sum(sum(1 for label in side.labels[1:] if label != -100) for e in examples for side in (e.chosen, e.rejected))
+
+
+def test_dpo_stage_counts_target_tokens_and_pairs(tmp_path, tiny_model_dir):
+    """Full-batch steps over the 6 train pairs: *_tokens are the answers' real token counts, *_pairs the pairs."""
+    overrides = _overrides(tmp_path, tiny_model_dir, "run", "adapter.rank=4", "train.max_steps=2",
+                           "train.micro_batch_size=3", "train.grad_accum=2", "train.eval_every=1")
+    cfg = load_config(DPOConfig, None, overrides)
+    data = setup_parts(cfg, Dist()).data  # the same split the run makes (data.split_seed)
+    train_tokens, val_tokens = _answer_tokens(data.train), _answer_tokens(data.validation)
+    assert train_tokens > 2 * len(data.train)  # tokens and pairs differ, so the test can tell them apart
+    result = dpo(cfg)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["target_tokens"], r["pairs"]) for r in rows if "loss" in r] == [(train_tokens, 6)] * 2
+    assert [(r["val_target_tokens"], r["val_pairs"]) for r in rows if "val_loss" in r] == [(val_tokens, 2)] * 3
+    metrics = json.loads((tmp_path / "run" / "run.json").read_text())["metrics"]
+    assert metrics["target_tokens_seen"] == 2 * train_tokens and metrics["pairs_seen"] == 12
+    assert metrics["val_target_tokens"] == val_tokens and metrics["val_pairs"] == 2
+    assert not any("perplexity" in name for name in metrics) and not any("perplexity" in name for name in result)
+    assert data.stats["target_tokens"] == train_tokens  # the data report counts the same tokens
+
+
+def test_ipo_normalize_defaults_to_mean_and_reaches_the_objective(tmp_path, tiny_model_dir):
+    assert DPOConfig(data={"train": "x.jsonl"}).preference.ipo_normalize == "mean"
+    with pytest.raises(ConfigError, match="ipo_normalize"):
+        load_config(DPOConfig, None, ["data.train=x.jsonl", "preference.ipo_normalize=token"])
+    cfg = load_config(DPOConfig, None, _overrides(tmp_path, tiny_model_dir, "run", "preference.loss=ipo",
+                                                  "preference.ipo_normalize=sum"))
+    objective = setup_parts(cfg, Dist()).objective
+    assert (objective.loss, objective.ipo_normalize) == ("ipo", "sum")
 
 
 def test_dpo_bad_pair_names_file_and_line(tmp_path, tiny_model_dir):

@@ -63,7 +63,8 @@ def test_reward_stage_trains_saves_and_reloads(tmp_path, tiny_model_dir, capture
     assert result["status"] == "completed" and "val_accuracy" in result
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "loss" in r]
-    assert steps[0]["target_tokens"] == 2  # the step's units are its 2 pairs
+    assert steps[0]["pairs"] == 2 and "target_tokens" not in steps[0]  # units: 2 pairs; no labels, no target tokens
+    assert not any("perplexity" in name for row in rows for name in row)
     assert {"accuracy", "margin", "chosen_score", "rejected_score"} <= set(steps[0])
     assert 0.0 <= steps[0]["accuracy"] <= 1.0  # a mean over the step's pairs, not a sum
     validations = [r for r in rows if "val_loss" in r]

@@ -197,6 +197,62 @@ def test_dpo_and_ipo_against_hand_computation():
     torch.testing.assert_close(ipo_metrics["margin"], metrics["margin"])
 
 
+def test_ipo_mean_averages_each_log_ratio_per_token():
+    pc, pr = torch.tensor([-10.0, -7.0]), torch.tensor([-12.0, -6.0])
+    rc, rr = torch.tensor([-11.0, -7.5]), torch.tensor([-11.5, -6.5])
+    nc, nr = torch.tensor([4.0, 2.0]), torch.tensor([5.0, 1.0])
+    beta = 0.5
+    # pair 0: x = 1/4 - (-0.5)/5 = 0.35 ; pair 1: x = 0.5/2 - 0.5/1 = -0.25
+    losses, metrics = ipo_loss(pc, pr, rc, rr, beta, nc, nr)
+    torch.testing.assert_close(losses, torch.tensor([(0.35 - 1.0) ** 2, (-0.25 - 1.0) ** 2]))
+    torch.testing.assert_close(metrics["chosen_reward"], torch.tensor([0.125, 0.125]))  # β · mean log-ratio
+    torch.testing.assert_close(metrics["rejected_reward"], torch.tensor([-0.05, 0.25]))
+    assert metrics["accuracy"].tolist() == [1.0, 0.0]
+    with pytest.raises(ValueError, match="both"):
+        ipo_loss(pc, pr, rc, rr, beta, nc, None)
+
+
+@pytest.mark.parametrize("normalize", ["mean", "sum"])
+def test_ipo_objective_against_a_hand_computed_reference(normalize):
+    """IPO on two pairs through the objective equals the formula over log-probs computed token by
+    token (policy: LoRA moved off zero; reference: the adapter switched off)."""
+    policy = lora(tiny_llama(VOCAB))
+    for name, p in policy.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.2, generator=torch.Generator().manual_seed(1))
+    data, beta = pairs(2, seed=7), 0.5
+    expected = 0.0
+    for example in data:
+        ratios = []
+        for side in (example.chosen, example.rejected):
+            with policy.disable_adapter():
+                reference = explicit_logps(policy, side)
+            ratio = explicit_logps(policy, side) - reference
+            tokens = sum(1 for label in side.labels[1:] if label != IGNORE_INDEX)
+            ratios.append(ratio / tokens if normalize == "mean" else ratio)
+        expected += (ratios[0] - ratios[1] - 1 / (2 * beta)) ** 2
+    objective = PreferenceObjective(policy, "ipo", beta=beta, ipo_normalize=normalize)
+    with torch.no_grad():
+        total, n_pairs, _ = objective(**collate_preference(data, pad_id=0))
+    assert int(n_pairs) == 2
+    assert float(total) == pytest.approx(expected, rel=1e-5)
+
+
+def test_ipo_mean_and_sum_differ_and_mean_is_the_default():
+    policy = lora(tiny_llama(VOCAB))
+    for name, p in policy.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.2, generator=torch.Generator().manual_seed(1))
+    batch = collate_preference(pairs(2, seed=7), pad_id=0)
+    with torch.no_grad():
+        default = PreferenceObjective(policy, "ipo", beta=0.5)(**batch)[0]
+        mean = PreferenceObjective(policy, "ipo", beta=0.5, ipo_normalize="mean")(**batch)[0]
+        summed = PreferenceObjective(policy, "ipo", beta=0.5, ipo_normalize="sum")(**batch)[0]
+    assert float(default) == float(mean) and not math.isclose(float(mean), float(summed), rel_tol=1e-3)
+    with pytest.raises(ValueError, match="ipo_normalize"):
+        PreferenceObjective(policy, "ipo", ipo_normalize="token")
+
+
 def test_simpo_and_orpo_against_hand_formulas():
     pc, pr = torch.tensor([-4.0, -9.0]), torch.tensor([-9.0, -2.0])
     nc, nr = torch.tensor([2.0, 3.0]), torch.tensor([3.0, 1.0])

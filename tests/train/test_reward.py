@@ -203,7 +203,8 @@ def test_reward_accumulation_is_exact():
         result = train_step(objective, batches, optimizer, cfg, Dist())
         updated.append(([p.detach().clone() for p in rm.parameters()], result))
     (first, r1), (second, r2) = updated
-    assert r1["target_tokens"] == r2["target_tokens"] == 4  # units: pairs
+    assert r1["units"] == r2["units"] == 4  # units: pairs
+    assert r1["target_tokens"] == 0  # a reward batch has no labels
     assert math.isclose(r1["loss"], r2["loss"], rel_tol=1e-6)
     for name in ("accuracy", "margin", "chosen_score"):
         assert math.isclose(r1["metrics"][name], r2["metrics"][name], rel_tol=1e-5, abs_tol=1e-7)

@@ -28,6 +28,11 @@ class PreferenceObjectiveConfig(StrictModel):
     """SimPO's target reward margin."""
     orpo_lambda: float = Field(0.1, gt=0)
     """ORPO's weight on the odds-ratio term."""
+    ipo_normalize: Literal["mean", "sum"] = "mean"
+    """IPO only: mean divides each answer's log-ratio to the reference by its token count before the
+    (x − 1/(2β))² loss, as TRL does and as the IPO authors confirmed; sum uses the summed log-ratios (honing
+    before this option). Default mean: a β tuned in TRL or taken from the IPO literature means the same here,
+    and the target margin 1/(2β) does not change with answer length."""
     precompute_reference: bool | None = None
     """DPO/IPO: score every train and validation pair with the starting model once, before training (eval
     mode), save the scores in the run directory (reference_logps.safetensors, its hash in run.json; --resume

@@ -122,7 +122,7 @@ def setup_parts(cfg: DPOConfig, ctx: Dist, resume: str | Path | None = None) -> 
         _say(ctx, "reference: the starting model with the adapter switched off")
     p = cfg.preference
     objective = PreferenceObjective(model, p.loss, beta=p.beta, label_smoothing=p.label_smoothing,
-                                    simpo_gamma=p.simpo_gamma, orpo_lambda=p.orpo_lambda,
+                                    simpo_gamma=p.simpo_gamma, orpo_lambda=p.orpo_lambda, ipo_normalize=p.ipo_normalize,
                                     reference_model=reference_model)
     collate = partial(collate_preference, pad_id=loaded.tokenizer.pad_token_id)
     return StageParts(model, loaded.tokenizer, data, train_items, val_items, collate, loaded.source, objective,

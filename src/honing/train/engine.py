@@ -62,6 +62,7 @@ class TrainState:
     step: int = 0
     tokens_seen: int = 0
     target_tokens_seen: int = 0
+    units_seen: int = 0  # in the objective's own units when they are not target tokens (preference, reward: pairs)
     best_val_loss: float | None = None
     best_step: int | None = None
     evals_without_improvement: int = 0
@@ -152,6 +153,17 @@ def count_units(objective: nn.Module, batch: dict[str, torch.Tensor]) -> int:
     return int(count(batch)) if count is not None else count_targets(batch["labels"])
 
 
+def unit_of(objective: nn.Module) -> str:
+    """The name under which the step's units are logged: `target_tokens` for causal LM, else the
+    objective's own (`pairs` for preference and reward objectives)."""
+    return getattr(objective, "unit", "units") if getattr(objective, "count", None) is not None else "target_tokens"
+
+
+def _real_targets(batch: dict[str, torch.Tensor]) -> int:
+    """Target tokens of a batch with labels (causal LM, preference answers); 0 without (reward)."""
+    return count_targets(batch["labels"]) if "labels" in batch else 0
+
+
 def _to(batch: dict[str, torch.Tensor], device: torch.device, keys: tuple[str, ...] = CAUSAL_LM_KEYS) -> dict[str, torch.Tensor]:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items() if k in keys}
 
@@ -212,18 +224,24 @@ def train_step(
     if finite:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    tokens = int(all_reduce_sum(torch.tensor(sum(_tokens_in(b) for b in micro_batches), dtype=torch.float64), ctx).item())
-    return {"loss": loss, "grad_norm": grad_norm, "target_tokens": global_targets, "tokens": tokens, "finite": finite,
-            "metrics": metrics}
+    counts = torch.tensor([sum(_tokens_in(b) for b in micro_batches), sum(_real_targets(b) for b in micro_batches)],
+                          dtype=torch.float64)
+    tokens, target_tokens = (int(n) for n in all_reduce_sum(counts, ctx).tolist())
+    # units: what the loss was divided by (target tokens for causal LM, pairs for preference);
+    # target_tokens: the real count of tokens the loss covers, whatever the units.
+    return {"loss": loss, "grad_norm": grad_norm, "units": global_targets, "target_tokens": target_tokens,
+            "tokens": tokens, "finite": finite, "metrics": metrics}
 
 
 @torch.no_grad()
 def evaluate(module: nn.Module, items: Sequence[Any], collate: Collate, cfg: TrainConfig, ctx: Dist) -> dict[str, float]:
-    """Validation loss (per target token, masked tokens excluded) and perplexity, over all ranks."""
+    """Validation loss per unit over all ranks, with the objective's metrics: per target token (masked
+    tokens excluded) plus perplexity for causal LM; per pair, without perplexity, for preference and reward."""
     module.eval()
     keys = _input_keys(objective_of(module))
     loss_total = torch.zeros((), dtype=torch.float64, device=ctx.device)
     targets = torch.zeros((), dtype=torch.float64, device=ctx.device)
+    real_targets = 0
     metric_sums: dict[str, torch.Tensor] = {}
     mine = list(range(ctx.rank, len(items), ctx.world_size))
     for start in range(0, len(mine), cfg.micro_batch_size):
@@ -232,11 +250,18 @@ def evaluate(module: nn.Module, items: Sequence[Any], collate: Collate, cfg: Tra
             out = module(**_to(batch, ctx.device, keys))
         loss_total += out[0].double()
         targets += torch.as_tensor(out[1], device=ctx.device).double()
+        real_targets += _real_targets(batch)
         _add_metrics(metric_sums, out[2] if len(out) > 2 else None)
     module.train()
     loss_total, targets = all_reduce_sum(loss_total, ctx), all_reduce_sum(targets, ctx)
     loss = float(loss_total / targets) if targets > 0 else float("nan")
-    result = {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50.0)), "val_target_tokens": int(targets)}
+    objective, result = objective_of(module), {"val_loss": loss}
+    if isinstance(objective, TargetedCausalLM):  # exp(loss) is a perplexity only for a mean token NLL
+        result["val_perplexity"] = math.exp(min(loss, 50.0))
+    if unit_of(objective) != "target_tokens":
+        result[f"val_{unit_of(objective)}"] = int(targets)
+    if "labels" in keys:
+        result["val_target_tokens"] = int(all_reduce_sum(torch.tensor(real_targets, dtype=torch.float64), ctx).item())
     for name, value in sorted(metric_sums.items()):
         total = float(all_reduce_sum(value, ctx).item())
         result[f"val_{name}"] = total / float(targets) if targets > 0 else float("nan")
@@ -345,6 +370,7 @@ def fit(
             state.step += 1
             state.tokens_seen += result["tokens"]
             state.target_tokens_seen += result["target_tokens"]
+            state.units_seen += result["units"]
             state.last_train_loss = result["loss"]
             state.elapsed_s = time.perf_counter() - started
             window_tokens += result["tokens"]
@@ -352,8 +378,8 @@ def fit(
             tps = window_tokens / window_elapsed if window_elapsed > 0 else 0.0
             if state.step % cfg.log_every == 0 or state.step == plan.total_steps:
                 run.log_metrics(state.step, {
-                    "loss": result["loss"], "lr": lr, "grad_norm": result["grad_norm"],
-                    "tokens": result["tokens"], "target_tokens": result["target_tokens"],
+                    "loss": result["loss"], "lr": lr, "grad_norm": result["grad_norm"], "tokens": result["tokens"],
+                    **_counts(objective, result["target_tokens"], result["units"]),
                     "tokens_per_s": tps, "epoch": state.step / plan.steps_per_epoch, **result["metrics"],
                 })
             bar.update(task, completed=state.step, loss=result["loss"], lr=lr, tps=tps)
@@ -385,7 +411,7 @@ def fit(
         "best_val_loss": state.best_val_loss,
         "best_step": state.best_step,
         "tokens_seen": state.tokens_seen,
-        "target_tokens_seen": state.target_tokens_seen,
+        **_counts(objective, state.target_tokens_seen, state.units_seen, "_seen"),
         "skipped_steps": state.skipped_steps,
         "train_seconds": round(state.elapsed_s, 2),
         "tokens_per_s": state.tokens_seen / state.elapsed_s if state.elapsed_s else None,
@@ -411,7 +437,18 @@ def _validate(module, val_items, collate, cfg, ctx, run, state: TrainState, stor
     barrier(ctx)
     if ctx.is_main:
         marker = " (best)" if improved else ""
-        console.print(f"step {state.step}: val loss {result['val_loss']:.4f}, perplexity {result['val_perplexity']:.2f}{marker}")
+        extra = "".join(f", {name.removeprefix('val_')} {result[name]:.{digits}f}"
+                        for name, digits in (("val_perplexity", 2), ("val_margin", 4), ("val_accuracy", 3)) if name in result)
+        console.print(f"step {state.step}: val loss {result['val_loss']:.4f}{extra}{marker}")
+
+
+def _counts(objective: nn.Module, target_tokens: int, units: int, suffix: str = "") -> dict[str, int]:
+    """Counts under names that say what they count: target tokens where the batch has labels (not
+    for reward), and the objective's units (pairs) where they are not target tokens."""
+    counts = {f"target_tokens{suffix}": target_tokens} if "labels" in _input_keys(objective) else {}
+    if unit_of(objective) != "target_tokens":
+        counts[f"{unit_of(objective)}{suffix}"] = units
+    return counts
 
 
 def _state_dict(state: TrainState) -> dict[str, Any]:

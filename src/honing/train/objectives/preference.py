@@ -38,6 +38,8 @@ PreferenceLoss = Literal["sigmoid", "ipo", "simpo", "orpo"]
 ipo: Azar et al. 2023; simpo: reference-free, length-normalised (Meng et al. 2024);
 orpo: reference-free, SFT plus an odds-ratio term (Hong et al. 2024)."""
 PREFERENCE_LOSSES: tuple[str, ...] = ("sigmoid", "ipo", "simpo", "orpo")
+IpoNormalize = Literal["mean", "sum"]
+"""How IPO turns each answer's token log-ratios into one number: their per-token mean, or their sum."""
 REFERENCE_FREE: tuple[str, ...] = ("simpo", "orpo")
 METRICS = ("chosen_reward", "rejected_reward", "margin", "accuracy")
 
@@ -221,15 +223,23 @@ def ipo_loss(
     reference_chosen: torch.Tensor,
     reference_rejected: torch.Tensor,
     beta: float,
+    chosen_tokens: torch.Tensor | None = None,
+    rejected_tokens: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """IPO (Azar et al. 2023): (x − 1/(2β))², x = (π_c − ref_c) − (π_r − ref_r).
 
-    honing uses *summed* answer log-probs here, as in the paper's derivation; some
-    implementations (TRL) use per-token averages instead, which changes the scale of x and so
-    the meaning of β. Rewards are β·(π − ref), as for DPO.
+    With `chosen_tokens` and `rejected_tokens` (B,) given, each side's log-ratio is divided by
+    its answer's token count, x = (π_c − ref_c)/|y_c| − (π_r − ref_r)/|y_r|: the per-token form
+    the IPO authors confirmed and TRL uses (`ipo_normalize: mean`). Without them the summed
+    log-ratios are used (`ipo_normalize: sum`), so the target 1/(2β) is a margin on the whole
+    answer and β means something else. Rewards are β·(log-ratio), as for DPO, on the same scale as x.
     """
-    chosen_ratio = policy_chosen - reference_chosen
-    rejected_ratio = policy_rejected - reference_rejected
+    chosen_ratio = policy_chosen - reference_chosen  # (B,)
+    rejected_ratio = policy_rejected - reference_rejected  # (B,)
+    if (chosen_tokens is None) != (rejected_tokens is None):
+        raise ValueError("ipo_loss takes both chosen_tokens and rejected_tokens (mean), or neither (sum)")
+    if chosen_tokens is not None:
+        chosen_ratio, rejected_ratio = chosen_ratio / chosen_tokens, rejected_ratio / rejected_tokens
     losses = (chosen_ratio - rejected_ratio - 1 / (2 * beta)) ** 2
     return losses, _metrics(beta * chosen_ratio, beta * rejected_ratio)
 
@@ -291,6 +301,7 @@ class PreferenceObjective(nn.Module):
         label_smoothing: float = 0.0,
         simpo_gamma: float = 0.5,
         orpo_lambda: float = 0.1,
+        ipo_normalize: IpoNormalize = "mean",
         reference_model: nn.Module | None = None,
     ):
         super().__init__()
@@ -300,17 +311,22 @@ class PreferenceObjective(nn.Module):
             raise ValueError(f"label_smoothing must be in [0, 0.5), not {label_smoothing}")
         if beta <= 0:
             raise ValueError(f"beta must be positive, not {beta}")
+        if ipo_normalize not in ("mean", "sum"):
+            raise ValueError(f"ipo_normalize must be mean or sum, not {ipo_normalize!r}")
         self.model = model
         self.loss = loss
         self.beta, self.label_smoothing = beta, label_smoothing
         self.simpo_gamma, self.orpo_lambda = simpo_gamma, orpo_lambda
+        self.ipo_normalize = ipo_normalize
         if reference_model is not None:
             reference_model.requires_grad_(False).eval()
         self.__dict__["reference_model"] = reference_model  # not a submodule: never trained, never saved
 
     # What the engine needs from an objective: the batch keys it takes, and its units (pairs),
-    # by which the step's summed loss and metrics are divided.
+    # by which the step's summed loss and metrics are divided; they are logged as `pairs`, and
+    # the answers' real target tokens as `target_tokens`. No perplexity: the loss is not an NLL.
     input_keys = ("input_ids", "labels", "attention_mask", "position_ids", "reference_logps")
+    unit = "pairs"
 
     @staticmethod
     def count(batch: dict[str, torch.Tensor]) -> int:
@@ -328,13 +344,12 @@ class PreferenceObjective(nn.Module):
         pairs = len(input_ids) // 2
         policy, n_tokens = sequence_logps(self.model, batch)  # (2B,), (2B,)
         policy_chosen, policy_rejected = policy[:pairs], policy[pairs:]
-        if self.loss in REFERENCE_FREE:
-            n_tokens = n_tokens.to(policy.dtype).clamp(min=1)
-            chosen_tokens, rejected_tokens = n_tokens[:pairs], n_tokens[pairs:]
-            if self.loss == "simpo":
-                losses, metrics = simpo_loss(policy_chosen, policy_rejected, chosen_tokens, rejected_tokens, self.beta, self.simpo_gamma)
-            else:
-                losses, metrics = orpo_loss(policy_chosen, policy_rejected, chosen_tokens, rejected_tokens, self.orpo_lambda)
+        n_tokens = n_tokens.to(policy.dtype).clamp(min=1)
+        chosen_tokens, rejected_tokens = n_tokens[:pairs], n_tokens[pairs:]
+        if self.loss == "simpo":
+            losses, metrics = simpo_loss(policy_chosen, policy_rejected, chosen_tokens, rejected_tokens, self.beta, self.simpo_gamma)
+        elif self.loss == "orpo":
+            losses, metrics = orpo_loss(policy_chosen, policy_rejected, chosen_tokens, rejected_tokens, self.orpo_lambda)
         else:
             if reference_logps is None:
                 reference_logps = _reference_logps(self.model, batch, self.reference_model)
@@ -342,6 +357,9 @@ class PreferenceObjective(nn.Module):
             reference_chosen, reference_rejected = reference_logps[:pairs], reference_logps[pairs:]
             if self.loss == "sigmoid":
                 losses, metrics = dpo_loss(policy_chosen, policy_rejected, reference_chosen, reference_rejected, self.beta, self.label_smoothing)
+            elif self.ipo_normalize == "mean":
+                losses, metrics = ipo_loss(policy_chosen, policy_rejected, reference_chosen, reference_rejected, self.beta,
+                                           chosen_tokens, rejected_tokens)
             else:
                 losses, metrics = ipo_loss(policy_chosen, policy_rejected, reference_chosen, reference_rejected, self.beta)
         summed = {name: value.sum() for name, value in metrics.items()}

@@ -129,8 +129,10 @@ class RewardObjective(nn.Module):
     tokens, so gradient accumulation changes nothing and the logged metrics are per-pair means.
     """
 
-    # What the engine needs from an objective: the batch keys it takes, and its units (pairs).
+    # What the engine needs from an objective: the batch keys it takes, and its units (pairs),
+    # logged as `pairs`; no labels, so no target tokens, and no perplexity (the loss is not an NLL).
     input_keys = ("input_ids", "attention_mask", "margin")
+    unit = "pairs"
 
     def __init__(self, reward_model: RewardModel):
         super().__init__()
