@@ -1,4 +1,5 @@
-"""The evaluation report: `report.md` and one self-contained `report.html` with inline SVG charts.
+"""The evaluation report: `report.md` and one self-contained `report.html` with inline SVG charts
+(drawn by `honing.evals.charts`).
 
 Both files are rendered from one list of blocks (headings, paragraphs, tables and, in HTML
 only, charts), so the two never disagree. `results` is the dict `honing eval` builds:
@@ -14,20 +15,17 @@ Example texts longer than `EXAMPLE_CHARS` are cut, and the cut says how much was
 
 from __future__ import annotations
 
-import html
 import json
-import math
 import os
 import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from honing.errors import HoningError
+from honing.evals.charts import CURVES, confusion_table, curve_chart, curve_points, esc, finite, interval_chart
 
 EXAMPLE_CHARS = 400
 _PLAIN_WORDS = {"loss", "perplexity", "ppl", "bleu", "chrf", "ter"}
-_COLORS = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#be185d", "#4b5563")
-_CURVES = (("loss", "train loss", "#2563eb", ""), ("val_loss", "validation loss", "#dc2626", "6 4"))
 
 
 class Block(NamedTuple):
@@ -78,7 +76,7 @@ def blocks_markdown(blocks: list[Block]) -> str:
 def blocks_html(blocks: list[Block], title: str) -> str:
     """One self-contained HTML page (inline CSS and SVG) of a list of blocks."""
     body = "\n".join(_html_block(block) for block in blocks)
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{_esc(title)}</title>\n'
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{esc(title)}</title>\n'
             f"<style>{_CSS}</style>\n</head>\n<body>\n<main>\n{body}\n</main>\n</body>\n</html>\n")
 
 
@@ -103,14 +101,8 @@ def write_text_atomic(path: Path, text: str) -> Path:
 # ── numbers ─────────────────────────────────────────────────────────────────────────────────
 
 
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
 def _num(value: Any, spec: str = ".3g") -> str:
-    value = _finite(value)
+    value = finite(value)
     return "n/a" if value is None else format(value, spec)
 
 
@@ -132,7 +124,7 @@ class _Numbers:
         return metric in self.out_of_range or "loss" in name or "perplexity" in name or bool(words & _PLAIN_WORDS)
 
     def value(self, metric: str, value: Any) -> str:
-        value = _finite(value)
+        value = finite(value)
         if value is None:
             return "n/a"
         return f"{value:.4g}" if self.plain(metric) else f"{value * 100:.1f}%"
@@ -148,7 +140,7 @@ class _Numbers:
         return f"{mean * 100:.1f}% [{low * 100:.1f}, {high * 100:.1f}]"
 
     def diff(self, metric: str, record: dict) -> str:
-        diff, low, high = (_finite(record.get(key)) for key in ("diff", "low", "high"))
+        diff, low, high = (finite(record.get(key)) for key in ("diff", "low", "high"))
         if diff is None:
             return "n/a"
         spec, scale, unit = (".4g", 1, "") if self.plain(metric) else (".1f", 100, " pts")
@@ -161,7 +153,7 @@ class _Numbers:
 
 def _triple(interval: dict | None) -> tuple[float | None, float | None, float | None]:
     interval = interval or {}
-    return _finite(interval.get("mean")), _finite(interval.get("low")), _finite(interval.get("high"))
+    return finite(interval.get("mean")), finite(interval.get("low")), finite(interval.get("high"))
 
 
 # ── content, shared by both formats ─────────────────────────────────────────────────────────
@@ -224,8 +216,15 @@ def _task_blocks(results: dict, task: dict, numbers: _Numbers, charts: bool) -> 
         for model in _ordered(confusion, models):
             if (confusion.get(model) or {}).get(name):
                 blocks += [Block("h3", f"Confusion matrix: {model} (rows gold, columns predicted)"),
-                           Block("html", _confusion_html(confusion[model][name]))]
+                           Block("html", confusion_table(confusion[model][name]))]
     return blocks
+
+
+def _interval_svg(results: dict, task: str, metric: str, numbers: _Numbers) -> str:
+    """One row per model: the primary metric's mean as a dot (and bar, for rates) with its interval."""
+    rows = [(model, _triple(_score(results, model, task, metric))) for model in _model_names(results)]
+    return interval_chart(rows, f"{task}: {metric} by model", plain=numbers.plain(metric),
+                          value_text=lambda mean: numbers.value(metric, mean))
 
 
 def _differences_blocks(results: dict, numbers: _Numbers) -> list[Block]:
@@ -284,10 +283,10 @@ def _curve_blocks(results: dict, charts: bool) -> list[Block]:
         if not records:
             continue
         lasts = [f"last {label} {_num(points[-1][1], '.4g')} at step {points[-1][0]:g}"
-                 for key, label, _, _ in _CURVES if (points := _points(records, key))]
+                 for key, label, _, _ in CURVES if (points := curve_points(records, key))]
         blocks += [Block("h3", model), Block("p", "; ".join([f"metric records: {len(records)}"] + lasts), "meta")]
         if charts:
-            blocks.append(Block("html", _curve_svg(model, records)))
+            blocks.append(Block("html", curve_chart(model, records)))
     return blocks
 
 
@@ -317,11 +316,6 @@ def _clip(value: Any, limit: int = EXAMPLE_CHARS) -> str:
     return text if len(text) <= limit else f"{text[:limit].rstrip()}… [+{len(text) - limit} chars]"
 
 
-def _points(records: list[dict], key: str) -> list[tuple[float, float]]:
-    pairs = ((_finite(r.get("step")), _finite(r.get(key))) for r in records)
-    return sorted((step, value) for step, value in pairs if step is not None and value is not None)
-
-
 # ── Markdown and HTML ───────────────────────────────────────────────────────────────────────
 
 
@@ -343,147 +337,16 @@ def _markdown_row(cells: list[str]) -> str:
     return "| " + " | ".join(clean) + " |"
 
 
-def _esc(text: Any) -> str:
-    return html.escape(str(text))
-
-
 def _html_block(block: Block) -> str:
     cls = f' class="{block.cls}"' if block.cls else ""
     if block.kind == "table":
         header, rows = block.content
-        head = "".join(f"<th>{_esc(cell)}</th>" for cell in header)
-        body = "".join("<tr>" + "".join(f"<td>{_esc(cell)}</td>" for cell in row) + "</tr>" for row in rows)
+        head = "".join(f"<th>{esc(cell)}</th>" for cell in header)
+        body = "".join("<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in rows)
         return f'<div class="scroll"><table{cls}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
     if block.kind == "html":
         return block.content
-    return f"<{block.kind}{cls}>{_esc(block.content)}</{block.kind}>"
-
-
-def _confusion_html(matrix: dict) -> str:
-    gold = [str(label) for label in matrix]
-    predicted = _ordered({str(p) for row in matrix.values() for p in (row or {})}, gold)
-    counts = {(str(g), str(p)): _finite(c) or 0.0 for g, row in matrix.items() for p, c in (row or {}).items()}
-    peak = max(counts.values(), default=0.0) or 1.0
-    head = "<th>gold \\ predicted</th>" + "".join(f"<th>{_esc(p)}</th>" for p in predicted)
-    rows = []
-    for g in gold:
-        cells = []
-        for p in predicted:
-            share = counts.get((g, p), 0.0) / peak
-            style = f"background:rgba(37,99,235,{share:.2f});color:{'#fff' if share > 0.55 else '#111827'}"
-            cells.append(f'<td style="{style}">{counts.get((g, p), 0.0):g}</td>')
-        rows.append(f"<tr><th>{_esc(g)}</th>{''.join(cells)}</tr>")
-    return f'<table class="confusion"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
-
-
-# ── SVG charts ──────────────────────────────────────────────────────────────────────────────
-
-
-def _ticks(low: float, high: float, count: int = 5) -> list[float]:
-    """Round tick positions (1, 2, 2.5, 5 × 10^k apart) inside [low, high]."""
-    raw = (high - low) / count
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw * (1 - 1e-9))
-    first = math.ceil(low / step - 1e-9) * step
-    return [float(f"{first + i * step:.12g}") for i in range(int((high - first) / step + 1e-9) + 1)]
-
-
-def _span(values: list[float], pad: float) -> tuple[float, float]:
-    low, high = min(values), max(values)
-    if high - low < 1e-12:
-        spread = abs(low) * 0.1 or 1.0
-        return low - spread, high + spread
-    return low - pad * (high - low), high + pad * (high - low)
-
-
-def _svg_open(width: int, height: int, label: str) -> str:
-    return (f'<svg width="{width}" height="{height}" '
-            f'viewBox="0 0 {width} {height}" role="img" aria-label="{_esc(label)}">')
-
-
-def _text(x: float, y: float, text: str, anchor: str = "start", extra: str = "") -> str:
-    return f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}"{extra}>{_esc(text)}</text>'
-
-
-def _interval_svg(results: dict, task: str, metric: str, numbers: _Numbers) -> str:
-    """One row per model: the primary metric's mean as a dot (and bar, for rates) with its interval."""
-    rows = [(model, _triple(_score(results, model, task, metric))) for model in _model_names(results)]
-    return interval_chart(rows, f"{task}: {metric} by model", plain=numbers.plain(metric),
-                          value_text=lambda mean: numbers.value(metric, mean))
-
-
-def interval_chart(rows: list[tuple[str, tuple[float | None, float | None, float | None]]], label: str, *,
-                   plain: bool = False, value_text: Any = None) -> str:
-    """An SVG with one row per (name, (mean, low, high)): a dot at the mean, a bar from 0 for rates
-    (plain=False: values in [0, 1] shown as percentages), and the interval as a line with ends."""
-    value_text = value_text or (lambda mean: f"{mean:.4g}" if plain else f"{mean * 100:.1f}%")
-    values = [v for _, triple in rows for v in triple if v is not None]
-    low_end, high_end = _span(values, 0.05) if plain and values else (0.0, 1.0)
-    width, left, right, top, row_height = 640, 150, 80, 8, 26
-    axis_y = top + row_height * len(rows)
-    parts = [_svg_open(width, axis_y + 26, label)]
-
-    def x(value: float) -> float:
-        return left + (min(max(value, low_end), high_end) - low_end) / (high_end - low_end) * (width - left - right)
-
-    for tick in _ticks(low_end, high_end):
-        parts.append(f'<line x1="{x(tick):.1f}" y1="{top}" x2="{x(tick):.1f}" y2="{axis_y}" stroke="#e5e7eb"/>')
-        parts.append(_text(x(tick), axis_y + 16, f"{tick:.4g}" if plain else f"{tick * 100:g}%", "middle"))
-    for i, (name, (mean, low, high)) in enumerate(rows):
-        y, color = top + row_height * i + row_height / 2, _COLORS[i % len(_COLORS)]
-        parts.append(_text(left - 8, y + 4, name if len(name) <= 22 else name[:21] + "…", "end"))
-        if mean is None:
-            parts.append(_text(left + 4, y + 4, "n/a"))
-            continue
-        if not plain:
-            parts.append(f'<rect x="{left}" y="{y - 6:.1f}" width="{x(mean) - left:.1f}" height="12" '
-                         f'fill="{color}" fill-opacity="0.18"/>')
-        if low is not None and high is not None:
-            parts.append(f'<line x1="{x(low):.1f}" y1="{y:.1f}" x2="{x(high):.1f}" y2="{y:.1f}" stroke="{color}" stroke-width="2"/>')
-            parts += [f'<line x1="{x(v):.1f}" y1="{y - 5:.1f}" x2="{x(v):.1f}" y2="{y + 5:.1f}" stroke="{color}" stroke-width="2"/>'
-                      for v in (low, high)]
-        parts.append(f'<circle cx="{x(mean):.1f}" cy="{y:.1f}" r="4.5" fill="{color}"/>')
-        parts.append(_text(width - right + 8, y + 4, value_text(mean)))
-    parts.append(f'<line x1="{left}" y1="{axis_y}" x2="{width - right}" y2="{axis_y}" stroke="#6b7280"/>')
-    return "".join(parts) + "</svg>"
-
-
-def _curve_svg(model: str, records: list[dict]) -> str:
-    """Train and validation loss against step, with axes, ticks and a legend."""
-    series = [(label, color, dash, points) for key, label, color, dash in _CURVES if (points := _points(records, key))]
-    if not series:
-        return '<p class="meta">No loss values logged.</p>'
-    steps = [p[0] for *_, points in series for p in points]
-    losses = [p[1] for *_, points in series for p in points]
-    (x_low, x_high), (y_low, y_high) = _span(steps, 0.0), _span(losses, 0.05)
-    width, height, left, right, top, bottom = 640, 280, 64, 16, 30, 40
-    parts = [_svg_open(width, height, f"training curves of {model}")]
-
-    def x(step: float) -> float:
-        return left + (step - x_low) / (x_high - x_low) * (width - left - right)
-
-    def y(loss: float) -> float:
-        return top + (y_high - loss) / (y_high - y_low) * (height - top - bottom)
-
-    for tick in _ticks(y_low, y_high):
-        parts.append(f'<line x1="{left}" y1="{y(tick):.1f}" x2="{width - right}" y2="{y(tick):.1f}" stroke="#e5e7eb"/>')
-        parts.append(_text(left - 6, y(tick) + 4, f"{tick:.4g}", "end"))
-    for tick in (t for t in _ticks(x_low, x_high) if t == int(t)):
-        parts.append(_text(x(tick), height - bottom + 16, f"{int(tick)}", "middle"))
-    parts.append(f'<polyline fill="none" stroke="#6b7280" points="{left},{top} {left},{height - bottom} '
-                 f'{width - right},{height - bottom}"/>')
-    parts.append(_text((left + width - right) / 2, height - 6, "step", "middle"))
-    for i, (label, color, dash, points) in enumerate(series):
-        dashes = f' stroke-dasharray="{dash}"' if dash else ""
-        if len(points) > 1:
-            coords = " ".join(f"{x(s):.1f},{y(v):.1f}" for s, v in points)
-            parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.8"{dashes} points="{coords}"/>')
-        if len(points) <= 40:
-            parts += [f'<circle cx="{x(s):.1f}" cy="{y(v):.1f}" r="2.5" fill="{color}"/>' for s, v in points]
-        legend_x = left + 8 + 150 * i
-        parts.append(f'<line x1="{legend_x}" y1="14" x2="{legend_x + 24}" y2="14" stroke="{color}" stroke-width="2"{dashes}/>')
-        parts.append(_text(legend_x + 30, 18, label))
-    return "".join(parts) + "</svg>"
+    return f"<{block.kind}{cls}>{esc(block.content)}</{block.kind}>"
 
 
 _CSS = """
