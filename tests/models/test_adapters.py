@@ -142,8 +142,8 @@ def test_saved_adapter_reloads_and_merges_to_the_same_logits(tiny_model_dir, tmp
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from honing.models.load import load_model
-    from honing.models.save import load_adapter_model, merge_adapter, save_model
+    from honing.models.load import load_adapter_model, load_model
+    from honing.models.save import merge_adapter, save_model
 
     base_cfg = ModelConfig(path=str(tiny_model_dir))
     loaded = load_model(base_cfg)

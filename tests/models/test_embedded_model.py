@@ -13,7 +13,8 @@ pytestmark = pytest.mark.slow
 
 def test_embedded_model_answers(tmp_path):
     from honing.generate import generate
-    from honing.models.load import gguf_model_cache, load_model
+    from honing.models.load import load_model
+    from honing.models.source import gguf_model_cache
 
     loaded = load_model(ModelConfig())  # the first load ever converts into the cache (~20 s); later ones read it
     assert loaded.source["kind"] == "embedded" and len(loaded.source["sha256"]) == 64

@@ -10,7 +10,8 @@ import torch
 
 from honing.config import ModelConfig, ScratchModelConfig
 from honing.errors import ModelError
-from honing.models.load import load_model, load_tokenizer, resolve_model_source
+from honing.models.load import load_model, load_tokenizer
+from honing.models.source import resolve_model_source
 
 
 def test_missing_path(tmp_path):

@@ -9,8 +9,8 @@ import torch
 
 from honing.config import AdapterConfig, MergeConfig, ModelConfig
 from honing.models.adapters import apply_adapter
-from honing.models.load import load_model
-from honing.models.save import load_adapter_model, merge_adapter, save_model
+from honing.models.load import load_adapter_model, load_model
+from honing.models.save import merge_adapter, save_model
 
 IDS = torch.tensor([[1, 17, 230, 4000, 42, 9, 77], [1, 3, 3, 500, 600, 700, 800]])
 

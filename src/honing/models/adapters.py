@@ -1,12 +1,21 @@
-"""What gets trained: every weight (full), or a low-rank adapter (LoRA, DoRA, QLoRA) via peft.
+"""What gets trained: every weight (full), or a low-rank adapter (LoRA, DoRA, QLoRA) via peft;
+and adapters on disk: finding one, the base model it names, and putting it on a model.
 
 QLoRA needs CUDA and bitsandbytes; that is checked once, here, in `qlora_available`.
+
+A saved adapter names its base portably. `adapter_config.json`'s `base_model_name_or_path` holds
+the base's upstream model id when honing knows it (the embedded default's Hugging Face id), else
+its local path, never a file in honing's cache; `honing_base.json` beside it holds the id, the
+path and the base's sha256 (as run records give it), which `honing.models.source.resolve_base`
+turns back into a model on this machine.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 from honing.config import AdapterConfig
@@ -109,3 +118,81 @@ def count_parameters(model: Any) -> tuple[int, int]:
         if param.requires_grad:
             trainable += count
     return total, trainable
+
+
+# --------------------------------------------------------------------------- adapters on disk
+
+ADAPTER_CONFIG = "adapter_config.json"
+BASE_FILE = "honing_base.json"
+"""Beside adapter_config.json: {"model_id", "path", "sha256"} of the adapter's base model."""
+
+
+def is_peft_model(model: Any) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
+
+
+def resolve_adapter_dir(path: str | Path) -> Path:
+    """An adapter directory, or a run directory holding one in `adapter/`."""
+    path = Path(path).expanduser()
+    if (path / ADAPTER_CONFIG).is_file():
+        return path
+    if (path / "adapter" / ADAPTER_CONFIG).is_file():
+        return path / "adapter"
+    if not path.exists():
+        raise ModelError(f"adapter {path} does not exist; give a PEFT adapter directory or a run directory with adapter/")
+    raise ModelError(f"{path} holds no PEFT adapter (no {ADAPTER_CONFIG}, nor adapter/{ADAPTER_CONFIG})")
+
+
+def read_adapter_base(adapter_dir: str | Path) -> dict[str, str | None]:
+    """The base an adapter names: {"model_id", "path", "sha256"} from honing_base.json, or, for
+    an adapter saved before it (or by another tool), {"path": base_model_name_or_path}."""
+    adapter_dir = Path(adapter_dir)
+    base_file = adapter_dir / BASE_FILE
+    if base_file.is_file():
+        identity = _read_json(base_file)
+        if any(identity.get(key) for key in ("model_id", "path", "sha256")):
+            return {key: identity.get(key) for key in ("model_id", "path", "sha256")}
+    config_file = adapter_dir / ADAPTER_CONFIG
+    base = _read_json(config_file).get("base_model_name_or_path")
+    if not base:
+        raise ModelError(f"{config_file} names no base_model_name_or_path; set model.path to the adapter's base model")
+    return {"model_id": None, "path": str(base), "sha256": None}
+
+
+def write_adapter_base(adapter_dir: str | Path, identity: dict[str, str | None]) -> None:
+    """Record `identity` (see read_adapter_base) in honing_base.json, and name the base in
+    adapter_config.json by its model id, else its path, so other PEFT tools see the same."""
+    adapter_dir = Path(adapter_dir)
+    record = {key: identity.get(key) for key in ("model_id", "path", "sha256")}
+    (adapter_dir / BASE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    config_file = adapter_dir / ADAPTER_CONFIG
+    config = _read_json(config_file)
+    config["base_model_name_or_path"] = record["model_id"] or record["path"]
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelError(f"cannot read {path}: {err}") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path} does not hold a JSON object")
+    return data
+
+
+def attach_adapter(model: Any, adapter_dir: str | Path, *, merge: bool) -> Any:
+    """Put a saved PEFT adapter on `model`; merge=True folds it in and returns a plain model."""
+    from peft import PeftModel
+
+    try:
+        peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ModelError(
+            f"cannot apply the adapter in {adapter_dir}: {type(err).__name__}: {first} "
+            "(is it an adapter for this base model?)"
+        ) from None
+    return peft_model.merge_and_unload() if merge else peft_model

