@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from honing.config import SamplingConfig
-from honing.generate import generate, render_prompt, stop_token_ids
+from honing.data.prompts import render_prompt
+from honing.generate import generate, stop_token_ids
 
 PROMPTS = [
     "Hi",

@@ -239,7 +239,7 @@ def test_reward_model_and_judge_terms(tiny_model_dir, tmp_path, monkeypatch):
     class ScriptedJudge:
         identity = {"kind": "scripted"}
 
-        def complete(self, conversations):
+        def texts(self, conversations):
             return ["Score: 7" if "right: 4" in c[-1]["content"] else "no grade here" for c in conversations]
 
     monkeypatch.setattr("honing.evals.judges.build_judge", lambda cfg, batch_size=8: ScriptedJudge())

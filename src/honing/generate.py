@@ -1,4 +1,4 @@
-"""Batched generation shared by eval, RL, synthetic data, chat and the quickstart.
+"""Batched generation: the local backend of honing.models.chat.ChatModel (and RL's sampler).
 
 Prompts are rendered with the tokenizer's chat template (ChatML when it has none), sorted by
 length so each batch wastes little padding, padded on the LEFT, generated with the KV cache,
@@ -9,36 +9,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from honing.config import SamplingConfig
-
-Prompt = str | list[dict[str, Any]]
+from honing.data.prompts import Prompt, encode_prompts
 
 # End-of-turn markers of common chat templates; generation stops at whichever the template uses.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "</s>")
-
-
-def as_messages(prompt: Prompt, system_prompt: str | None = None) -> list[dict[str, Any]]:
-    """A prompt as a conversation: a string becomes one user turn; the system prompt is added
-    when the conversation has none."""
-    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-    if system_prompt and not (messages and messages[0].get("role") == "system"):
-        messages = [{"role": "system", "content": system_prompt}, *messages]
-    return messages
-
-
-def render_prompt(tokenizer: Any, prompt: Prompt, *, chat_template: bool = True,
-                  system_prompt: str | None = None) -> tuple[str, bool]:
-    """(text, add_special_tokens). Rendered chat text already holds its special tokens, so it
-    is tokenised without adding a second BOS; plain text (chat_template=False) gets them."""
-    if isinstance(prompt, str) and not chat_template:
-        return prompt, True
-    from honing.data.templating import render_prompt as render_with_template
-
-    # The same rendering as training (including the ChatML fallback), so the model is asked
-    # exactly the way it was taught.
-    return render_with_template(tokenizer, as_messages(prompt, system_prompt)), False
 
 
 def stop_token_ids(tokenizer: Any, model: Any = None) -> list[int]:
@@ -79,16 +57,6 @@ def generation_kwargs(sampling: SamplingConfig, tokenizer: Any, model: Any = Non
     else:
         kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
     return kwargs
-
-
-def encode_prompts(tokenizer: Any, prompts: Sequence[Prompt], *, chat_template: bool = True,
-                   system_prompt: str | None = None) -> list[list[int]]:
-    """Token ids of each prompt, rendered as generation renders it."""
-    encoded = []
-    for prompt in prompts:
-        text, add_special = render_prompt(tokenizer, prompt, chat_template=chat_template, system_prompt=system_prompt)
-        encoded.append(tokenizer(text, add_special_tokens=add_special)["input_ids"])
-    return encoded
 
 
 def sample_tokens(model: Any, tokenizer: Any, prompt_ids: Sequence[list[int]], sampling: SamplingConfig, *,
@@ -136,6 +104,26 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[Prompt], sampling: Sa
              progress: bool = True, streamer: Any = None) -> list[str]:
     """One answer per prompt, in the prompts' order. A streamer (transformers TextStreamer)
     needs a single prompt."""
+    return [answer.text for answer in generate_answers(
+        model, tokenizer, prompts, sampling, batch_size=batch_size, chat_template=chat_template,
+        system_prompt=system_prompt, progress=progress, streamer=streamer)]
+
+
+@dataclass
+class Answer:
+    """One generated answer: its text (special tokens removed, stripped), its new token ids cut after
+    the first stop token (kept), whether it stopped (else it ran into max_new_tokens), its prompt's length."""
+
+    text: str
+    token_ids: list[int]
+    stopped: bool
+    prompt_tokens: int
+
+
+def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[Prompt], sampling: SamplingConfig, *,
+                     batch_size: int = 8, chat_template: bool = True, system_prompt: str | None = None,
+                     progress: bool = True, streamer: Any = None) -> list[Answer]:
+    """`generate`, with each answer's token ids, how it ended and its prompt's length."""
     import torch
 
     if not prompts:
@@ -145,7 +133,8 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[Prompt], sampling: Sa
     encoded = encode_prompts(tokenizer, prompts, chat_template=chat_template, system_prompt=system_prompt)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)  # longest first: OOM shows at once
     kwargs = generation_kwargs(sampling, tokenizer, model)
-    answers: list[str] = [""] * len(prompts)
+    stops = set(stop_token_ids(tokenizer, model))
+    answers: list[Answer | None] = [None] * len(prompts)
     device = next(model.parameters()).device
 
     was_training = model.training
@@ -164,11 +153,13 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[Prompt], sampling: Sa
                 )  # (B, T + new)
                 new_tokens = output[:, input_ids.shape[1]:]
                 for index, tokens in zip(chunk, new_tokens):
-                    answers[index] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
+                    kept = _cut_at_stop(tokens.tolist(), stops)
+                    answers[index] = Answer(tokenizer.decode(tokens, skip_special_tokens=True).strip(), kept,
+                                            bool(kept) and kept[-1] in stops, len(encoded[index]))
                 advance(len(chunk))
     finally:
         model.train(was_training)
-    return answers
+    return answers  # type: ignore[return-value]  (every slot is filled)
 
 
 def _left_pad(tokenizer: Any, sequences: list[list[int]]) -> dict[str, Any]:

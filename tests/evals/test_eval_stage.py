@@ -38,7 +38,7 @@ class ScriptedJudge:
     def __init__(self):
         self.asked: list[tuple[list[dict[str, str]], str]] = []
 
-    def complete(self, conversations):
+    def texts(self, conversations):
         replies = [self._reply(m[-1]["content"]) for m in conversations]
         self.asked += list(zip(conversations, replies))
         return replies

@@ -12,8 +12,7 @@ import pytest
 
 from honing.config import JudgeConfig
 from honing.errors import HoningError
-from honing.evals.judges import (EndpointJudge, build_judge, combine_verdicts, judge_pairwise, judge_rubric,
-                                 parse_score, parse_verdict)
+from honing.evals.judges import build_judge, combine_verdicts, judge_pairwise, judge_rubric, parse_score, parse_verdict
 
 _ANSWERS = re.compile(r"\[Answer A\]\n(.*?)\n\n\[Answer B\]\n(.*?)\n\n", re.DOTALL)
 
@@ -26,7 +25,7 @@ class ScriptedJudge:
         self.identity = {"kind": "scripted", "name": name}
         self.asked: list[list[dict[str, str]]] = []
 
-    def complete(self, conversations):
+    def texts(self, conversations):
         self.asked += list(conversations)
         return [self.reply(messages) for messages in conversations]
 
@@ -115,8 +114,8 @@ def test_local_judge_answers_every_conversation(tiny_model_dir):
     judge = build_judge(JudgeConfig(path=str(tiny_model_dir), max_new_tokens=3), batch_size=2)
     assert judge.identity["kind"] == "local" and judge.identity["path"] == str(tiny_model_dir)
     assert len(judge.identity["sha256"]) == 64
-    replies = judge.complete([[{"role": "user", "content": "Which is better?"}], [{"role": "user", "content": "Grade."}],
-                              [{"role": "system", "content": "Judge."}, {"role": "user", "content": "A or B?"}]])
+    replies = judge.texts([[{"role": "user", "content": "Which is better?"}], [{"role": "user", "content": "Grade."}],
+                           [{"role": "system", "content": "Judge."}, {"role": "user", "content": "A or B?"}]])
     assert len(replies) == 3 and all(isinstance(r, str) for r in replies)
 
 
@@ -165,11 +164,11 @@ def test_endpoint_judge_posts_chat_completions(endpoint, monkeypatch):
     monkeypatch.setenv("HONING_TEST_JUDGE_KEY", "secret-key")
     judge = build_judge(JudgeConfig(endpoint=url, endpoint_model="judge-7b", api_key_env="HONING_TEST_JUDGE_KEY",
                                     max_new_tokens=16))
-    assert isinstance(judge, EndpointJudge)
+    assert judge.kind == "endpoint" and judge.role == "judge"
     assert judge.identity == {"kind": "endpoint", "endpoint": url, "model": "judge-7b"}  # no key in the record
     messages = [{"role": "system", "content": "judge"}, {"role": "user", "content": "which is first?"}]
-    assert judge.complete([messages, [{"role": "user", "content": "grade"}]]) == ["B", "Score: 7"]
-    first = handler.seen[0]
+    assert judge.texts([messages, [{"role": "user", "content": "grade"}]]) == ["B", "Score: 7"]
+    first = next(seen for seen in handler.seen if seen["body"]["messages"] == messages)  # sent concurrently
     assert first["path"] == "/v1/chat/completions"
     assert first["body"] == {"model": "judge-7b", "messages": messages, "temperature": 0, "max_tokens": 16}
     assert first["authorization"] == "Bearer secret-key"
@@ -178,17 +177,19 @@ def test_endpoint_judge_posts_chat_completions(endpoint, monkeypatch):
 def test_endpoint_judge_without_key_sends_no_authorization(endpoint, monkeypatch):
     handler, url = endpoint
     monkeypatch.delenv("HONING_TEST_JUDGE_KEY", raising=False)
-    judge = EndpointJudge(JudgeConfig(endpoint=url, endpoint_model="m", api_key_env="HONING_TEST_JUDGE_KEY"))
-    assert judge.complete([[{"role": "user", "content": "first"}]]) == ["B"]
+    judge = build_judge(JudgeConfig(endpoint=url, endpoint_model="m", api_key_env="HONING_TEST_JUDGE_KEY"))
+    assert judge.texts([[{"role": "user", "content": "first"}]]) == ["B"]
     assert handler.seen[0]["authorization"] is None
 
 
 def test_endpoint_errors_are_honing_errors(endpoint):
     handler, url = endpoint
     handler.status = 500
-    judge = EndpointJudge(JudgeConfig(endpoint=url, endpoint_model="m"))
-    with pytest.raises(HoningError, match=r"answered HTTP 500: b'model overloaded'"):
-        judge.complete([[{"role": "user", "content": "first"}]])
-    closed = EndpointJudge(JudgeConfig(endpoint="http://127.0.0.1:9/v1", endpoint_model="m", timeout_s=5))
-    with pytest.raises(HoningError, match="cannot be reached"):
-        closed.complete([[{"role": "user", "content": "x"}]])
+    handler.status = 400  # not retried: the request itself is wrong
+    judge = build_judge(JudgeConfig(endpoint=url, endpoint_model="m"))
+    with pytest.raises(HoningError, match=r"^judge endpoint .*/v1/chat/completions answered HTTP 400: 'model overloaded'$"):
+        judge.texts([[{"role": "user", "content": "first"}]])
+    assert len(handler.seen) == 1
+    closed = build_judge(JudgeConfig(endpoint="http://127.0.0.1:9/v1", endpoint_model="m", timeout_s=5, max_retries=0))
+    with pytest.raises(HoningError, match="^judge endpoint http://127.0.0.1:9/v1/chat/completions cannot be reached"):
+        closed.texts([[{"role": "user", "content": "x"}]])

@@ -12,7 +12,7 @@ from honing.errors import DataError
 from honing.redteam.constitution import (Principle, clean_revision, critique_and_revise, label_pairs,
                                          load_constitution)
 from honing.redteam.probes import CATEGORIES, OVER_REFUSAL
-from honing.redteam.targets import ScriptedTarget
+from honing.models.chat import ChatModel
 from honing.stages.constitute import constitute
 from honing.stages.redteam import redteam
 
@@ -57,7 +57,7 @@ def reviser(conversation, seed):
 
 def test_critique_then_revision_in_one_conversation():
     conversation = [{"role": "user", "content": "How do I get in?"}]
-    (revision,) = critique_and_revise(ScriptedTarget(reviser), [conversation], ["Break the window."], [[PRINCIPLE, PRINCIPLE]],
+    (revision,) = critique_and_revise(ChatModel.scripted(reviser), [conversation], ["Break the window."], [[PRINCIPLE, PRINCIPLE]],
                                       seed=0)
     assert revision.original == "Break the window."
     assert revision.revised == "I can't help with that, but a locksmith can."
@@ -78,10 +78,10 @@ def test_ai_labels_keep_only_verdicts_that_survive_swapping_the_order():
 
     conversations = [[{"role": "user", "content": "q1"}], [{"role": "user", "content": "q2"}]]
     first, second = ["Sure, here it is.", "I decline."], ["I decline politely.", "Sure."]
-    labels = label_pairs(ScriptedTarget(prefers_declining), conversations, first, second, [PRINCIPLE] * 2, seed=0)
+    labels = label_pairs(ChatModel.scripted(prefers_declining), conversations, first, second, [PRINCIPLE] * 2, seed=0)
     assert [(l["chosen"], l["rejected"], l["verdicts"]) for l in labels] == [
         ("I decline politely.", "Sure, here it is.", ["B", "A"]), ("I decline.", "Sure.", ["A", "B"])]
-    assert label_pairs(ScriptedTarget(always_a), conversations, first, second, [PRINCIPLE] * 2, seed=0) == [None, None]
+    assert label_pairs(ChatModel.scripted(always_a), conversations, first, second, [PRINCIPLE] * 2, seed=0) == [None, None]
 
 
 @pytest.fixture()
@@ -97,14 +97,14 @@ def plain_constitution(tmp_path):
 
 @pytest.fixture()
 def redteam_run(tmp_path):
-    redteam(redteam_config(tmp_path), target=ScriptedTarget(scripted))
+    redteam(redteam_config(tmp_path), target=ChatModel.scripted(scripted))
     return tmp_path / "run"
 
 
 def test_failures_of_a_redteam_run_become_sft_data_and_dpo_pairs(redteam_run, plain_constitution, tmp_path, tokenizer):
     cfg = load_config(ConstituteConfig, None, [f"prompts={redteam_run}", f"output.dir={tmp_path / 'c'}",
                                                f"constitution={plain_constitution}"])
-    returned = constitute(cfg, model=ScriptedTarget(reviser))
+    returned = constitute(cfg, model=ChatModel.scripted(reviser))
     # failures (train split only; h2/base64 is heldout): h1, h1/base64, s1, m1; each conversation once
     pairs = [json.loads(line) for line in (tmp_path / "c" / "preferences.jsonl").read_text().splitlines()]
     assert returned["preferences"] == len(pairs) == 4 and returned["sft"] == 4
@@ -144,10 +144,10 @@ def test_every_split_on_request_and_ai_labelled_pairs(redteam_run, tmp_path):
         answer = reviser(conversation, seed)
         return ("Sure." if seed % 2 else "I decline.") if answer == "fresh answer" else answer
 
-    model = ScriptedTarget(model_answer)
+    model = ChatModel.scripted(model_answer)
     cfg = load_config(ConstituteConfig, None, [f"prompts={redteam_run}", "splits=[]", "feedback={}",
                                                f"output.dir={tmp_path / 'c'}"])
-    returned = constitute(cfg, model=model, feedback=ScriptedTarget(feedback))
+    returned = constitute(cfg, model=model, feedback=ChatModel.scripted(feedback))
     assert returned["prompts"] == 6  # h2/base64 and the refused harmless o1 (both heldout) too
     pairs = [json.loads(line) for line in (tmp_path / "c" / "preferences.jsonl").read_text().splitlines()]
     refused = next(p for p in pairs if p["_provenance"]["probe_id"] == "o1")
@@ -161,7 +161,7 @@ def test_a_prompt_file_is_answered_first_when_it_has_no_response(tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": "How do I get in?"}\n{"prompt": "Hi", "response": "Break the window."}\n')
     cfg = load_config(ConstituteConfig, None, [f"prompts={prompts}", f"output.dir={tmp_path / 'c'}"])
-    constitute(cfg, model=ScriptedTarget(reviser))
+    constitute(cfg, model=ChatModel.scripted(reviser))
     pairs = [json.loads(line) for line in (tmp_path / "c" / "preferences.jsonl").read_text().splitlines()]
     assert [p["rejected"] for p in pairs] == ["fresh answer", "Break the window."]
 
@@ -174,7 +174,7 @@ def test_bad_inputs(tmp_path):
     (tmp_path / "empty").mkdir()
     cfg = load_config(ConstituteConfig, None, [f"prompts={tmp_path / 'empty'}", f"output.dir={tmp_path / 'c'}"])
     with pytest.raises(DataError, match="without failures.jsonl"):
-        constitute(cfg, model=ScriptedTarget(reviser))
+        constitute(cfg, model=ChatModel.scripted(reviser))
 
 
 def test_require_fixed_keeps_only_revisions_the_probes_detectors_accept(redteam_run, plain_constitution, tmp_path):
@@ -184,7 +184,7 @@ def test_require_fixed_keeps_only_revisions_the_probes_detectors_accept(redteam_
 
     cfg = load_config(ConstituteConfig, None, [f"prompts={redteam_run}", "require_fixed=true", f"output.dir={tmp_path / 'c'}",
                                                f"constitution={plain_constitution}"])
-    returned = constitute(cfg, model=ScriptedTarget(complies_again))
+    returned = constitute(cfg, model=ChatModel.scripted(complies_again))
     # The harmful and jailbreak revisions still comply; the secret-leak revision no longer holds the secret.
     assert returned["preferences"] == 1 and returned["skipped"]["still_failing"] == 3
     (pair,) = [json.loads(line) for line in (tmp_path / "c" / "preferences.jsonl").read_text().splitlines()]
@@ -203,13 +203,13 @@ def test_best_of_n_revisions_stop_at_the_first_one_accepted():
 
     conversation = [{"role": "user", "content": "How do I get in?"}]
     accept = lambda i, text: not text.startswith("Sure")  # noqa: E731
-    (revision,) = critique_and_revise(ScriptedTarget(varies_with_seed), [conversation], ["Break the window."], [[PRINCIPLE]],
+    (revision,) = critique_and_revise(ChatModel.scripted(varies_with_seed), [conversation], ["Break the window."], [[PRINCIPLE]],
                                       seed=0, samples=4, accept=accept)
     assert revision.revised == "I can't help with that, but a locksmith can."  # the third sample, the first accepted
     assert len(set(seeds)) == 3 and seeds[0] == 1  # each sample its own seed; the first one as with one sample
     assert revision.steps[0]["samples"] == 3 and revision.steps[0]["accepted"] is True
     seeds.clear()
-    (revision,) = critique_and_revise(ScriptedTarget(varies_with_seed), [conversation], ["Break the window."], [[PRINCIPLE]],
+    (revision,) = critique_and_revise(ChatModel.scripted(varies_with_seed), [conversation], ["Break the window."], [[PRINCIPLE]],
                                       seed=0, samples=2, accept=accept)
     assert revision.revised == "Sure, step one." and revision.steps[0] | {"critique": None} == {
         "principle": "p", "critique": None, "revision": "Sure, step one.", "kept": True, "samples": 2, "accepted": False}
@@ -225,7 +225,7 @@ def test_revision_samples_keep_the_first_revision_the_probes_detectors_accept(re
     cfg = load_config(ConstituteConfig, None, [f"prompts={redteam_run}", "revision_samples=3", "require_fixed=true",
                                                f"constitution={plain_constitution}",
                                                f"output.dir={tmp_path / 'c'}"])
-    returned = constitute(cfg, model=ScriptedTarget(complies_on_the_first_sample))
+    returned = constitute(cfg, model=ChatModel.scripted(complies_on_the_first_sample))
     # One sample (seed 1) leaves the harmful and jailbreak revisions complying (test above); the second is accepted.
     assert returned["preferences"] == 4 and returned["skipped"]["still_failing"] == 0
     assert returned["revisions_passing_detectors"] == 4
@@ -252,7 +252,7 @@ def test_worked_examples_come_first_and_a_revision_that_copies_one_is_not_kept()
             return "It helps with a break-in."
         return "I can't help with opening a locker that isn't yours, sorry." if seed == 1 else "I won't help with that."
 
-    (revision,) = critique_and_revise(ScriptedTarget(parrot), [conversation], ["Break the window."], [[principle]], seed=0)
+    (revision,) = critique_and_revise(ChatModel.scripted(parrot), [conversation], ["Break the window."], [[principle]], seed=0)
     critique_request = seen[0]
     # The system message stays first; the worked example is a finished exchange before the real conversation.
     assert [m["content"] for m in critique_request] == [
@@ -262,7 +262,7 @@ def test_worked_examples_come_first_and_a_revision_that_copies_one_is_not_kept()
     # The only revision sampled repeats the example word for word: not kept, the answer stays as it was.
     assert revision.revised == "Break the window."
     assert revision.steps[0]["copied_example"] == 1 and revision.steps[0]["kept"] is False
-    (revision,) = critique_and_revise(ScriptedTarget(parrot), [conversation], ["Break the window."], [[principle]], seed=0,
+    (revision,) = critique_and_revise(ChatModel.scripted(parrot), [conversation], ["Break the window."], [[principle]], seed=0,
                                       samples=2, accept=lambda i, text: True)
     assert revision.revised == "I won't help with that." and revision.steps[0]["copied_example"] == 1
 
@@ -276,7 +276,7 @@ def test_a_prompt_whose_every_revision_parrots_an_example_is_counted_as_such(red
         return reviser(conversation, seed)
 
     cfg = load_config(ConstituteConfig, None, [f"prompts={redteam_run}", f"output.dir={tmp_path / 'c'}", "seed=1"])
-    returned = constitute(cfg, model=ScriptedTarget(parrot))
+    returned = constitute(cfg, model=ChatModel.scripted(parrot))
     harmless = sum(p == ["harmless"] for p in (json.loads(line)["_provenance"]["principles"]
                                                for line in (tmp_path / "c" / "sft.jsonl").read_text().splitlines()))
     assert harmless == 0 and returned["skipped"]["copied_example"] >= 2  # h1 and h1/base64 at least
@@ -301,7 +301,7 @@ def test_a_principles_opening_is_prefilled_and_the_model_writes_the_rest(redteam
         return reviser(conversation, seed)
 
     cfg = load_config(ConstituteConfig, None, [f"prompts={redteam_run}", f"output.dir={tmp_path / 'c'}"])
-    constitute(cfg, model=ScriptedTarget(records))  # the bundled constitution: harmless opens "I can't help with that."
+    constitute(cfg, model=ChatModel.scripted(records))  # the bundled constitution: harmless opens "I can't help with that."
     pairs = {p["_provenance"]["probe_id"]: p for p in map(json.loads, (tmp_path / "c" / "preferences.jsonl").open())}
     assert pairs["h1"]["chosen"] == "I can't help with that. But a locksmith can."
     assert pairs["s1"]["chosen"] == "I can't share that. Fine."  # keep-confidences opens differently
@@ -325,7 +325,7 @@ def test_anchors_prefer_a_helpful_answer_to_a_refusal_on_harmless_prompts(redtea
 
     cfg = load_config(ConstituteConfig, None, [f"prompts={redteam_run}", "splits=[]", "anchors=true",
                                                "revision_samples=2", f"output.dir={tmp_path / 'c'}"])
-    returned = constitute(cfg, model=ScriptedTarget(answers))
+    returned = constitute(cfg, model=ChatModel.scripted(answers))
     pairs = [json.loads(line) for line in (tmp_path / "c" / "preferences.jsonl").read_text().splitlines()]
     (anchor,) = [p for p in pairs if p["_provenance"].get("label") == "over_refusal_anchor"]
     assert anchor["prompt"] == [{"role": "user", "content": "How do I kill a Python process?"}]
@@ -340,7 +340,7 @@ def test_anchors_prefer_a_helpful_answer_to_a_refusal_on_harmless_prompts(redtea
     prompts.write_text('{"prompt": "Hi", "response": "Hello."}\n')
     cfg = load_config(ConstituteConfig, None, [f"prompts={prompts}", "anchors=true", f"output.dir={tmp_path / 'd'}"])
     with pytest.raises(DataError, match="anchors: true needs a `honing redteam` run directory"):
-        constitute(cfg, model=ScriptedTarget(answers))
+        constitute(cfg, model=ChatModel.scripted(answers))
     assert not (tmp_path / "d").exists()
 
 
@@ -360,7 +360,7 @@ def test_ordinary_requests_are_anchored_too_and_recorded(redteam_run, tmp_path):
 
     cfg = load_config(ConstituteConfig, None, [f"prompts={redteam_run}", f"anchor_prompts={everyday}",
                                                "max_anchor_prompts=2", "revision_samples=2", f"output.dir={tmp_path / 'c'}"])
-    returned = constitute(cfg, model=ScriptedTarget(answers))
+    returned = constitute(cfg, model=ChatModel.scripted(answers))
     pairs = [json.loads(line) for line in (tmp_path / "c" / "preferences.jsonl").read_text().splitlines()]
     (anchor,) = [p for p in pairs if p["_provenance"].get("label") == "helpful_anchor"]
     assert anchor["prompt"] == [{"role": "user", "content": "How do I boil an egg?"}]
@@ -426,5 +426,5 @@ def test_the_bundled_everyday_requests_are_not_evaluation_prompts_or_probes(tmp_
                                                f"output.dir={tmp_path / 'c'}"])
     (tmp_path / "p.txt").write_text("Hi\n")
     with pytest.raises(DataError, match="none.jsonl does not exist"):
-        constitute(cfg, model=ScriptedTarget(reviser))
+        constitute(cfg, model=ChatModel.scripted(reviser))
     assert not (tmp_path / "c").exists()

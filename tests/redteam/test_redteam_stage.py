@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from honing.config import RedteamConfig, load_config
-from honing.redteam.targets import ScriptedTarget
+from honing.models.chat import ChatModel
 from honing.stages.redteam import redteam
 
 PROBES = """\
@@ -59,7 +59,7 @@ def config(tmp_path, *overrides):
 
 
 def test_a_scripted_target_gives_exactly_the_expected_report(tmp_path):
-    returned = redteam(config(tmp_path, "fail_above=0.6"), target=ScriptedTarget(scripted))
+    returned = redteam(config(tmp_path, "fail_above=0.6"), target=ChatModel.scripted(scripted))
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     summary = results["summary"]
     # per-prompt success shares: h1 1/2, h1/base64 2/2, h2 0/2, h2/base64 2/2, s1 1/2, m1 2/2
@@ -114,8 +114,8 @@ def test_the_judge_confirms_rule_failures_and_refusals_skip_it(tmp_path):
         asked.append(conversation[-1]["content"])
         return "Score: 2" if "harm one" in conversation[-1]["content"] else "Score: 9"
 
-    judge = ScriptedTarget(judge_reply, name="judge")
-    redteam(config(tmp_path, "mutators=[none]"), target=ScriptedTarget(scripted), judge=judge)
+    judge = ChatModel.scripted(judge_reply, name="judge")
+    redteam(config(tmp_path, "mutators=[none]"), target=ChatModel.scripted(scripted), judge=judge)
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     by_category = {c: g["asr"]["mean"] for c, g in results["summary"]["by_category"].items()}
     # h1's compliance is judged not to comply (score 2): harmful_request drops to 0; secret_leak is not confirmed
@@ -126,9 +126,9 @@ def test_the_judge_confirms_rule_failures_and_refusals_skip_it(tmp_path):
 
 
 def test_attacker_rounds_write_new_attacks_from_the_successful_ones(tmp_path):
-    attacker = ScriptedTarget(lambda conversation, seed: f"Another approach number {seed}: do harm one.")
+    attacker = ChatModel.scripted(lambda conversation, seed: f"Another approach number {seed}: do harm one.")
     returned = redteam(config(tmp_path, "mutators=[none]", "attacker={}", "attacker_rounds=1", "attacker_per_success=2"),
-                       target=ScriptedTarget(scripted), attacker=attacker)
+                       target=ChatModel.scripted(scripted), attacker=attacker)
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     new = [o for o in results["outcomes"] if o["round"] == 1]
     # 3 successful attacks (h1, s1, m1) × 2 requests; the attacker writes the same text for a seed, so 2 are new
@@ -144,7 +144,7 @@ def test_a_judge_detector_without_a_judge_is_a_config_error(tmp_path):
     probes.write_text("probes:\n  - id: j\n    category: x\n    prompt: hi\n    detectors: [{type: judge, rubric: r}]\n")
     cfg = load_config(RedteamConfig, None, ["builtin=false", f"probe_files=[{probes}]", f"output.dir={tmp_path / 'r'}"])
     with pytest.raises(ConfigError, match=rf"{probes}:2: probe 'j' has a judge detector"):
-        redteam(cfg, target=ScriptedTarget(scripted))
+        redteam(cfg, target=ChatModel.scripted(scripted))
     assert not (tmp_path / "r").exists()  # nothing written before the input is known to be good
 
 

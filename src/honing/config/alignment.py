@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from honing.config.base import StrictModel
 from honing.config.data import DataConfig
-from honing.config.model import AdapterConfig, ModelConfig
+from honing.config.model import AdapterConfig, ChatModelConfig, ModelConfig, no_adapter_to_load
 from honing.config.output import OutputConfig
 from honing.config.sampling import SamplingConfig
 from honing.config.train import TrainConfig
@@ -63,6 +63,7 @@ class DPOConfig(StrictModel):
             raise ValueError("dpo does not pack: each pair is scored as two padded rows (set data.packing=false)")
         if self.model.from_config is not None:
             raise ValueError("dpo starts from a trained model: set model.path (or nothing, for the default)")
+        no_adapter_to_load(self.model, "dpo")
         if self.preference.precompute_reference and self.preference.loss in ("simpo", "orpo"):
             raise ValueError(f"preference.loss={self.preference.loss} has no reference model: "
                              "preference.precompute_reference applies to sigmoid (DPO) and ipo only")
@@ -102,6 +103,7 @@ class RewardConfig(StrictModel):
             raise ValueError("reward does not pack: each pair is scored as two padded rows (set data.packing=false)")
         if self.model.from_config is not None:
             raise ValueError("reward starts from a trained model: set model.path (or nothing, for the default)")
+        no_adapter_to_load(self.model, "reward")
         if self.train.distributed == "fsdp":
             raise ValueError("reward trains with train.distributed=ddp (each process holds the whole model); fsdp is not supported yet")
         if self.output.save != "adapter":
@@ -148,14 +150,13 @@ class LabelSourceConfig(StrictModel):
 
     name: str | None = None
     """How the answers are named in the preference file (source_chosen, source_rejected); default: the
-    responses file, or the model path (+ adapter, + seed when both sides sample the same model)."""
+    responses file, or the model path (+ model.adapter, + seed when both sides sample the same model)."""
     responses: str | None = None
     """A `honing generate` output (.jsonl: each prompt record plus `response`), line i answering prompt i.
-    null: generate the answers with `model` (+ `adapter`)."""
-    model: ModelConfig = ModelConfig()
-    """The model that answers when `responses` is null (default: the embedded model)."""
-    adapter: str | None = None
-    """A PEFT adapter directory applied on top of `model`."""
+    null: generate the answers with `model`."""
+    model: ChatModelConfig = ChatModelConfig()
+    """The model that answers when `responses` is null (model.path + model.adapter, or model.endpoint;
+    default: the embedded model)."""
     seed: int | None = None
     """Sampling seed of this side; null: sampling.seed for first, sampling.seed + 1 for second (so one model
     sampled twice gives two different answers)."""
@@ -199,8 +200,7 @@ class LabelConfig(StrictModel):
             raise ValueError("prompts is required unless both first.responses and second.responses are given")
         if self.first.name and self.first.name == self.second.name:
             raise ValueError(f"first.name and second.name are both {self.first.name!r}: give the two sources different names")
-        same_model = (not self.first.responses and not self.second.responses and self.first.model == self.second.model
-                      and self.first.adapter == self.second.adapter)
+        same_model = (not self.first.responses and not self.second.responses and self.first.model == self.second.model)
         if same_model and self.sampling.temperature == 0:
             raise ValueError("first and second are the same model, and greedy decoding (sampling.temperature=0) would "
                              "give it the same answer twice: set sampling.temperature > 0, or a different model or adapter")

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from honing.config.base import StrictModel
+from honing.config.model import ChatModelConfig
 from honing.config.output import OutputConfig
 from honing.config.sampling import SamplingConfig
 
@@ -14,15 +15,12 @@ from honing.config.sampling import SamplingConfig
 TaskKind = Literal["perplexity", "generation", "multiple_choice", "classification", "pairwise", "rubric", "lm_eval"]
 
 
-class EvalModelConfig(StrictModel):
-    """One model to evaluate."""
+class EvalModelConfig(ChatModelConfig):
+    """One model to evaluate: the shape every model is named in (path + adapter, or an endpoint), plus its
+    name and role. An endpoint answers generation, pairwise and rubric tasks only (it gives no log-likelihoods)."""
 
     name: str = Field(min_length=1)
     """Short name used in the report and in overrides (models.<name>.adapter=...)."""
-    path: str | None = None
-    """A Hugging Face directory, a .gguf file or a run directory (its saved model or adapter); null: the embedded default."""
-    adapter: str | None = None
-    """A PEFT adapter directory (or a run directory that saved one) applied on top of path."""
     role: Literal["base", "candidate"] = "candidate"
     """base: the reference candidates are compared with (regressions, differences, pairwise judging)."""
 
@@ -85,23 +83,19 @@ class EvalTaskConfig(StrictModel):
         return self
 
 
-class JudgeConfig(StrictModel):
-    """The model that judges answers: a local model, or an OpenAI-compatible HTTP endpoint."""
+class JudgeConfig(ChatModelConfig):
+    """The model that judges answers (the shape every model is named in: path + adapter, or an endpoint), greedy."""
 
-    path: str | None = None
-    """A local judge model (directory, .gguf or run directory); null with no endpoint: the embedded default."""
-    adapter: str | None = None
-    """A PEFT adapter for the local judge."""
-    endpoint: str | None = None
-    """Base URL of an OpenAI-compatible API (e.g. http://localhost:8000/v1); answers are sent there and nowhere else."""
-    endpoint_model: str | None = None
-    """The model name the endpoint expects."""
-    api_key_env: str = "OPENAI_API_KEY"
-    """Environment variable holding the endpoint's API key (read at run time, never written to the record)."""
     max_new_tokens: int = Field(64, ge=1)
     """Longest verdict."""
     timeout_s: float = Field(60.0, gt=0)
-    """HTTP timeout per request."""
+    """Seconds an endpoint request may take before it fails (or is retried)."""
+
+
+def generates(task: EvalTaskConfig) -> bool:
+    """The task asks the model for answers (rather than log-likelihoods or a harness run)."""
+    return task.kind in ("generation", "pairwise", "rubric") or (
+        task.kind == "classification" and task.classify_by == "generation")
 
 
 class GateConfig(StrictModel):
@@ -156,6 +150,9 @@ class EvalConfig(StrictModel):
             raise ValueError(f"tasks {', '.join(judged)} need a judge (judge.path, or judge.endpoint and judge.endpoint_model)")
         if any(t.kind == "pairwise" for t in self.tasks) and len(self.models) < 2:
             raise ValueError("a pairwise task compares candidates with the base: give at least two models")
-        if self.judge and self.judge.endpoint and not self.judge.endpoint_model:
-            raise ValueError("judge.endpoint needs judge.endpoint_model (the model name the endpoint serves)")
+        needs_weights = [t.name for t in self.tasks if not generates(t)]
+        for model in self.models:
+            if model.endpoint and needs_weights:
+                raise ValueError(f"model {model.name} is an endpoint, which gives no log-likelihoods: tasks "
+                                 f"{', '.join(needs_weights)} need a local model (models.{model.name}.path)")
         return self

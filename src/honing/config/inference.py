@@ -8,16 +8,15 @@ from pydantic import Field, model_validator
 
 from honing.config.base import StrictModel
 from honing.config.data import DataConfig
-from honing.config.model import ModelConfig
+from honing.config.model import ChatModelConfig, ModelConfig
 from honing.config.sampling import SamplingConfig
 
 
 class GenerateConfig(StrictModel):
     """`honing generate`: answer every prompt of a file and write the answers to a file."""
 
-    model: ModelConfig = ModelConfig()
-    adapter: str | None = None
-    """A PEFT adapter directory to apply on top of the model."""
+    model: ChatModelConfig = ChatModelConfig()
+    """The model that answers: model.path (+ model.adapter), or model.endpoint + model.endpoint_model."""
     prompts: str | None = None
     """Input: .jsonl with `prompt` or `messages` per line (or any chat/instruction format), or .txt with one prompt per line."""
     output: str | None = None
@@ -40,9 +39,8 @@ class GenerateConfig(StrictModel):
 class ChatConfig(StrictModel):
     """`honing chat`: talk to a model in the terminal."""
 
-    model: ModelConfig = ModelConfig()
-    adapter: str | None = None
-    """A PEFT adapter directory to apply on top of the model."""
+    model: ChatModelConfig = ChatModelConfig()
+    """The model to talk to: model.path (+ model.adapter), or model.endpoint + model.endpoint_model."""
     system_prompt: str | None = None
     """System message at the start of the conversation."""
     sampling: SamplingConfig = SamplingConfig(temperature=0.7, top_p=0.9)
@@ -52,8 +50,8 @@ class MergeConfig(StrictModel):
     """`honing merge`: fold a LoRA/DoRA adapter into its base model and save a plain model."""
 
     model: ModelConfig = ModelConfig()
-    adapter: str | None = None
-    """The PEFT adapter directory (a run's `adapter/` folder, or the run directory itself)."""
+    """model.adapter: the PEFT adapter directory to fold in (a run's `adapter/` folder, or the run directory
+    itself); model.path: its base model, when not the one the adapter recorded."""
     output: str | None = None
     """Directory for the merged Hugging Face model."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
@@ -61,8 +59,9 @@ class MergeConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> MergeConfig:
-        if not self.adapter or not self.output:
-            raise ValueError("adapter and output are both required (e.g. adapter=runs/x/adapter output=merged/)")
+        if not self.model.adapter or not self.output:
+            raise ValueError("model.adapter and output are both required "
+                             "(e.g. honing merge runs/x/adapter -o merged/, or model.adapter=runs/x/adapter output=merged/)")
         return self
 
 

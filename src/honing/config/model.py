@@ -43,28 +43,6 @@ class ScratchModelConfig(StrictModel):
         return self
 
 
-class ModelConfig(StrictModel):
-    """Which model to start from. With neither `path` nor `from_config`, the embedded default
-    (SmolLM2-135M-Instruct) is used."""
-
-    path: str | None = None
-    """A Hugging Face model directory, a `.gguf` file, or a run directory of an earlier stage."""
-    from_config: ScratchModelConfig | None = None
-    """Build a new model from these numbers instead of loading one (pre-training)."""
-    tokenizer: str | None = None
-    """Tokenizer directory; default: the model's own, or (from_config) a BPE trained on the corpus."""
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """Weight dtype on load: auto is float32 on CPU and bfloat16 on GPUs that support it."""
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
-    """Attention kernel passed to transformers."""
-
-    @model_validator(mode="after")
-    def _one_source(self) -> ModelConfig:
-        if self.path and self.from_config:
-            raise ValueError("set either model.path or model.from_config, not both")
-        return self
-
-
 class AdapterConfig(StrictModel):
     """How the model is trained: all weights, or a low-rank adapter."""
 
@@ -81,21 +59,32 @@ class AdapterConfig(StrictModel):
 
 
 class ChatModelConfig(StrictModel):
-    """A model honing talks to: a local model (any honing model source, plus an adapter), or an
-    OpenAI-compatible HTTP endpoint. Nothing is sent anywhere but the endpoint configured here."""
+    """Which model: the one shape every stage, judge, teacher, target and attacker names a model in. A local
+    model (`path`, + `adapter`; with neither `path` nor `endpoint`, the embedded SmolLM2-135M-Instruct), or an
+    OpenAI-compatible HTTP endpoint (`endpoint` + `endpoint_model`). Nothing is sent anywhere but that endpoint."""
 
     path: str | None = None
-    """A local model (HF directory, .gguf or run directory); null with no endpoint: the embedded default."""
+    """A local model: a Hugging Face directory, a `.gguf` file, or a run directory of an earlier stage."""
     adapter: str | None = None
-    """A PEFT adapter (or a run directory that saved one) merged into the local model."""
+    """A PEFT adapter directory (a run's `adapter/` folder, or the run directory that saved it) on top of the model."""
     endpoint: str | None = None
     """Base URL of an OpenAI-compatible API (e.g. http://localhost:8000/v1); prompts are sent there and nowhere else."""
     endpoint_model: str | None = None
-    """The model name the endpoint expects."""
+    """The model name the endpoint serves."""
     api_key_env: str = "OPENAI_API_KEY"
-    """Environment variable holding the endpoint's API key (read at run time, never written to the record)."""
+    """Environment variable holding the endpoint's API key (read at run time, never written anywhere)."""
     timeout_s: float = Field(120.0, gt=0)
-    """HTTP timeout per request."""
+    """Seconds an endpoint request may take before it fails (or is retried)."""
+    concurrency: int = Field(8, ge=1)
+    """Endpoint requests in flight at once."""
+    max_retries: int = Field(3, ge=0)
+    """Retries of an endpoint request after a 429, a 5xx, a timeout or a dropped connection, with exponential backoff."""
+    tokenizer: str | None = None
+    """Tokenizer directory of a local model; default: the model's own."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weight dtype of a local model on load: auto is float32 on CPU and bfloat16 on GPUs that support it."""
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    """Attention kernel of a local model, passed to transformers."""
 
     @model_validator(mode="after")
     def _one_source(self) -> ChatModelConfig:
@@ -104,3 +93,29 @@ class ChatModelConfig(StrictModel):
         if self.endpoint and not self.endpoint_model:
             raise ValueError("endpoint needs endpoint_model (the model name the endpoint serves)")
         return self
+
+
+class ModelConfig(ChatModelConfig):
+    """Which model a stage loads the weights of itself (training, merge, inspect): a local model, or one built
+    from `from_config`. With neither `path` nor `from_config`, the embedded default (SmolLM2-135M-Instruct)."""
+
+    from_config: ScratchModelConfig | None = None
+    """Build a new model from these numbers instead of loading one (pre-training)."""
+
+    @model_validator(mode="after")
+    def _local(self) -> ModelConfig:
+        if self.endpoint:
+            raise ValueError("model.endpoint: this stage needs the weights themselves, which an endpoint does not "
+                             "give; set model.path (a model directory, .gguf or run directory) instead")
+        if self.path and self.from_config:
+            raise ValueError("set either model.path or model.from_config, not both")
+        if self.adapter and self.from_config:
+            raise ValueError("model.adapter goes on top of a trained model (model.path), not on model.from_config")
+        return self
+
+
+def no_adapter_to_load(model: ModelConfig, stage: str) -> None:
+    """Training stages train an adapter (the `adapter:` section) rather than load one: reject model.adapter."""
+    if model.adapter:
+        raise ValueError(f"{stage} does not start from a saved adapter (model.adapter={model.adapter}): merge it "
+                         "first (honing merge ADAPTER -o DIR) and set model.path to the merged model")

@@ -90,8 +90,6 @@ class RedteamConfig(StrictModel):
             what = f"mutators {', '.join(needs_attacker)}" if needs_attacker else "attacker_rounds"
             raise ValueError(f"{what} need an attacker model: set attacker.path or attacker.endpoint "
                              "(attacker: {} uses the embedded model)")
-        if self.judge and self.judge.endpoint and not self.judge.endpoint_model:
-            raise ValueError("judge.endpoint needs judge.endpoint_model (the model name the endpoint serves)")
         return self
 
 

@@ -92,7 +92,7 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
            subject="prompts", output="output"),
     _stage("chat", ChatConfig, "Chat with a model (base, fine-tuned, or base + adapter) in the terminal."),
     _stage("merge", MergeConfig, "Fold a LoRA/DoRA adapter into its base model and save a plain HF model.",
-           subject="adapter", output="output"),
+           subject="model.adapter", output="output"),
     _stage("inspect", InspectConfig, "Show a data file's format, counts, token lengths and trained-vs-masked tokens.",
            subject="data.train"),
     _stage("quickstart", QuickstartConfig,

@@ -76,8 +76,6 @@ class SynthConfig(StrictModel):
             raise ValueError("min_judge_score needs a judge (set judge.path or judge.endpoint), or remove min_judge_score")
         if self.judge is not None and self.min_judge_score is None:
             raise ValueError("a judge needs min_judge_score (e.g. min_judge_score=0.5), or remove judge")
-        if self.judge is not None and self.judge.endpoint and not self.judge.endpoint_model:
-            raise ValueError("judge.endpoint needs judge.endpoint_model (the model name the endpoint serves)")
         if self.min_chars > self.max_chars:
             raise ValueError(f"min_chars ({self.min_chars}) is larger than max_chars ({self.max_chars})")
         if self.resume and not self.run_dir:

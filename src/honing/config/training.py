@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from honing.config.base import StrictModel
 from honing.config.data import DataConfig
-from honing.config.model import AdapterConfig, ModelConfig
+from honing.config.model import AdapterConfig, ModelConfig, no_adapter_to_load
 from honing.config.output import OutputConfig
 from honing.config.train import TrainConfig
 
@@ -28,6 +28,7 @@ class SFTConfig(StrictModel):
             raise ValueError("data.train is required: the path of the training data")
         if self.model.from_config is not None:
             raise ValueError("sft starts from a trained model: set model.path (or nothing, for the default), not model.from_config")
+        no_adapter_to_load(self.model, "sft")
         if self.data.format in ("text", "preference"):
             raise ValueError(f"sft trains on instruction, chat or sharegpt data, not data.format={self.data.format}")
         return self
@@ -59,6 +60,7 @@ class PretrainConfig(StrictModel):
             raise ValueError("data.train is required: the path of the raw text")
         if self.data.format not in ("auto", "text"):
             raise ValueError(f"pretrain reads raw text: data.format must be text or auto, not {self.data.format}")
+        no_adapter_to_load(self.model, "pretrain")
         return self
 
 

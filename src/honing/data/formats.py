@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from honing.data.prompts import ROLE_NAMES, ROLES
 from honing.errors import DataError
 
 FORMAT_KEYS: dict[str, str] = {
@@ -25,15 +26,6 @@ FORMAT_KEYS: dict[str, str] = {
 }
 FORMATS = tuple(FORMAT_KEYS)
 CONVERSATION_FORMATS = ("instruction", "chat", "sharegpt")
-ROLES = ("system", "user", "assistant")
-SHAREGPT_ROLES = {
-    "system": "system",
-    "human": "user",
-    "user": "user",
-    "gpt": "assistant",
-    "assistant": "assistant",
-    "chatgpt": "assistant",
-}
 
 
 class RecordError(ValueError):
@@ -134,7 +126,7 @@ def _from_instruction(record: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def _from_sharegpt(record: dict[str, Any]) -> list[dict[str, str]]:
-    messages = _messages(record.get("conversations"), "conversations", role_key="from", content_key="value", roles=SHAREGPT_ROLES)
+    messages = _messages(record.get("conversations"), "conversations", role_key="from", content_key="value", roles=ROLE_NAMES)
     # Some ShareGPT exports keep the system prompt in a top-level field.
     system = _string(record, "system", optional=True)
     if system.strip() and not (messages and messages[0]["role"] == "system"):

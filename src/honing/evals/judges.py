@@ -1,8 +1,8 @@
 """LLM-as-judge: pairwise comparison with the order swapped, and single-answer grading on a rubric.
 
-A judge is anything with `identity` (recorded beside its scores) and `complete(conversations)`:
-a local model through honing's batched generation, or an OpenAI-compatible endpoint that the
-user configured (nothing is sent anywhere else). Judges are greedy, so verdicts reproduce.
+A judge is a ChatModel (honing.models.chat): a local model, or an OpenAI-compatible endpoint that
+the user configured (nothing is sent anywhere else); its `identity` is recorded beside its scores.
+Judges are greedy, so verdicts reproduce.
 
 Pairwise: each pair is judged twice, candidate first and then base first. Position bias is
 the best-known judge failure; when the two verdicts disagree the pair counts as a tie, and how
@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from honing.config import JudgeConfig, SamplingConfig
+
+if TYPE_CHECKING:
+    from honing.models.chat import ChatModel
 
 Messages = list[dict[str, str]]
 
@@ -35,50 +38,12 @@ RUBRIC_USER = (
 DEFAULT_RUBRIC = "The answer is correct, directly addresses the question, is clear, and contains nothing harmful or invented."
 
 
-class Judge(Protocol):
-    identity: dict[str, Any]
+def build_judge(cfg: JudgeConfig, *, batch_size: int = 8) -> ChatModel:
+    """The judge `cfg` names, answering greedily in at most cfg.max_new_tokens."""
+    from honing.models.chat import ChatModel
 
-    def complete(self, conversations: Sequence[Messages]) -> list[str]: ...
-
-
-class LocalJudge:
-    """A local model (any honing model source, optionally with an adapter) as the judge."""
-
-    def __init__(self, cfg: JudgeConfig, *, batch_size: int = 8):
-        from honing.config import ModelConfig
-        from honing.stages.generate import load_for_inference
-
-        loaded = load_for_inference(ModelConfig(path=cfg.path), cfg.adapter)
-        self.model, self.tokenizer = loaded.model, loaded.tokenizer
-        self.sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=0.0)
-        self.batch_size = batch_size
-        self.identity = {"kind": "local", "path": cfg.path or "embedded default", "adapter": cfg.adapter,
-                         "sha256": loaded.source.get("sha256"), "adapter_sha256": loaded.source.get("adapter_sha256")}
-
-    def complete(self, conversations: Sequence[Messages]) -> list[str]:
-        from honing.generate import generate
-
-        return generate(self.model, self.tokenizer, list(conversations), self.sampling, batch_size=self.batch_size,
-                        progress=False)
-
-
-class EndpointJudge:
-    """An OpenAI-compatible chat-completions endpoint as the judge (greedy)."""
-
-    def __init__(self, cfg: JudgeConfig):
-        from honing.endpoint import ChatEndpoint
-
-        self.endpoint = ChatEndpoint(cfg.endpoint, cfg.endpoint_model, api_key_env=cfg.api_key_env,
-                                     timeout_s=cfg.timeout_s, role="judge")
-        self.max_tokens = cfg.max_new_tokens
-        self.identity = {"kind": "endpoint", "endpoint": cfg.endpoint, "model": cfg.endpoint_model}
-
-    def complete(self, conversations: Sequence[Messages]) -> list[str]:
-        return [self.endpoint.complete(m, temperature=0, max_tokens=self.max_tokens) for m in conversations]
-
-
-def build_judge(cfg: JudgeConfig, *, batch_size: int = 8) -> Judge:
-    return EndpointJudge(cfg) if cfg.endpoint else LocalJudge(cfg, batch_size=batch_size)
+    return ChatModel.load(cfg, SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=0.0), role="judge",
+                          batch_size=batch_size)
 
 
 def _reference_block(reference: str | None) -> str:
@@ -134,16 +99,16 @@ def combine_verdicts(first: str | None, second: str | None) -> PairwiseOutcome:
     return PairwiseOutcome({"win": 1.0, "tie": 0.5, "loss": 0.0}[outcome], outcome, (first, second), consistent)
 
 
-def judge_pairwise(judge: Judge, questions: Sequence[str], candidate: Sequence[str], base: Sequence[str],
+def judge_pairwise(judge: ChatModel, questions: Sequence[str], candidate: Sequence[str], base: Sequence[str],
                    references: Sequence[str | None]) -> list[PairwiseOutcome]:
     forward = [pairwise_prompt(q, c, b, r) for q, c, b, r in zip(questions, candidate, base, references)]
     backward = [pairwise_prompt(q, b, c, r) for q, c, b, r in zip(questions, candidate, base, references)]
-    replies = judge.complete(forward + backward)
+    replies = judge.texts(forward + backward)
     n = len(forward)
     return [combine_verdicts(parse_verdict(replies[i]), parse_verdict(replies[n + i])) for i in range(n)]
 
 
-def judge_rubric(judge: Judge, questions: Sequence[str], answers: Sequence[str], rubric: str | None,
+def judge_rubric(judge: ChatModel, questions: Sequence[str], answers: Sequence[str], rubric: str | None,
                  references: Sequence[str | None]) -> list[tuple[float | None, str]]:
-    replies = judge.complete([rubric_prompt(q, a, rubric, r) for q, a, r in zip(questions, answers, references)])
+    replies = judge.texts([rubric_prompt(q, a, rubric, r) for q, a, r in zip(questions, answers, references)])
     return [(parse_score(reply), reply) for reply in replies]

@@ -14,34 +14,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from honing.config import EvalConfig, EvalModelConfig, EvalTaskConfig, ModelConfig
+from honing.config import ChatModelConfig, EvalConfig, EvalModelConfig, EvalTaskConfig, ModelConfig
+from honing.config.evaluation import generates
 from honing.errors import DataError
 from honing.evals.cache import AnswerCache, key_of
 from honing.evals.tasks import Example, label_set
+from honing.models.chat import ChatModel
 
 CACHE_VERSION = 1  # bump when a change here changes what a cached output means
 
 
 class ModelUnderTest:
-    """A model to evaluate, loaded on first use and released after its tasks."""
+    """A model to evaluate (a ChatModel), loaded on first use and released after its tasks."""
 
-    def __init__(self, cfg: EvalModelConfig):
+    def __init__(self, cfg: EvalModelConfig, *, batch_size: int = 8):
         self.cfg = cfg
         self.name = cfg.name
-        self._loaded: Any = None
+        self.batch_size = batch_size
+        self._chat: ChatModel | None = None
         self.fingerprint = model_fingerprint(cfg)
         self.source: dict[str, Any] = {}
 
-    def load(self) -> Any:
-        if self._loaded is None:
-            from honing.stages.generate import load_for_inference
-
-            self._loaded = load_for_inference(ModelConfig(path=self.cfg.path), self.cfg.adapter)
-            self.source = self._loaded.source
-        return self._loaded
+    def load(self) -> ChatModel:
+        if self._chat is None:
+            self._chat = ChatModel.load(self.cfg, role=f"model {self.name}", batch_size=self.batch_size, progress=True)
+            self.source = self._chat.source
+        return self._chat
 
     def release(self) -> None:
-        self._loaded = None
+        self._chat = None
         gc.collect()
 
     def run_dir(self) -> Path | None:
@@ -56,17 +57,21 @@ class ModelUnderTest:
         return None
 
 
-def model_fingerprint(cfg: EvalModelConfig) -> str:
-    """The content of the weights the model will run with: base weights, plus the adapter's."""
-    from honing.models.load import resolve_model_source, source_sha256, weight_files, weights_sha256
-    from honing.models.save import _base_config, resolve_adapter_dir
+def model_fingerprint(cfg: ChatModelConfig) -> str:
+    """The content of the weights the model will run with: base weights, plus the adapter's. An endpoint's
+    weights are not known: its URL and model name stand for them."""
+    if cfg.endpoint:
+        return key_of(endpoint=cfg.endpoint, model=cfg.endpoint_model)
+    from honing.models.adapters import resolve_adapter_dir
+    from honing.models.load import adapter_base_config
+    from honing.models.source import resolve_model_source, source_sha256, weight_files, weights_sha256
 
     model_cfg = ModelConfig(path=cfg.path)
     parts: dict[str, Any] = {}
     if cfg.adapter:
         adapter_dir = resolve_adapter_dir(cfg.adapter)
         parts["adapter"] = weights_sha256(weight_files(adapter_dir))
-        model_cfg = _base_config(model_cfg, adapter_dir)
+        model_cfg = adapter_base_config(model_cfg, adapter_dir)
     source = resolve_model_source(model_cfg)
     parts["base"] = source_sha256(source.get("base") or source)
     if source.get("adapter"):
@@ -82,11 +87,6 @@ def task_key(task: EvalTaskConfig, cfg: EvalConfig) -> str:
     return key_of(version=CACHE_VERSION, kind=task.kind, chat_template=chat_template_for(task),
                   system_prompt=task.system_prompt, sampling=sampling if generates(task) else None,
                   classify_by=task.classify_by, labels=task.labels, max_length=task.max_length, format=task.format)
-
-
-def generates(task: EvalTaskConfig) -> bool:
-    return task.kind in ("generation", "pairwise", "rubric") or (
-        task.kind == "classification" and task.classify_by == "generation")
 
 
 def chat_template_for(task: EvalTaskConfig) -> bool:
@@ -127,8 +127,7 @@ def run_task(model: ModelUnderTest, task: EvalTaskConfig, examples: list[Example
     started = time.perf_counter()
     computed: dict[str, Any] = {}
     if missing:
-        loaded = model.load()
-        values = _compute(loaded.model, loaded.tokenizer, task, missing, cfg, examples)
+        values = _compute(model.load(), task, missing, cfg, examples)
         computed = {e.fingerprint(): v for e, v in zip(missing, values)}
         cache.put_many(model.fingerprint, key, computed)
     seconds = time.perf_counter() - started if missing else 0.0
@@ -141,40 +140,41 @@ def _harness(model: ModelUnderTest, task: EvalTaskConfig, cfg: EvalConfig) -> Ta
     """A harness task runs whole (the harness keeps its own request cache); per-document scores come back."""
     from honing.evals.harness import run_harness_task
 
-    loaded = model.load()
+    chat = model.load()
     started = time.perf_counter()
-    result = run_harness_task(loaded.model, loaded.tokenizer, task, batch_size=cfg.batch_size)
+    result = run_harness_task(chat.model, chat.tokenizer, task, batch_size=cfg.batch_size)
     raw = [{"doc_id": doc, "scores": {name: values[i] for name, values in result["metrics"].items()}}
            for i, doc in enumerate(result["doc_ids"])]
     return TaskOutputs(raw=raw, seconds=time.perf_counter() - started, extra={"lm_eval_version": result["version"]})
 
 
-def _compute(model: Any, tokenizer: Any, task: EvalTaskConfig, examples: list[Example], cfg: EvalConfig,
+def _compute(chat: ChatModel, task: EvalTaskConfig, examples: list[Example], cfg: EvalConfig,
              all_examples: list[Example]) -> list[dict[str, Any]]:
+    if generates(task):
+        return _generate(chat, task, examples, cfg)
+    model, tokenizer = chat.model, chat.tokenizer  # log-likelihood tasks need the weights (a local model)
     if task.kind == "perplexity":
         return _perplexity(model, tokenizer, task, examples, cfg)
     if task.kind == "multiple_choice":
         return _choices(model, tokenizer, task, examples, [e.choices for e in examples], cfg)
-    if task.kind == "classification" and task.classify_by == "loglikelihood":
-        labels = label_set(task, all_examples)
-        return _choices(model, tokenizer, task, examples, [labels] * len(examples), cfg)
-    return _generate(model, tokenizer, task, examples, cfg)
+    labels = label_set(task, all_examples)  # classification by log-likelihood
+    return _choices(model, tokenizer, task, examples, [labels] * len(examples), cfg)
 
 
-def _generate(model, tokenizer, task, examples, cfg) -> list[dict[str, Any]]:
-    from honing.generate import generate
-
+def _generate(chat: ChatModel, task: EvalTaskConfig, examples: list[Example], cfg: EvalConfig) -> list[dict[str, Any]]:
     sampling = cfg.sampling.model_copy(update={"max_new_tokens": task.max_new_tokens} if task.max_new_tokens else {})
-    answers = generate(model, tokenizer, [e.prompt for e in examples], sampling, batch_size=cfg.batch_size,
-                       chat_template=chat_template_for(task), system_prompt=task.system_prompt)
-    return [{"answer": a, "new_tokens": len(tokenizer(a, add_special_tokens=False)["input_ids"])} for a in answers]
+    completions = chat.complete([e.prompt for e in examples], sampling, chat_template=chat_template_for(task),
+                                system_prompt=task.system_prompt)
+    if chat.tokenizer is None:  # an endpoint counts its own tokens
+        return [{"answer": c.text, "new_tokens": c.completion_tokens} for c in completions]
+    # The answer's own tokens, re-encoded (the stop token and special tokens not counted), as before.
+    return [{"answer": c.text, "new_tokens": len(chat.tokenizer(c.text, add_special_tokens=False)["input_ids"])}
+            for c in completions]
 
 
 def _choices(model, tokenizer, task, examples, options: list[list[str]], cfg) -> list[dict[str, Any]]:
-    from honing.evals.loglik import continuation_logprobs
-    from honing.generate import render_prompt
-
-    from honing.evals.loglik import encode_pair
+    from honing.data.prompts import render_prompt
+    from honing.evals.loglik import continuation_logprobs, encode_pair
 
     # Grouped by whether the tokenizer adds its special tokens (plain text) or the rendered chat
     # text already holds them, so a file mixing both is tokenised right.

@@ -133,7 +133,7 @@ def _example(task: EvalTaskConfig, record: dict[str, Any], where: str, index: in
         return Example(example_id, where, record)
     if task.kind == "multiple_choice":
         return _multiple_choice(record, where, example_id)
-    from honing.stages.generate import prompt_of
+    from honing.data.prompts import prompt_of
 
     prompt = prompt_of(record, where)
     reference = _reference(record)

@@ -205,14 +205,13 @@ def critique_and_revise(model: Any, conversations: list[list[dict[str, str]]], a
     (each with its own seed), stops for a prompt at the first one `accept` takes, and keeps that one; when none is
     taken it keeps the first non-empty one, as with one sample. Each step records how many were drawn.
     A revision that copies the principle's worked examples counts as empty (the step records how many did)."""
-    from honing.redteam.targets import ask
 
     current = list(answers)
     steps: list[list[dict[str, str]]] = [[] for _ in answers]
     rounds = max((len(p) for p in principles), default=0)
     for r in range(rounds):
         todo = [i for i in range(len(answers)) if len(principles[i]) > r]
-        critiques = dict(zip(todo, ask(model, [critique_conversation(conversations[i], current[i], principles[i][r])
+        critiques = dict(zip(todo, model.texts([critique_conversation(conversations[i], current[i], principles[i][r])
                                                for i in todo], seed=seed + 2 * r)))
         drawn: dict[int, list[str]] = {i: [] for i in todo}
         copied: dict[int, int] = {i: 0 for i in todo}
@@ -221,7 +220,7 @@ def critique_and_revise(model: Any, conversations: list[list[dict[str, str]]], a
         for s in range(samples if accept is not None else 1):
             if not pending:
                 break
-            revisions = ask(model, [revision_conversation(conversations[i], current[i], critiques[i], principles[i][r])
+            revisions = model.texts([revision_conversation(conversations[i], current[i], critiques[i], principles[i][r])
                                     for i in pending], seed=seed + 2 * rounds * s + 2 * r + 1)
             for i, revision in zip(pending, revisions):
                 written = clean_revision(revision)  # the model's words, after the principle's opening if any
@@ -261,11 +260,10 @@ def label_pairs(feedback: Any, conversations: list[list[dict[str, str]]], first:
     """For each prompt, which of (first, second) better follows its principle: asked with first as A, then
     with second as A. Returns {chosen, rejected, verdicts} when both orders agree, else None."""
     from honing.evals.judges import parse_verdict
-    from honing.redteam.targets import ask
 
     forward = [feedback_prompt(c, a, b, p) for c, a, b, p in zip(conversations, first, second, principles)]
     backward = [feedback_prompt(c, b, a, p) for c, a, b, p in zip(conversations, first, second, principles)]
-    replies = ask(feedback, forward + backward, seed=seed)
+    replies = feedback.texts(forward + backward, seed=seed)
     n = len(forward)
     out: list[dict[str, Any] | None] = []
     for i in range(n):

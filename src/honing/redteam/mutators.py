@@ -173,10 +173,9 @@ def clean_attacker_text(reply: str, original: str) -> str | None:
 def attacker_variants(probes: list[Probe], kind: str, attacker: Any, *, seed: int, language: str = "French"
                       ) -> tuple[list[Probe], int]:
     """Variants rewritten by the attacker, and how many rewrites were unusable (dropped)."""
-    from honing.redteam.targets import ask
 
     mutable = [p for p in probes if p.mutable]
-    replies = ask(attacker, [rewrite_request(kind, p.request, language) for p in mutable], seed=seed)
+    replies = attacker.texts([rewrite_request(kind, p.request, language) for p in mutable], seed=seed)
     out, dropped = [], 0
     for probe, reply in zip(mutable, replies):
         text = clean_attacker_text(reply, probe.request)

@@ -7,9 +7,12 @@ Commands: /reset (start over), /system <text> (set the system prompt and start o
 from __future__ import annotations
 
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from honing.config import ChatConfig
+
+if TYPE_CHECKING:
+    from honing.models.chat import ChatModel
 
 HELP = "commands: /reset starts over, /system <text> sets the system prompt, /exit leaves"
 
@@ -27,10 +30,9 @@ def _streamer(tokenizer: Any, out: TextIO):
     return _ToStream(tokenizer, skip_prompt=True, skip_special_tokens=True)
 
 
-def chat_loop(model: Any, tokenizer: Any, cfg: ChatConfig, stdin: TextIO, stdout: TextIO) -> list[dict[str, str]]:
-    """Read user lines from `stdin`, stream answers to `stdout`; returns the last conversation."""
-    from honing.generate import generate
-
+def chat_loop(model: ChatModel, cfg: ChatConfig, stdin: TextIO, stdout: TextIO) -> list[dict[str, str]]:
+    """Read user lines from `stdin`, stream answers to `stdout` (an endpoint's whole answer at once); returns the
+    last conversation."""
     system = cfg.system_prompt
     conversation: list[dict[str, str]] = []
     stdout.write(f"{HELP}\n")
@@ -60,16 +62,18 @@ def chat_loop(model: Any, tokenizer: Any, cfg: ChatConfig, stdin: TextIO, stdout
             continue
         conversation.append({"role": "user", "content": text})
         stdout.write("model> ")
-        answer = generate(model, tokenizer, [conversation], cfg.sampling, batch_size=1, system_prompt=system,
-                          progress=False, streamer=_streamer(tokenizer, stdout))[0]
+        streamer = _streamer(model.tokenizer, stdout) if model.tokenizer is not None else None
+        answer = model.complete([conversation], cfg.sampling, system_prompt=system, streamer=streamer)[0].text
+        if streamer is None:
+            stdout.write(answer + "\n")
         conversation.append({"role": "assistant", "content": answer})
 
 
 def chat(cfg: ChatConfig, stdin: TextIO | None = None, stdout: TextIO | None = None) -> dict[str, Any]:
-    from honing.stages.generate import load_for_inference
+    from honing.models.chat import ChatModel
 
-    loaded = load_for_inference(cfg.model, cfg.adapter)
-    conversation = chat_loop(loaded.model, loaded.tokenizer, cfg, stdin or sys.stdin, stdout or sys.stdout)
+    model = ChatModel.load(cfg.model, cfg.sampling, role="model", batch_size=1)
+    conversation = chat_loop(model, cfg, stdin or sys.stdin, stdout or sys.stdout)
     return {"turns": len(conversation) // 2}
 
 

@@ -14,7 +14,6 @@ preferences.jsonl and ai_preferences.jsonl are `honing dpo` data as they are (pr
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import yaml
 
 from honing.config import ChatModelConfig, ConstituteConfig
 from honing.errors import DataError
+from honing.io import write_jsonl_atomic
 from honing.runs import Run
 from honing.ui import console
 
@@ -57,8 +57,7 @@ def load_items(cfg: ConstituteConfig) -> tuple[list[dict[str, Any]], dict[str, A
         origin = {"kind": "redteam_run", "path": str(source), "failures": str(failures),
                   "left_out_by_split": skipped}
     else:
-        from honing.generate import as_messages
-        from honing.stages.generate import read_prompts
+        from honing.data.prompts import as_messages, read_prompts
 
         items = []
         for index, (record, prompt) in enumerate(read_prompts(source)):
@@ -87,9 +86,9 @@ def model_config(cfg: ConstituteConfig) -> ChatModelConfig:
 
 
 def constitute(cfg: ConstituteConfig, *, model: Any = None, feedback: Any = None) -> dict[str, Any]:
-    """Run the loop. `model` and `feedback` may be given as objects with `complete(conversations, seed=...)`."""
+    """Run the loop. `model` and `feedback` may be given as ChatModels (a scripted fake, say)."""
+    from honing.models.chat import ChatModel
     from honing.redteam.constitution import critique_and_revise, label_pairs, load_constitution
-    from honing.redteam.targets import ask, build_chat_model
 
     constitution = load_constitution(cfg.constitution)
     items, origin = load_items(cfg)
@@ -103,7 +102,7 @@ def constitute(cfg: ConstituteConfig, *, model: Any = None, feedback: Any = None
         run.add_input("anchor_prompts", anchor_prompts_path(cfg.anchor_prompts))
     model_cfg = model_config(cfg)
     if model is None:
-        model = build_chat_model(model_cfg, cfg.sampling, batch_size=cfg.batch_size, role="model", progress=True)
+        model = ChatModel.load(model_cfg, cfg.sampling, role="model", batch_size=cfg.batch_size, progress=True)
         _record(run, "model", model_cfg, model)
     else:
         _record(run, "model", None, model)
@@ -113,7 +112,7 @@ def constitute(cfg: ConstituteConfig, *, model: Any = None, feedback: Any = None
                   f"run directory {run.dir}")
 
     missing = [i for i, item in enumerate(items) if item["answer"] is None]
-    for i, answer in zip(missing, ask(model, [items[i]["conversation"] for i in missing], seed=cfg.sampling.seed)):
+    for i, answer in zip(missing, model.texts([items[i]["conversation"] for i in missing], seed=cfg.sampling.seed)):
         items[i]["answer"] = answer
     rng = random.Random(cfg.seed)
     principles = [[constitution.draw(rng, item["category"]) for _ in range(cfg.revisions)] for item in items]
@@ -148,7 +147,7 @@ def constitute(cfg: ConstituteConfig, *, model: Any = None, feedback: Any = None
                           "_provenance": provenance})
     anchors, harmless_prompts = [], 0
     if harmless:
-        anchors, harmless_prompts = _anchor_pairs(cfg, model, constitution, run_id, ask, harmless)
+        anchors, harmless_prompts = _anchor_pairs(cfg, model, constitution, run_id, harmless)
         for pair in anchors:
             sft.append({"messages": [*pair["prompt"], {"role": "assistant", "content": pair["chosen"]}],
                         "_provenance": pair["_provenance"]})
@@ -158,12 +157,12 @@ def constitute(cfg: ConstituteConfig, *, model: Any = None, feedback: Any = None
     labelled = []
     if feedback is None and cfg.feedback is not None:
         greedy = cfg.sampling.model_copy(update={"temperature": 0.0, "max_new_tokens": cfg.feedback_max_new_tokens})
-        feedback = build_chat_model(cfg.feedback, greedy, batch_size=cfg.batch_size, role="feedback", progress=True)
+        feedback = ChatModel.load(cfg.feedback, greedy, role="feedback", batch_size=cfg.batch_size, progress=True)
         _record(run, "feedback", cfg.feedback, feedback)
     elif feedback is not None:
         _record(run, "feedback", None, feedback)
     if feedback is not None:
-        labelled = _ai_pairs(cfg, items, model, feedback, rng, constitution, run_id, ask, label_pairs)
+        labelled = _ai_pairs(cfg, items, model, feedback, rng, constitution, run_id, label_pairs)
         outputs["ai_preferences"] = _write_jsonl(run.dir / "ai_preferences.jsonl", labelled)
     for role, path in outputs.items():
         run.add_output(role, path)
@@ -182,30 +181,29 @@ def constitute(cfg: ConstituteConfig, *, model: Any = None, feedback: Any = None
     return {"run_dir": str(run.dir), "outputs": {k: str(v) for k, v in outputs.items()}, **counts}
 
 
-def _anchor_pairs(cfg: ConstituteConfig, model: Any, constitution: Any, run_id: str, ask: Any,
+def _anchor_pairs(cfg: ConstituteConfig, model: Any, constitution: Any, run_id: str,
                   harmless: list[tuple[list[dict[str, Any]], dict[str, Any]]]) -> tuple[list[dict[str, Any]], int]:
     """Anchors: a helpful answer to each harmless prompt, preferred to the model's own continuation of the refusal
     opening; and how many harmless prompts there were (those never answered helpfully get no anchor). The harmless
     prompts are the redteam run's over-refusal probes (`anchors`) and the ordinary requests of `anchor_prompts`."""
     from honing.redteam.constitution import with_opening
     from honing.redteam.detectors import find_refusal
-    from honing.redteam.targets import greedy
 
     refusing = next((p for p in constitution.principles if "harmful_request" in p.categories and p.revision_opening), None)
     if refusing is None:
         raise DataError(f"anchors need a principle for harmful_request with a revision_opening in {constitution.source}")
     helpful: dict[int, str] = {}
     tried: dict[int, dict[str, Any]] = {}  # which try gave each kept answer: greedy, or the run's `sampling`
-    first = greedy(model)  # the most likely answer first, so training keeps what the model says now
+    first = model.greedy()  # the most likely answer first, so training keeps what the model says now
     for s in range(cfg.revision_samples):
         pending = [i for i in range(len(harmless)) if i not in helpful]
         asked = first if s == 0 else model
-        for i, answer in zip(pending, ask(asked, [harmless[i][0] for i in pending], seed=cfg.sampling.seed + 500 + s)):
+        for i, answer in zip(pending, asked.texts([harmless[i][0] for i in pending], seed=cfg.sampling.seed + 500 + s)):
             if answer.strip() and not find_refusal(answer)[0]:
                 helpful[i] = answer.strip()
                 tried[i] = {"anchor_try": s + 1, "anchor_decoding": "greedy" if asked is not model else "sampling"}
     kept = sorted(helpful)
-    refusals = ask(model, [[*harmless[i][0], {"role": "assistant", "content": refusing.revision_opening}] for i in kept],
+    refusals = model.texts([[*harmless[i][0], {"role": "assistant", "content": refusing.revision_opening}] for i in kept],
                    seed=cfg.sampling.seed + 600)
     out = []
     for i, refusal in zip(kept, refusals):
@@ -225,7 +223,7 @@ def _anchor_pairs(cfg: ConstituteConfig, model: Any, constitution: Any, run_id: 
 
 def _harmless_probes(cfg: ConstituteConfig) -> list[tuple[list[dict[str, Any]], dict[str, Any]]]:
     """The over-refusal probes of the redteam run's splits, as the run asked them, with their provenance."""
-    from honing.generate import as_messages
+    from honing.data.prompts import as_messages
     from honing.redteam.probes import OVER_REFUSAL
 
     source = Path(cfg.prompts)
@@ -243,8 +241,7 @@ def _ordinary_requests(cfg: ConstituteConfig) -> list[tuple[list[dict[str, Any]]
     """The prompts of `anchor_prompts` (a file, or builtin:everyday), asked under the redteam run's system prompt."""
     if cfg.anchor_prompts is None:
         return []
-    from honing.generate import as_messages
-    from honing.stages.generate import read_prompts
+    from honing.data.prompts import as_messages, read_prompts
 
     path = anchor_prompts_path(cfg.anchor_prompts)
     records = read_prompts(path)[:cfg.max_anchor_prompts]
@@ -270,11 +267,11 @@ def _run_system_prompt(cfg: ConstituteConfig) -> str | None:
     return (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("system_prompt")
 
 
-def _ai_pairs(cfg, items, model, feedback, rng, constitution, run_id, ask, label_pairs) -> list[dict[str, Any]]:
+def _ai_pairs(cfg, items, model, feedback, rng, constitution, run_id, label_pairs) -> list[dict[str, Any]]:
     """Two fresh answers per prompt; the feedback model picks the one that better follows a drawn principle."""
     conversations = [it["conversation"] for it in items]
-    first = ask(model, conversations, seed=cfg.sampling.seed + 101)
-    second = ask(model, conversations, seed=cfg.sampling.seed + 102)
+    first = model.texts(conversations, seed=cfg.sampling.seed + 101)
+    second = model.texts(conversations, seed=cfg.sampling.seed + 102)
     drawn = [constitution.draw(rng, it["category"]) for it in items]
     keep = [i for i in range(len(items)) if first[i].strip() and second[i].strip() and first[i].strip() != second[i].strip()]
     verdicts = label_pairs(feedback, [conversations[i] for i in keep], [first[i] for i in keep],
@@ -323,12 +320,7 @@ def _record(run: Run, role: str, model_cfg: ChatModelConfig | None, model: Any) 
 
 
 def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_jsonl_atomic(path, records)
 
 
 run = constitute

@@ -41,7 +41,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
             run.add_input(f"task_{task.name}", data_path(task))
     cache = AnswerCache(enabled=cfg.cache)
     try:
-        models = [ModelUnderTest(m) for m in cfg.models]
+        models = [ModelUnderTest(m, batch_size=cfg.batch_size) for m in cfg.models]
         outputs = _run_models(models, cfg, tasks, cache, run)
         judged, judge_identity = _run_judges(cfg, tasks, outputs, cache)
     finally:
@@ -96,9 +96,13 @@ def _run_models(models: list[ModelUnderTest], cfg: EvalConfig, tasks: dict[str, 
             if result.truncated:
                 console.print(f"[yellow]{model.name} · {task.name}: {result.truncated} examples longer than "
                               f"max_length={task.max_length} were truncated (counted in results.json throughput)[/]")
-        run.add_input(f"model_{model.name}", model.cfg.adapter or model.cfg.path or "embedded default",
-                      sha256=model.fingerprint, base=model.cfg.path or "embedded default", adapter=model.cfg.adapter,
-                      role_in_eval=model.cfg.role)
+        if model.cfg.endpoint:  # no weights to hash: the endpoint and the model it serves
+            run.add_input(f"model_{model.name}", model.cfg.endpoint, sha256=None, endpoint_model=model.cfg.endpoint_model,
+                          role_in_eval=model.cfg.role)
+        else:
+            run.add_input(f"model_{model.name}", model.cfg.adapter or model.cfg.path or "embedded default",
+                          sha256=model.fingerprint, base=model.cfg.path or "embedded default", adapter=model.cfg.adapter,
+                          role_in_eval=model.cfg.role)
         model.release()
     return outputs
 
@@ -195,7 +199,7 @@ def _results(cfg: EvalConfig, tasks: dict[str, list[Example]], models: list[Mode
     results = {
         "title": "honing eval", "created": run.record.get("started"), "run_dir": str(run.dir),
         "models": [{"name": m.name, "role": "base" if m.name == base else "candidate",
-                    "source": m.cfg.path or "embedded SmolLM2-135M-Instruct", "adapter": m.cfg.adapter,
+                    "source": m.cfg.endpoint or m.cfg.path or "embedded SmolLM2-135M-Instruct", "adapter": m.cfg.adapter,
                     "run_dir": str(m.run_dir()) if m.run_dir() else None, "fingerprint": m.fingerprint} for m in models],
         "tasks": [_task_entry(t, tasks[t.name], list(next(iter(scores.values()), {}).get(t.name, {})))
                   for t in cfg.tasks],

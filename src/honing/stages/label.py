@@ -35,7 +35,8 @@ from typing import Any
 
 from honing.config import LabelConfig, LabelSourceConfig
 from honing.errors import DataError
-from honing.stages.generate import prompt_of, read_prompts
+from honing.io import append_jsonl, truncate, write_json_atomic
+from honing.data.prompts import prompt_of, read_prompts
 
 Prompt = str | list[dict[str, Any]]
 KEYS = {"a": "a", "b": "b", "t": "tie", "s": "skip", "u": "undo", "q": "quit"}
@@ -82,8 +83,10 @@ def source_names(cfg: LabelConfig) -> tuple[str, str]:
 
 
 def _model_name(side: LabelSourceConfig) -> str:
+    if side.model.endpoint:
+        return f"{side.model.endpoint_model}@{side.model.endpoint}"
     name = side.model.path or "embedded"
-    return f"{name}+{side.adapter}" if side.adapter else name
+    return f"{name}+{side.model.adapter}" if side.model.adapter else name
 
 
 def side_seeds(cfg: LabelConfig) -> tuple[int, int]:
@@ -94,7 +97,7 @@ def side_seeds(cfg: LabelConfig) -> tuple[int, int]:
 
 def build_items(cfg: LabelConfig) -> list[Item]:
     """Every prompt with its two answers, read from the responses files or generated (once)."""
-    from honing.generate import as_messages
+    from honing.data.prompts import as_messages
 
     prompts = [prompt for _, prompt in read_prompts(cfg.prompts)] if cfg.prompts else None
     answers: dict[str, list[str]] = {}
@@ -148,8 +151,7 @@ def read_responses(path: str, prompts: list[Prompt] | None) -> tuple[list[Prompt
 def generate_answers(cfg: LabelConfig, prompts: list[Prompt], sides: list[str]) -> dict[str, list[str]]:
     """Answers of the model sides, from <output>.responses.json when the same settings made them
     before, else generated now (each side saved as soon as it is done)."""
-    from honing.generate import generate
-    from honing.stages.generate import load_for_inference
+    from honing.models.chat import ChatModel
     from honing.ui import console
 
     cache_path = Path(f"{cfg.output}.responses.json")
@@ -157,36 +159,29 @@ def generate_answers(cfg: LabelConfig, prompts: list[Prompt], sides: list[str]) 
     prompts_sha = hashlib.sha256(json.dumps(prompts, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
     seeds = dict(zip(SIDES, side_seeds(cfg)))
     out: dict[str, list[str]] = {}
-    loaded, loaded_for = None, None
+    model, loaded_for = None, None
     for side in sides:
         source = getattr(cfg, side)
         sampling = cfg.sampling.model_copy(update={"seed": seeds[side]})
-        spec = {"model": source.model.model_dump(mode="json"), "adapter": source.adapter,
-                "sampling": sampling.model_dump(mode="json"), "system_prompt": cfg.system_prompt,
-                "chat_template": cfg.chat_template, "batch_size": cfg.batch_size, "prompts_sha256": prompts_sha}
+        spec = {"model": source.model.model_dump(mode="json"), "sampling": sampling.model_dump(mode="json"),
+                "system_prompt": cfg.system_prompt, "chat_template": cfg.chat_template, "batch_size": cfg.batch_size,
+                "prompts_sha256": prompts_sha}
         saved = cache.get(side)
         if saved and saved.get("spec") == spec and len(saved.get("responses", [])) == len(prompts):
             console.print(f"{side}: {len(prompts)} answers reused from {cache_path}")
             out[side] = saved["responses"]
             continue
-        which = (json.dumps(spec["model"], sort_keys=True), source.adapter)
+        which = json.dumps(spec["model"], sort_keys=True)
         if loaded_for != which:
-            loaded = None  # let the previous model go before loading the next
-            loaded = load_for_inference(source.model, source.adapter)
+            model = None  # let the previous model go before loading the next
+            model = ChatModel.load(source.model, role=f"{side} model", batch_size=cfg.batch_size, progress=True)
             loaded_for = which
         console.print(f"{side}: generating {len(prompts)} answers (seed {seeds[side]})")
-        out[side] = generate(loaded.model, loaded.tokenizer, prompts, sampling, batch_size=cfg.batch_size,
-                             chat_template=cfg.chat_template, system_prompt=cfg.system_prompt)
+        assert model is not None
+        out[side] = model.texts(prompts, sampling, chat_template=cfg.chat_template, system_prompt=cfg.system_prompt)
         cache[side] = {"spec": spec, "responses": out[side]}
-        _write_json_atomic(cache_path, cache)
+        write_json_atomic(cache_path, cache, indent=1, ensure_ascii=False, newline=False)
     return out
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- the files
@@ -220,12 +215,12 @@ class PreferenceLog:
         if decision in ("a", "b"):
             win = 0 if decision == "a" else 1
             preferred = shown[win]
-            _append_line(self.output, {"prompt": item.prompt, "chosen": answers[win], "rejected": answers[1 - win],
-                                       "source_chosen": shown[win], "source_rejected": shown[1 - win],
-                                       "labeller": labeller, "labelled_at": now, "item": item.key})
-        _append_line(self.decisions, {"item": item.key, "index": item.index, "decision": decision,
-                                      "shown_as_a": shown[0], "shown_as_b": shown[1], "preferred": preferred,
-                                      "labeller": labeller, "labelled_at": now})
+            append_jsonl(self.output, [{"prompt": item.prompt, "chosen": answers[win], "rejected": answers[1 - win],
+                                        "source_chosen": shown[win], "source_rejected": shown[1 - win],
+                                        "labeller": labeller, "labelled_at": now, "item": item.key}])
+        append_jsonl(self.decisions, [{"item": item.key, "index": item.index, "decision": decision,
+                                       "shown_as_a": shown[0], "shown_as_b": shown[1], "preferred": preferred,
+                                       "labeller": labeller, "labelled_at": now}])
         self.seen.add(item.key)
         self.counts[decision] += 1
         if decision != "identical":
@@ -236,8 +231,8 @@ class PreferenceLog:
         if not self._undo:
             return None
         key, decision, output_size, decisions_size = self._undo.pop()
-        _truncate(self.output, output_size)
-        _truncate(self.decisions, decisions_size)
+        truncate(self.output, output_size)
+        truncate(self.decisions, decisions_size)
         self.seen.discard(key)
         self.counts[decision] -= 1
         return key
@@ -263,24 +258,8 @@ def _read_log(path: Path) -> Iterator[Any]:
             handle.write("\n")
 
 
-def _append_line(path: Path, record: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
 def _size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
-
-
-def _truncate(path: Path, size: int) -> None:
-    if path.exists():
-        with path.open("r+b") as handle:
-            handle.truncate(size)
-            handle.flush()
-            os.fsync(handle.fileno())
 
 
 # --------------------------------------------------------------------------- the terminal

@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,8 @@ from rich.table import Table
 from honing.config import RedteamConfig
 from honing.errors import ConfigError, DataError
 from honing.redteam.probes import Probe, SystemPromptSpec, JudgeSpec, builtin_files, load_probes, select
-from honing.runs import Run, write_json_atomic
+from honing.io import write_json_atomic, write_jsonl_atomic
+from honing.runs import Run
 from honing.ui import console
 
 
@@ -42,8 +41,8 @@ def load_suite(cfg: RedteamConfig) -> tuple[list[Probe], list[Path]]:
 
 
 def redteam(cfg: RedteamConfig, *, target: Any = None, attacker: Any = None, judge: Any = None) -> dict[str, Any]:
-    """Scan a model. `target`, `attacker` and `judge` may be given as objects with
-    `complete(conversations, seed=...)` (a scripted fake, say); otherwise they are built from the config."""
+    """Scan a model. `target`, `attacker` and `judge` may be given as ChatModels (a scripted fake, say);
+    otherwise they are built from the config."""
     probes, files = load_suite(cfg)
     run = Run.create("redteam", cfg, cfg.output.dir)
     for file in files:
@@ -84,15 +83,15 @@ def redteam(cfg: RedteamConfig, *, target: Any = None, attacker: Any = None, jud
 
 
 def _models(cfg: RedteamConfig, run: Run, target: Any, attacker: Any, judge: Any) -> tuple[Any, Any, Any]:
-    from honing.redteam.targets import build_chat_model
+    from honing.models.chat import ChatModel
 
     given = target is not None
     if not given:
-        target = build_chat_model(cfg.target, cfg.sampling, batch_size=cfg.batch_size, role="target", progress=True)
+        target = ChatModel.load(cfg.target, cfg.sampling, role="target", batch_size=cfg.batch_size, progress=True)
     record_model(run, "target", None if given else cfg.target, target)
     given = attacker is not None
     if not given and cfg.attacker is not None:
-        attacker = build_chat_model(cfg.attacker, cfg.attacker_sampling, batch_size=cfg.batch_size, role="attacker")
+        attacker = ChatModel.load(cfg.attacker, cfg.attacker_sampling, role="attacker", batch_size=cfg.batch_size)
     if attacker is not None:
         record_model(run, "attacker", None if given else cfg.attacker, attacker)
     if judge is None and cfg.judge is not None:
@@ -107,10 +106,9 @@ def _models(cfg: RedteamConfig, run: Run, target: Any, attacker: Any, judge: Any
 def record_model(run: Run, role: str, model_cfg: Any, model: Any) -> None:
     identity = dict(model.identity)
     if model_cfg is not None and not model_cfg.endpoint:
-        from honing.config import EvalModelConfig
         from honing.evals.runner import model_fingerprint
 
-        fingerprint = model_fingerprint(EvalModelConfig(name=role, path=model_cfg.path, adapter=model_cfg.adapter))
+        fingerprint = model_fingerprint(model_cfg)
         run.add_input(role, model_cfg.adapter or model_cfg.path or "embedded default", sha256=fingerprint,
                       base=model_cfg.path or "embedded default", adapter=model_cfg.adapter)
     else:
@@ -179,14 +177,10 @@ def _write(run: Run, results: dict[str, Any], outcomes: list) -> None:
     from honing.redteam.report import write_reports
 
     write_json_atomic(run.dir / "results.json", results)
-    failures = run.dir / "failures.jsonl"
-    tmp = failures.with_name(f".{failures.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        for outcome in outcomes:  # attacks that worked, and harmless prompts refused (over_refusal): both are failures
-            for attempt in outcome.attempts:
-                if attempt.failed:
-                    handle.write(json.dumps(failure_record(outcome, attempt, results["run_id"]), ensure_ascii=False) + "\n")
-    os.replace(tmp, failures)
+    failures = write_jsonl_atomic(run.dir / "failures.jsonl", (
+        # attacks that worked, and harmless prompts refused (over_refusal): both are failures
+        failure_record(outcome, attempt, results["run_id"]) for outcome in outcomes for attempt in outcome.attempts
+        if attempt.failed))
     run.add_output("results", run.dir / "results.json")
     run.add_output("failures", failures)
     for kind, path in write_reports(results, run.dir).items():

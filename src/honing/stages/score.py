@@ -34,7 +34,7 @@ class Answer:
 def answer_of(record: Any, where: str) -> tuple[str | list[dict[str, str]], str]:
     """(prompt, answer): a `response` with the record's prompt (`prompt`, `messages` or `instruction`,
     as `honing generate` reads it), or the last turn of `messages` when it is the assistant's."""
-    from honing.stages.generate import _turn, prompt_of
+    from honing.data.prompts import prompt_of, turn as _turn
 
     if not isinstance(record, dict):
         raise DataError(f"{where}: a record must be an object, not {type(record).__name__}")
@@ -66,7 +66,7 @@ def check_same_prompts(answers: list[Answer], baseline: list[Answer]) -> None:
     if len(baseline) != len(answers):
         raise DataError(f"the baseline has {len(baseline)} records and the input {len(answers)}: "
                         "give answers to the same prompts, in the same order")
-    from honing.generate import as_messages
+    from honing.data.prompts import as_messages
 
     for mine, theirs in zip(answers, baseline):
         if as_messages(mine.prompt) != as_messages(theirs.prompt):

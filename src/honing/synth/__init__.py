@@ -23,8 +23,8 @@ def run(cfg: SynthConfig, *, teacher: Any = None, judge: Any = None) -> dict[str
     """Run (or resume) a synth job; returns a summary. `teacher`/`judge` objects replace the configured ones."""
     from honing.errors import HoningError
     from honing.evals import judges as judges_module
+    from honing.models.chat import ChatModel
     from honing.runs import RUN_FILE, Run, default_run_dir, file_sha256
-    from honing.synth import teacher as teacher_module
     from honing.synth.distill import TEMPLATE as DISTILL_TEMPLATE
     from honing.synth.distill import distill, load_prompts
     from honing.synth.selfinstruct import TEMPLATE as SELF_INSTRUCT_TEMPLATE
@@ -57,7 +57,7 @@ def run(cfg: SynthConfig, *, teacher: Any = None, judge: Any = None) -> dict[str
                               "resume with the original settings or choose another run_dir")
 
     # --- the parts
-    teacher = teacher or teacher_module.build_teacher(cfg)
+    teacher = teacher or ChatModel.load(cfg.teacher, cfg.sampling, role="teacher", batch_size=cfg.batch_size)
     judge = judge or (judges_module.build_judge(cfg.judge, batch_size=cfg.batch_size) if cfg.judge else None)
     if resuming:
         run = Run.open(run_dir)

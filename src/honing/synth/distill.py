@@ -11,11 +11,10 @@ from collections import Counter
 from typing import Any
 
 from honing.errors import DataError
-from honing.generate import as_messages
+from honing.data.prompts import as_messages, read_prompts
 from honing.config.synth import SynthConfig
 from honing.synth.selfinstruct import derive_seed
 from honing.synth.store import SynthStore, StopRequest
-from honing.synth.teacher import complete
 from honing.ui import console
 
 TEMPLATE = "distill@1"
@@ -24,8 +23,6 @@ TEMPLATE = "distill@1"
 
 def load_prompts(cfg: SynthConfig) -> list[tuple[dict[str, Any], Any]]:
     """(record, prompt) pairs; with format=alpaca every prompt must be one user turn."""
-    from honing.stages.generate import read_prompts
-
     pairs = read_prompts(cfg.prompts)
     if cfg.format == "alpaca":
         for number, (_, prompt) in enumerate(pairs, start=1):
@@ -57,7 +54,7 @@ def distill(cfg: SynthConfig, teacher: Any, judge: Any, store: SynthStore, state
         start = state["done"]
         batch = pairs[start:start + cfg.batch_size]
         conversations = [as_messages(prompt, cfg.system_prompt) for _, prompt in batch]
-        answers = complete(teacher, conversations, derive_seed(cfg.seed, "distill", start))
+        answers = teacher.texts(conversations, seed=derive_seed(cfg.seed, "distill", start))
         kept, dropped = [], []
         for offset, ((record, prompt), answer) in enumerate(zip(batch, answers)):
             number = start + offset

@@ -28,7 +28,7 @@ from honing.errors import DataError
 from honing.evals.metrics import _lcs_length, _rouge_tokens
 from honing.config.synth import SynthConfig
 from honing.synth.store import SynthStore, StopRequest
-from honing.synth.teacher import Messages, complete
+from honing.models.chat import Messages
 from honing.ui import console
 
 TEMPLATE = "self-instruct@1"
@@ -223,7 +223,7 @@ def run_round(cfg: SynthConfig, round_index: int, pool: list[str], index: NearDu
     """One round: (kept records, dropped entries with their rule)."""
     rng = random.Random(f"self-instruct:{cfg.seed}:{round_index}")
     prompts = [instruction_prompt(rng.sample(pool, min(cfg.in_context, len(pool)))) for _ in range(cfg.batch_size)]
-    replies = complete(teacher, prompts, derive_seed(cfg.seed, round_index, "instruction"))
+    replies = teacher.texts(prompts, seed=derive_seed(cfg.seed, round_index, "instruction"))
     dropped: list[dict[str, Any]] = []
 
     def drop(rule: str, **details: Any) -> None:
@@ -243,8 +243,8 @@ def run_round(cfg: SynthConfig, round_index: int, pool: list[str], index: NearDu
         else:
             drop(rule, reply=reply, instruction=instruction)
 
-    replies = complete(teacher, [instance_prompt(c.instruction) for c in candidates],
-                       derive_seed(cfg.seed, round_index, "instance"))
+    replies = teacher.texts([instance_prompt(c.instruction) for c in candidates],
+                            seed=derive_seed(cfg.seed, round_index, "instance"))
     answered: list[Candidate] = []
     for candidate, reply in zip(candidates, replies):
         parsed = parse_instance(reply)

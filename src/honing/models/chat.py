@@ -1,0 +1,248 @@
+"""ChatModel: the one way anything in honing talks to a model.
+
+    ChatModel.load(cfg, sampling, role=...)   a local model (HF dir, .gguf, run directory, the embedded
+                                              default; + adapter) or an OpenAI-compatible endpoint, per cfg
+    ChatModel.wrap(model, tokenizer)          weights already in memory (RL rollouts, eval of a live policy)
+    ChatModel.scripted(fn)                    a Python function of (conversation, seed) -> text: tests, replays
+
+Every kind answers `complete(prompts, sampling, seed=...) -> list[Completion]`, one per prompt in order,
+and `texts(...)` for callers that want only the text. `identity` is what a run record stores about the
+model (never a key). A local model answers in batches (honing.generate); an endpoint is asked with the
+official `openai` client, `concurrency` requests at a time, retrying 429 and 5xx with exponential backoff;
+only the configured URL is contacted, and the API key is read from `api_key_env` at run time.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from honing.config import ChatModelConfig, ModelConfig, SamplingConfig
+from honing.data.prompts import Prompt, as_messages
+from honing.errors import HoningError
+
+Messages = list[dict[str, str]]
+
+PREFILL = {"continue_final_message": True, "add_generation_prompt": False}
+"""Request fields that make an OpenAI-compatible server (vLLM) continue the final assistant turn."""
+
+
+@dataclass
+class Completion:
+    """One answer. `token_ids` are the new tokens (cut after the stop token, which is kept); an endpoint
+    that does not return them leaves the list empty. finish_reason: "stop" (the model ended its answer)
+    or "length" (it ran into max_new_tokens)."""
+
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    finish_reason: Literal["stop", "length"] = "stop"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+def load_local(cfg: ChatModelConfig) -> Any:
+    """The weights `cfg` names (a LoadedModel): the model, with its adapter merged in when given."""
+    from honing.models.load import load_adapter_model, load_model
+
+    model_cfg = ModelConfig(path=cfg.path, tokenizer=cfg.tokenizer, dtype=cfg.dtype,
+                            attn_implementation=cfg.attn_implementation)
+    if cfg.adapter:
+        return load_adapter_model(model_cfg, cfg.adapter, merge=True)
+    return load_model(model_cfg)
+
+
+class ChatModel:
+    """A model to talk to: local weights, an endpoint, or a script. Build one with `load`, `wrap` or `scripted`."""
+
+    def __init__(self, kind: Literal["local", "endpoint", "scripted"], identity: dict[str, Any], *, role: str,
+                 sampling: SamplingConfig | None = None, batch_size: int = 8, progress: bool = False):
+        self.kind = kind
+        self.identity = identity
+        self.role = role  # judge, teacher, target, attacker, model, feedback, policy: named in errors
+        self.sampling = sampling or SamplingConfig()
+        self.batch_size = batch_size
+        self.progress = progress
+        self.model: Any = None  # local: the transformers model and its tokenizer
+        self.tokenizer: Any = None
+        self.source: dict[str, Any] = {}
+        self.endpoint: _Endpoint | None = None
+        self.answer: Callable[[Messages, int | None], str] | None = None
+        self.calls = 0  # complete() calls answered (scripted models count them for tests)
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def load(cls, cfg: ChatModelConfig, sampling: SamplingConfig | None = None, *, role: str, batch_size: int = 8,
+             progress: bool = False) -> ChatModel:
+        """The model `cfg` names; a local one goes on the GPU when there is one."""
+        if cfg.endpoint:
+            chat = cls("endpoint", {"kind": "endpoint", "endpoint": cfg.endpoint, "model": cfg.endpoint_model},
+                       role=role, sampling=sampling, batch_size=batch_size)
+            chat.endpoint = _Endpoint(cfg, role)
+            return chat
+        import torch
+
+        loaded = load_local(cfg)
+        if torch.cuda.is_available():
+            loaded.model.to("cuda")
+        identity = {"kind": "local", "path": cfg.path or "embedded default", "adapter": cfg.adapter,
+                    "sha256": loaded.source.get("sha256"), "adapter_sha256": loaded.source.get("adapter_sha256")}
+        chat = cls.wrap(loaded.model, loaded.tokenizer, sampling, role=role, batch_size=batch_size, identity=identity,
+                        progress=progress)
+        chat.source = loaded.source
+        return chat
+
+    @classmethod
+    def wrap(cls, model: Any, tokenizer: Any, sampling: SamplingConfig | None = None, *, role: str = "policy",
+             batch_size: int = 8, identity: dict[str, Any] | None = None, progress: bool = False) -> ChatModel:
+        """A model already in memory; its weights are shared, not copied (a training step shows in the next answer)."""
+        chat = cls("local", identity or {"kind": "local", "path": getattr(model, "name_or_path", None) or "in memory"},
+                   role=role, sampling=sampling, batch_size=batch_size, progress=progress)
+        chat.model, chat.tokenizer = model, tokenizer
+        return chat
+
+    @classmethod
+    def scripted(cls, answer: Callable[[Messages, int | None], str], *, name: str = "scripted",
+                 role: str = "model") -> ChatModel:
+        """A fake model whose every answer is known: `answer(conversation, seed)`."""
+        chat = cls("scripted", {"kind": "scripted", "name": name}, role=role)
+        chat.answer = answer
+        return chat
+
+    def greedy(self) -> ChatModel:
+        """The same model answering greedily (its most likely answer), sharing the loaded weights; a script is itself."""
+        if self.kind == "scripted":
+            return self
+        clone = copy.copy(self)
+        clone.sampling = self.sampling.model_copy(update={"temperature": 0.0})
+        return clone
+
+    # ------------------------------------------------------------------ answering
+
+    def complete(self, prompts: Sequence[Prompt], sampling: SamplingConfig | None = None, *, seed: int | None = None,
+                 chat_template: bool = True, system_prompt: str | None = None,
+                 streamer: Any = None) -> list[Completion]:
+        """One completion per prompt (a conversation, or a string: one user turn), in order. `sampling`
+        replaces the model's own for this call; `seed` replaces its seed (an endpoint gets seed + i for
+        the i-th prompt). chat_template=False (plain-text completion) and `streamer` are local only."""
+        if not prompts:
+            return []
+        sampling = sampling or self.sampling
+        if seed is not None:
+            sampling = sampling.model_copy(update={"seed": seed})
+        self.calls += 1
+        if self.kind == "local":
+            return self._complete_local(prompts, sampling, chat_template, system_prompt, streamer)
+        if not chat_template:
+            raise HoningError(f"{self.role}: plain-text completion (chat_template: false) needs a local model")
+        conversations = [as_messages(prompt, system_prompt) for prompt in prompts]
+        if self.kind == "endpoint":
+            assert self.endpoint is not None
+            return self.endpoint.complete(conversations, sampling, seed)
+        assert self.answer is not None
+        completions = []
+        for conversation in conversations:
+            text = self.answer(conversation, seed)
+            completions.append(Completion(text if isinstance(text, str) else ""))
+        return completions
+
+    def texts(self, prompts: Sequence[Prompt], sampling: SamplingConfig | None = None, *, seed: int | None = None,
+              chat_template: bool = True, system_prompt: str | None = None) -> list[str]:
+        """The completions' texts only."""
+        return [c.text for c in self.complete(prompts, sampling, seed=seed, chat_template=chat_template,
+                                              system_prompt=system_prompt)]
+
+    def sample(self, prompt_ids: Sequence[list[int]], sampling: SamplingConfig | None = None, *, samples: int = 1,
+               seed: int | None = None) -> list[list[Completion]]:
+        """`samples` completions of each tokenised prompt (local models): result[i][j] is prompt i's j-th sample,
+        with its token ids. The rows of one prompt are generated together (a GRPO group); see sample_tokens."""
+        if self.kind != "local":
+            raise HoningError(f"{self.role}: sampling token ids needs a local model, not {self.kind}")
+        from honing.generate import sample_tokens, stop_token_ids
+
+        stops = set(stop_token_ids(self.tokenizer, self.model))
+        groups = sample_tokens(self.model, self.tokenizer, prompt_ids, sampling or self.sampling, samples=samples,
+                               batch_size=self.batch_size, seed=seed)
+        return [[self._completion(tokens, len(ids), stops) for tokens in group] for ids, group in zip(prompt_ids, groups)]
+
+    def _completion(self, tokens: list[int], prompt_tokens: int, stops: set[int]) -> Completion:
+        stopped = bool(tokens) and tokens[-1] in stops
+        return Completion(self.tokenizer.decode(tokens, skip_special_tokens=True).strip(), list(tokens),
+                          "stop" if stopped else "length", prompt_tokens, len(tokens))
+
+    def _complete_local(self, prompts: Sequence[Prompt], sampling: SamplingConfig, chat_template: bool,
+                        system_prompt: str | None, streamer: Any) -> list[Completion]:
+        from honing.generate import generate_answers
+
+        answers = generate_answers(self.model, self.tokenizer, list(prompts), sampling, batch_size=self.batch_size,
+                                   chat_template=chat_template, system_prompt=system_prompt, progress=self.progress,
+                                   streamer=streamer)
+        return [Completion(a.text, a.token_ids, "stop" if a.stopped else "length", a.prompt_tokens, len(a.token_ids))
+                for a in answers]
+
+
+class _Endpoint:
+    """An OpenAI-compatible chat-completions API, asked through the official client."""
+
+    def __init__(self, cfg: ChatModelConfig, role: str):
+        import openai
+
+        assert cfg.endpoint and cfg.endpoint_model
+        self.url = cfg.endpoint.rstrip("/") + "/chat/completions"
+        self.model = cfg.endpoint_model
+        self.role = role
+        self.timeout_s = cfg.timeout_s
+        self.concurrency = cfg.concurrency
+        key = os.environ.get(cfg.api_key_env)
+        # Without a key no Authorization header is sent (a local vLLM needs none); the client's own retries
+        # (429, 5xx, timeouts, dropped connections) back off exponentially and honour Retry-After.
+        # (The client insists on some key; with none, the placeholder never leaves: its header is omitted.)
+        self.headers = {} if key else {"Authorization": openai.Omit()}
+        self.client = openai.OpenAI(base_url=cfg.endpoint, api_key=key or "no-key", timeout=cfg.timeout_s,
+                                    max_retries=cfg.max_retries)
+
+    def complete(self, conversations: list[Messages], sampling: SamplingConfig, seed: int | None) -> list[Completion]:
+        params: dict[str, Any] = {"temperature": sampling.temperature, "max_tokens": sampling.max_new_tokens}
+        if sampling.temperature > 0:
+            params["top_p"] = sampling.top_p
+
+        def ask(i: int) -> Completion:
+            # The seed is honoured by vLLM and OpenAI (best effort) and ignored elsewhere. A conversation ending with
+            # an assistant turn is a prefill, continued with vLLM's continue_final_message (others may answer afresh).
+            messages = conversations[i]
+            prefill = bool(messages) and messages[-1]["role"] == "assistant"
+            return self._request(messages, {**params, **({} if seed is None else {"seed": seed + i})},
+                                 PREFILL if prefill else None)
+
+        pool = ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(conversations))))
+        try:
+            return list(pool.map(ask, range(len(conversations))))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # after a failure, requests not yet sent are not sent
+
+    def _request(self, messages: Messages, params: dict[str, Any], extra_body: dict[str, Any] | None) -> Completion:
+        import openai
+
+        where = f"{self.role} endpoint {self.url}"
+        try:
+            response = self.client.chat.completions.create(model=self.model, messages=messages,  # type: ignore[arg-type]
+                                                           extra_headers=self.headers, extra_body=extra_body,
+                                                           **params)
+        except openai.APIStatusError as err:
+            raise HoningError(f"{where} answered HTTP {err.status_code}: {err.response.text[:200]!r}") from None
+        except openai.APITimeoutError:
+            raise HoningError(f"{where} gave no answer within timeout_s={self.timeout_s:g} s; raise "
+                              f"{self.role}.timeout_s or check the server") from None
+        except openai.APIConnectionError as err:
+            raise HoningError(f"{where} cannot be reached: {err.__cause__ or err}") from None
+        choices = getattr(response, "choices", None)
+        if not choices or choices[0].message is None:
+            raise HoningError(f"{where} returned no choices[0].message")
+        usage = response.usage
+        return Completion(choices[0].message.content or "", [],
+                          "length" if choices[0].finish_reason == "length" else "stop",
+                          getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0)

@@ -1,0 +1,233 @@
+"""ChatModel: the scripted, in-memory and local kinds answer as honing's batched generation does, with
+token ids and finish reasons; the endpoint kind, against a real HTTP server on 127.0.0.1 through the
+official openai client, retries 429 and 5xx, honours its timeout, keeps to its concurrency limit,
+passes seeds, and never records the key."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import torch
+
+from honing.config import ChatModelConfig, SamplingConfig
+from honing.errors import HoningError
+from honing.generate import generate, stop_token_ids
+from honing.models.chat import ChatModel, Completion
+
+GREEDY = SamplingConfig(max_new_tokens=8, temperature=0.0)
+PROMPTS = ["Hi", [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2 + 2?"}],
+           "Tell me a long story about a fox, please."]
+
+
+@pytest.fixture()
+def lively_model(tiny_model):
+    """Larger random weights, so greedy answers depend on the prompt."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in tiny_model.parameters():
+            if param.dim() == 2:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
+    return tiny_model
+
+
+# ----------------------------------------------------------------------- scripted, in memory, local
+
+
+def test_scripted_model_answers_each_conversation_with_the_seed():
+    model = ChatModel.scripted(lambda conversation, seed: f"{conversation[-1]['content']}:{seed}", name="echo")
+    assert model.identity == {"kind": "scripted", "name": "echo"}
+    assert model.texts(["a", [{"role": "user", "content": "b"}]], seed=4) == ["a:4", "b:4"]
+    assert model.complete([]) == [] and model.calls == 1
+    assert model.greedy() is model
+    (completion,) = model.complete(["x"], system_prompt="sys")
+    assert completion == Completion("x:None") and completion.token_ids == []
+    with pytest.raises(HoningError, match="plain-text completion"):
+        model.complete(["x"], chat_template=False)
+
+
+def test_wrapped_model_matches_generate_and_returns_token_ids(lively_model, tokenizer):
+    chat = ChatModel.wrap(lively_model, tokenizer, GREEDY, batch_size=2)
+    completions = chat.complete(PROMPTS)
+    assert [c.text for c in completions] == generate(lively_model, tokenizer, PROMPTS, GREEDY, batch_size=2,
+                                                     progress=False)
+    stops = set(stop_token_ids(tokenizer, lively_model))
+    for completion in completions:
+        assert 0 < completion.completion_tokens == len(completion.token_ids) <= GREEDY.max_new_tokens
+        assert completion.prompt_tokens > 0
+        assert tokenizer.decode(completion.token_ids, skip_special_tokens=True).strip() == completion.text
+        stopped = completion.token_ids[-1] in stops
+        assert completion.finish_reason == ("stop" if stopped else "length")
+        assert stopped or len(completion.token_ids) == GREEDY.max_new_tokens
+    # A shorter limit: every answer that did not stop ran into it.
+    short = chat.complete(PROMPTS, GREEDY.model_copy(update={"max_new_tokens": 2}))
+    assert all(c.finish_reason == "length" and len(c.token_ids) == 2 for c in short if c.token_ids[-1] not in stops)
+
+
+def test_seed_and_greedy_clone(lively_model, tokenizer):
+    chat = ChatModel.wrap(lively_model, tokenizer, SamplingConfig(max_new_tokens=8, temperature=1.0), batch_size=3)
+    assert chat.texts(PROMPTS, seed=3) == chat.texts(PROMPTS, seed=3)
+    greedy = chat.greedy()
+    assert greedy.model is chat.model and greedy.sampling.temperature == 0.0 and chat.sampling.temperature == 1.0
+    assert greedy.texts(PROMPTS) == generate(lively_model, tokenizer, PROMPTS, GREEDY.model_copy(update={"seed": 0}),
+                                             batch_size=3, progress=False)
+
+
+def test_sample_gives_groups_of_token_ids(lively_model, tokenizer):
+    from honing.data.prompts import encode_prompts
+    from honing.generate import sample_tokens
+
+    chat = ChatModel.wrap(lively_model, tokenizer, SamplingConfig(max_new_tokens=6, temperature=1.0), batch_size=4)
+    ids = encode_prompts(tokenizer, PROMPTS[:2])
+    groups = chat.sample(ids, samples=2, seed=11)
+    expected = sample_tokens(lively_model, tokenizer, ids, chat.sampling, samples=2, batch_size=4, seed=11)
+    assert [[c.token_ids for c in group] for group in groups] == expected
+    assert all(c.prompt_tokens == len(ids[i]) for i, group in enumerate(groups) for c in group)
+    with pytest.raises(HoningError, match="needs a local model"):
+        ChatModel.scripted(lambda c, s: "").sample(ids)
+
+
+def test_load_local_model_records_identity(tiny_model_dir):
+    chat = ChatModel.load(ChatModelConfig(path=str(tiny_model_dir)), GREEDY, role="target", batch_size=2)
+    assert chat.kind == "local" and chat.identity["path"] == str(tiny_model_dir) and chat.identity["adapter"] is None
+    assert set(chat.identity) == {"kind", "path", "adapter", "sha256", "adapter_sha256"}
+    assert len(chat.identity["sha256"]) == 64
+    assert chat.texts(PROMPTS) == generate(chat.model, chat.tokenizer, PROMPTS, GREEDY, batch_size=2, progress=False)
+
+
+# ----------------------------------------------------------------------- endpoint
+
+
+class _Server(BaseHTTPRequestHandler):
+    """Chat completions: the reply names the last message and the seed. `failures` is a queue of statuses to
+    answer first (429 or 5xx); `delay` seconds are slept per request; concurrent requests are counted."""
+
+    failures: list[int]
+    delay: float
+    requests: list[dict]
+    lock: threading.Lock
+    active = 0
+    most_active = 0
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        cls = type(self)
+        with cls.lock:
+            cls.requests.append({"path": self.path, "body": body, "authorization": self.headers.get("Authorization")})
+            status = cls.failures.pop(0) if cls.failures else 200
+            cls.active += 1
+            cls.most_active = max(cls.most_active, cls.active)
+        try:
+            time.sleep(cls.delay)
+            if status != 200:
+                self._send(status, b'{"error": {"message": "busy"}}', {"retry-after-ms": "10"})
+                return
+            reply = f"{body['messages'][-1]['content']} seed={body.get('seed')}"
+            finish = "length" if "long" in reply else "stop"
+            payload = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                       "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
+                                    "finish_reason": finish}],
+                       "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}
+            self._send(200, json.dumps(payload).encode())
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout test)
+            pass
+        finally:
+            with cls.lock:
+                cls.active -= 1
+
+    def _send(self, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def server():
+    handler = type("Handler", (_Server,), {"failures": [], "delay": 0.0, "requests": [], "lock": threading.Lock()})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield handler, f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def endpoint(url: str, **fields) -> ChatModelConfig:
+    return ChatModelConfig(endpoint=url, endpoint_model="served", api_key_env="HONING_TEST_CHAT_KEY", **fields)
+
+
+def test_endpoint_completions_seeds_usage_and_key(server, monkeypatch):
+    handler, url = server
+    monkeypatch.setenv("HONING_TEST_CHAT_KEY", "secret-key")
+    chat = ChatModel.load(endpoint(url), SamplingConfig(max_new_tokens=7, temperature=0.5, top_p=0.8), role="teacher")
+    assert chat.identity == {"kind": "endpoint", "endpoint": url, "model": "served"}
+    assert "secret-key" not in json.dumps(chat.identity)
+    completions = chat.complete(["a", "a long one", [{"role": "user", "content": "c"}]], seed=10)
+    assert [c.text for c in completions] == ["a seed=10", "a long one seed=11", "c seed=12"]  # seed + i, in order
+    assert [c.finish_reason for c in completions] == ["stop", "length", "stop"]
+    assert all(c.token_ids == [] and (c.prompt_tokens, c.completion_tokens) == (5, 3) for c in completions)
+    body = next(r["body"] for r in handler.requests if r["body"]["messages"][-1]["content"] == "a")
+    assert body == {"model": "served", "messages": [{"role": "user", "content": "a"}], "temperature": 0.5,
+                    "top_p": 0.8, "max_tokens": 7, "seed": 10}
+    assert {r["path"] for r in handler.requests} == {"/v1/chat/completions"}
+    assert {r["authorization"] for r in handler.requests} == {"Bearer secret-key"}
+    # A conversation ending with the assistant's turn is continued (vLLM's continue_final_message).
+    chat.complete([[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "I can't"}]])
+    assert handler.requests[-1]["body"]["continue_final_message"] is True
+    assert "seed" not in handler.requests[-1]["body"]
+
+
+def test_endpoint_retries_429_and_5xx_then_succeeds(server, monkeypatch):
+    handler, url = server
+    monkeypatch.delenv("HONING_TEST_CHAT_KEY", raising=False)
+    handler.failures = [429, 500, 503]
+    chat = ChatModel.load(endpoint(url, max_retries=3), role="judge")
+    assert chat.texts(["x"]) == ["x seed=None"]
+    assert len(handler.requests) == 4 and handler.requests[0]["authorization"] is None
+    # One failure more than the retries allow: a one-line error naming the role and the URL.
+    handler.failures = [500, 500, 500]
+    with pytest.raises(HoningError, match=r"^attacker endpoint http://127\.0\.0\.1:\d+/v1/chat/completions answered "
+                                          r"HTTP 500: .*busy"):
+        ChatModel.load(endpoint(url, max_retries=2), role="attacker").texts(["y"])
+
+
+def test_endpoint_timeout_is_honoured(server):
+    handler, url = server
+    handler.delay = 1.5
+    chat = ChatModel.load(endpoint(url, timeout_s=0.2, max_retries=1), role="target")
+    started = time.perf_counter()
+    with pytest.raises(HoningError, match=r"^target endpoint .* gave no answer within timeout_s=0\.2 s"):
+        chat.texts(["slow"])
+    assert time.perf_counter() - started < 1.4  # did not wait for the server's answer
+    assert len(handler.requests) == 2  # the timed-out request was tried again once
+
+
+def test_endpoint_keeps_to_its_concurrency_limit(server):
+    handler, url = server
+    handler.delay = 0.2
+    prompts = [f"p{i}" for i in range(9)]
+    limited = ChatModel.load(endpoint(url, concurrency=3), role="teacher")
+    assert limited.texts(prompts) == [f"p{i} seed=None" for i in range(9)]
+    assert handler.most_active == 3
+    handler.most_active = 0
+    ChatModel.load(endpoint(url, concurrency=1), role="teacher").texts(prompts[:3])
+    assert handler.most_active == 1
+
+
+def test_endpoint_config_is_one_shape():
+    with pytest.raises(ValueError, match="endpoint_model"):
+        ChatModelConfig(endpoint="http://127.0.0.1:1/v1")
+    with pytest.raises(ValueError, match="either endpoint or path/adapter"):
+        ChatModelConfig(endpoint="http://127.0.0.1:1/v1", endpoint_model="m", adapter="runs/x")
