@@ -10,8 +10,10 @@ import torch
 
 from honing.config import ChatConfig, GenerateConfig, MergeConfig, load_config
 from honing.errors import DataError
+from honing.data.prompts import read_prompts
+from honing.models.chat import ChatModel
 from honing.stages.chat import chat_loop
-from honing.stages.generate import generate_file, read_prompts
+from honing.stages.generate import generate_file
 from honing.stages.merge import merge
 
 
@@ -22,7 +24,7 @@ def test_generate_stage_writes_a_response_per_record(tiny_model_dir, tmp_path):
         {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
                       {"role": "assistant", "content": "old answer"}], "id": 2},
         {"instruction": "Convert hours to minutes.", "input": "3 hours", "id": 3},
-        {"conversations": [{"from": "human", "value": "Name a colour."}], "id": 4},
+        {"conversations": [{"from": "human", "value": "Name a colour."}, {"from": "chatgpt", "value": "Red."}], "id": 4},
     ]
     prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out" / "answers.jsonl"
@@ -51,7 +53,7 @@ def test_chat_loop_keeps_the_conversation(tiny_model, tokenizer):
     cfg = ChatConfig(sampling={"max_new_tokens": 4, "temperature": 0.0})
     stdin = io.StringIO("hello\n/system be terse\nhi again\nand more\n/exit\n")
     stdout = io.StringIO()
-    conversation = chat_loop(tiny_model, tokenizer, cfg, stdin, stdout)
+    conversation = chat_loop(ChatModel.wrap(tiny_model, tokenizer, batch_size=1), cfg, stdin, stdout)
     assert [m["role"] for m in conversation] == ["user", "assistant", "user", "assistant"]
     assert conversation[0]["content"] == "hi again"  # /system cleared the first exchange
     text = stdout.getvalue()
@@ -59,7 +61,7 @@ def test_chat_loop_keeps_the_conversation(tiny_model, tokenizer):
 
 
 def test_chat_loop_ends_on_eof(tiny_model, tokenizer):
-    assert chat_loop(tiny_model, tokenizer, ChatConfig(), io.StringIO(""), io.StringIO()) == []
+    assert chat_loop(ChatModel.wrap(tiny_model, tokenizer), ChatConfig(), io.StringIO(""), io.StringIO()) == []
 
 
 def test_merge_stage_writes_loadable_model_with_lineage(tiny_model_dir, tmp_path):
@@ -78,7 +80,7 @@ def test_merge_stage_writes_loadable_model_with_lineage(tiny_model_dir, tmp_path
             param.data.normal_(0, 0.05)
     save_model(model, loaded.tokenizer, tmp_path / "run", save="adapter")
     out = tmp_path / "merged"
-    merge(load_config(MergeConfig, None, [f"adapter={tmp_path / 'run'}", f"output={out}"]))
+    merge(load_config(MergeConfig, None, [f"model.adapter={tmp_path / 'run'}", f"output={out}"]))
     merged = AutoModelForCausalLM.from_pretrained(out)
     ids = torch.tensor([[1, 5, 9, 13]])
     model.eval()

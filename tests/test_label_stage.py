@@ -191,7 +191,7 @@ def test_one_model_sampled_twice_is_generated_once(tmp_path, tiny_model_dir, mon
     def no_generation(*args, **kwargs):
         raise AssertionError("the cached answers should be reused")
 
-    monkeypatch.setattr("honing.generate.generate", no_generation)
+    monkeypatch.setattr("honing.generate.generate_answers", no_generation)
     assert build_items(cfg) == items
     label(cfg, keys=["a", "b"], console=_quiet())
     pairs = _lines(tmp_path / "prefs.jsonl")

@@ -3,6 +3,7 @@ export read by `honing dpo` as it is."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -385,8 +386,13 @@ def test_an_anchors_first_try_is_the_models_most_likely_answer(redteam_run, tmp_
         def __init__(self):
             self.sampling = SamplingConfig(temperature=0.7, top_p=0.9)
 
-        def complete(self, conversations, *, seed=None):
+        def texts(self, conversations, *, seed=None):
             return [self.answer(conversation, seed) for conversation in conversations]
+
+        def greedy(self):  # as ChatModel.greedy: the same model at temperature 0
+            clone = copy.copy(self)
+            clone.sampling = self.sampling.model_copy(update={"temperature": 0.0})
+            return clone
 
         def answer(self, conversation, seed):
             last = conversation[-1]["content"]

@@ -20,7 +20,6 @@ from honing.evals.metrics import rouge_l_f1
 from honing.runs import file_sha256
 from honing.synth import SynthConfig, run
 from honing.synth.selfinstruct import NearDuplicates, parse_instance, parse_instruction
-from honing.synth.teacher import EndpointTeacher
 
 SEEDS = Path(__file__).resolve().parents[2] / "examples" / "data" / "synth_seeds.jsonl"
 NEAR_SEED = "Give three tips for staying focused while studying at home."  # ROUGE-L 0.875 with a seed
@@ -46,7 +45,7 @@ class ScriptedTeacher:
         self.sigint_on_call = sigint_on_call
         self.seen: list[str] = []
 
-    def complete(self, conversations, *, seed=None):
+    def texts(self, conversations, *, seed=None):
         self.calls += 1
         if self.calls == self.interrupt_on_call:
             raise KeyboardInterrupt
@@ -82,7 +81,7 @@ class ScriptedTeacher:
 class ScriptedJudge:
     identity = {"kind": "scripted", "name": "test-judge"}
 
-    def complete(self, conversations):
+    def texts(self, conversations):
         replies = []
         for messages in conversations:
             user = messages[-1]["content"]
@@ -238,11 +237,19 @@ def test_max_rounds_stops_short(tmp_path):
     assert summary["status"] == "completed" and summary["records"] == 4
 
 
-def test_build_teacher_is_used(tmp_path, monkeypatch):
-    import honing.synth.teacher
+def test_configured_teacher_is_used(tmp_path, monkeypatch):
+    from honing.models.chat import ChatModel
 
-    monkeypatch.setattr(honing.synth.teacher, "build_teacher", lambda cfg: ScriptedTeacher())
-    assert run(_config(tmp_path))["records"] == 5
+    built = []
+
+    def load(cfg, sampling=None, *, role, batch_size=8, progress=False):
+        built.append((cfg, sampling, role, batch_size))
+        return ScriptedTeacher()
+
+    monkeypatch.setattr(ChatModel, "load", load)
+    cfg = _config(tmp_path)
+    assert run(cfg)["records"] == 5
+    assert built == [(cfg.teacher, cfg.sampling, "teacher", cfg.batch_size)]
 
 
 def test_parsers_and_near_duplicates():
@@ -318,7 +325,7 @@ def test_distill_txt_and_resume_skips_done_prompts(tmp_path):
 
 def test_distill_empty_answers_are_counted(tmp_path):
     class Silent(ScriptedTeacher):
-        def complete(self, conversations, *, seed=None):
+        def texts(self, conversations, *, seed=None):
             return ["" if "two" in c[-1]["content"] else "ok" for c in conversations]
 
     prompts = tmp_path / "prompts.txt"
@@ -429,12 +436,12 @@ def test_endpoint_teacher(tmp_path, monkeypatch):
         cfg = SynthConfig(method="distill", prompts=str(prompts), output=str(tmp_path / "o.jsonl"),
                           run_dir=str(tmp_path / "r"), teacher={"endpoint": url, "endpoint_model": "big-teacher",
                                                                 "api_key_env": "HONING_TEST_TEACHER_KEY"})
-        from honing.synth.teacher import build_teacher
+        from honing.models.chat import ChatModel
 
-        assert isinstance(build_teacher(cfg), EndpointTeacher)
+        assert ChatModel.load(cfg.teacher, cfg.sampling, role="teacher").kind == "endpoint"
         run(cfg)
         # A conversation ending with an assistant turn is a prefill: the server is asked to continue it (vLLM).
-        build_teacher(cfg).complete([[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "I can't"}]])
+        ChatModel.load(cfg.teacher, cfg.sampling, role="teacher").complete([[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "I can't"}]])
         assert handler.seen[-1]["body"]["continue_final_message"] is True
         assert handler.seen[-1]["body"]["add_generation_prompt"] is False
         assert "continue_final_message" not in handler.seen[0]["body"]
