@@ -16,12 +16,7 @@ import honing.stages.reward as reward_stage
 from honing.config import RewardConfig, ScoreConfig, load_config
 from honing.errors import ConfigError, DataError, ModelError
 from honing.stages.score import score_file
-from honing.train.objectives.reward import (
-    RewardModel,
-    load_reward_model,
-    save_reward_model,
-    score_responses,
-)
+from honing.models.reward import RewardModel, load_reward_model, save_reward_model, score_responses
 
 
 def _pairs(path, n=12, **extra):

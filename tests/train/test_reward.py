@@ -7,16 +7,8 @@ import math
 import pytest
 import torch
 
-from honing.train.objectives.reward import (
-    RewardModel,
-    RewardObjective,
-    bradley_terry_loss,
-    last_token_index,
-    load_reward_model,
-    pad_pairs,
-    pairwise_accuracy,
-    save_reward_model,
-)
+from honing.models.reward import RewardModel, last_token_index, load_reward_model, save_reward_model
+from honing.train.objectives.reward import RewardObjective, bradley_terry_loss, pad_pairs, pairwise_accuracy
 from tests.train.helpers import tiny_llama
 
 PAD, EOS = 0, 2
@@ -225,7 +217,7 @@ def test_score_responses_matches_hand_tokenised_rows(tiny_model_dir, tokenizer):
     """Scores equal the model on each row alone, tokenised by hand, whatever the batch size or padding."""
     from transformers import AutoModelForCausalLM
 
-    from honing.train.objectives.reward import score_responses
+    from honing.models.reward import score_responses
 
     torch.manual_seed(0)
     rm = RewardModel(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)).train()
@@ -262,7 +254,7 @@ def test_score_responses_matches_hand_tokenised_rows(tiny_model_dir, tokenizer):
 def test_score_responses_reports_the_index_of_an_unscorable_answer(tiny_model_dir, tokenizer):
     from transformers import AutoModelForCausalLM
 
-    from honing.train.objectives.reward import ResponseError, score_responses
+    from honing.models.reward import ResponseError, score_responses
 
     rm = RewardModel(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32))
     with pytest.raises(ResponseError, match="response 1: ") as caught:

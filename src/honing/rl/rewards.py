@@ -106,7 +106,7 @@ def function(spec: str) -> Term:
 
 def reward_model(path: str, base_model: str | None, *, batch_size: int, system_prompt: str | None) -> Term:
     """The score of a reward model trained by `honing reward` (read at the answer's last token)."""
-    from honing.train.objectives.reward import open_reward_model, score_responses
+    from honing.models.reward import open_reward_model, score_responses
 
     model, tokenizer = open_reward_model(path, base_model=base_model)
     model.eval().requires_grad_(False)

@@ -39,7 +39,7 @@ class RewardExample:
 
 def make_example(tokenizer: Any, cfg: RewardConfig, pair: dict[str, Any], record: Any) -> RewardExample:
     """A normalised preference pair (and its raw record, for the margin) as a RewardExample."""
-    from honing.train.objectives.reward import render_side
+    from honing.models.reward import render_side
 
     margin = cfg.reward.margin
     field = cfg.reward.margin_field
@@ -80,7 +80,8 @@ def freeze_vocabulary_head(model: Any) -> None:
 def setup_parts(cfg: RewardConfig, ctx: Dist) -> StageParts:
     from honing.models.adapters import apply_adapter
     from honing.models.load import load_model
-    from honing.train.objectives.reward import RewardModel, RewardObjective
+    from honing.models.reward import RewardModel
+    from honing.train.objectives.reward import RewardObjective
 
     loaded = load_model(cfg.model, device=ctx.device, adapter=cfg.adapter)
     tokenizer = loaded.tokenizer
@@ -119,7 +120,7 @@ def _describe(cfg: RewardConfig, reward_model: Any, ctx: Dist) -> None:
 def save_reward(reward_model: Any, tokenizer: Any, run_dir: Path, state_dict: dict | None) -> dict[str, str]:
     """reward_model/ in the run directory, written atomically."""
     from honing.io import atomic_dir
-    from honing.train.objectives.reward import REWARD_MODEL_DIR, save_reward_model
+    from honing.models.reward import REWARD_MODEL_DIR, save_reward_model
 
     target = Path(run_dir) / REWARD_MODEL_DIR
     with atomic_dir(target) as tmp:
