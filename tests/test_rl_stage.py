@@ -229,7 +229,7 @@ def test_grpo_kl_in_the_reward_lowers_the_score_of_drifting_completions():
 def test_reward_model_and_judge_terms(tiny_model_dir, tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from honing.train.objectives.reward import RewardModel, save_reward_model, score_responses
+    from honing.models.reward import RewardModel, save_reward_model, score_responses
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     torch.manual_seed(0)

@@ -4,7 +4,7 @@
     ─▶ output written atomically: each input record plus `score` ─▶ summary (and win rate over a baseline)
 
 Each prompt + answer is rendered exactly as a side of a training pair, by the same function the
-RL stage uses (`honing.train.objectives.reward.score_responses`).
+RL stage uses (`honing.models.reward.score_responses`).
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def check_same_prompts(answers: list[Answer], baseline: list[Answer]) -> None:
 
 def score_all(reward_model: Any, tokenizer: Any, answers: list[Answer], cfg: ScoreConfig) -> list[float]:
     """score_responses over the answers; an answer it cannot score is reported by file and line."""
-    from honing.train.objectives.reward import ResponseError, score_responses
+    from honing.models.reward import ResponseError, score_responses
 
     try:
         return score_responses(reward_model, tokenizer, [a.prompt for a in answers], [a.response for a in answers],
@@ -117,7 +117,7 @@ def write_scored(output: Path, answers: list[Answer], scores: list[float], basel
 
 
 def score_file(cfg: ScoreConfig) -> dict[str, Any]:
-    from honing.train.objectives.reward import open_reward_model
+    from honing.models.reward import open_reward_model
 
     output = Path(cfg.output)
     if output.suffix.lower() != ".jsonl":

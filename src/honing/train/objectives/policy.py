@@ -28,7 +28,7 @@ from torch import nn
 
 from honing.train.objectives.causal_lm import _LOGIT_TRANSFORMS, causal_lm_of
 from honing.train.objectives.kl import kl_estimate
-from honing.train.objectives.reward import position_ids_from_mask
+from honing.models.reward import position_ids_from_mask
 
 LengthNorm = Literal["sequence", "token", "constant"]
 MASKED_LOGIT = -1e9  # finite, so a token outside top-k/top-p has p = 0 without NaN in entropy or gradients
