@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 from honing.config import dump_config
 from honing.errors import HoningError
+from honing.io import write_json_atomic, write_text_atomic
 
 RUN_FILE = "run.json"
 _hash_cache: dict[tuple[str, int, int], str] = {}
@@ -105,12 +106,6 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 _CURRENT_RUN: Path | None = None
 
 
@@ -140,6 +135,9 @@ class Run:
         """Start a run directory. Call this only after the inputs were validated, so a bad
         input never leaves a half-written run behind."""
         path = Path(directory) if directory else default_run_dir(stage)
+        if path.exists() and not path.is_dir():
+            raise HoningError(f"the run directory {path} is a file, not a directory; set output.dir (or run_dir) "
+                              "to a new or existing directory")
         if is_main and path.exists() and (path / RUN_FILE).exists():
             raise HoningError(f"{path} already holds a run; pass --resume to continue it, or choose another output.dir")
         record = {
@@ -158,9 +156,13 @@ class Run:
         }
         run = cls(path, record, is_main=is_main)
         if is_main:
-            path.mkdir(parents=True, exist_ok=True)
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise HoningError(f"cannot create the run directory {path}: {err.strerror or err}; set output.dir "
+                                  "(or run_dir) to a writable directory") from None
             _remember(path)
-            (path / "config.yaml").write_text(dump_config(config), encoding="utf-8")
+            write_text_atomic(path / "config.yaml", dump_config(config))
             run.save()
         return run
 
@@ -171,7 +173,12 @@ class Run:
         record_path = path / RUN_FILE
         if not record_path.is_file():
             raise HoningError(f"{path} is not a run directory (no {RUN_FILE}); nothing to resume")
-        record = json.loads(record_path.read_text())
+        try:
+            record = json.loads(record_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise HoningError(f"{record_path}: not a readable run record ({err}); the run directory is damaged") from None
+        if not isinstance(record, dict):
+            raise HoningError(f"{record_path}: not a run record (a JSON object); the run directory is damaged")
         record["status"] = "running"
         record.setdefault("resumed", []).append(_now())
         run = cls(path, record, is_main=is_main)

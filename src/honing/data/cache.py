@@ -13,13 +13,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from honing.data.types import TokenizedExample
+from honing.io import atomic_open
 
 logger = logging.getLogger(__name__)
 
@@ -87,18 +87,9 @@ def save(root: Path, key: str, splits: dict[str, list[TokenizedExample]], meta: 
         arrays[f"{name}.labels"] = np.fromiter((t for e in examples for t in e.labels), dtype=np.int32)
         arrays[f"{name}.lengths"] = np.array([len(e.input_ids) for e in examples], dtype=np.int64)
         arrays[f"{name}.truncated"] = np.array([e.truncated for e in examples], dtype=bool)
-    root.mkdir(parents=True, exist_ok=True)
     target = cache_file(root, key)
-    handle, tmp = tempfile.mkstemp(dir=root, prefix=f".{key[:16]}-", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            np.savez(out, **arrays)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(target, "wb") as out:
+        np.savez(out, **arrays)
     return target
 
 

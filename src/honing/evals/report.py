@@ -16,12 +16,12 @@ Example texts longer than `EXAMPLE_CHARS` are cut, and the cut says how much was
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from honing.errors import HoningError
+from honing.io import write_text_atomic
 from honing.evals.charts import CURVES, confusion_table, curve_chart, curve_points, esc, finite, interval_chart
 
 EXAMPLE_CHARS = 400
@@ -86,16 +86,6 @@ def write_reports(results: dict, directory: str | Path) -> dict[str, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     texts = {"markdown": ("report.md", render_markdown(results)), "html": ("report.html", render_html(results))}
     return {kind: write_text_atomic(directory / name, text) for kind, (name, text) in texts.items()}
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 # ── numbers ─────────────────────────────────────────────────────────────────────────────────

@@ -17,7 +17,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from honing.evals.report import Block, blocks_html, blocks_markdown, interval_chart, write_text_atomic
+from honing.evals.report import Block, blocks_html, blocks_markdown, interval_chart
+from honing.io import write_text_atomic
 from honing.evals.stats import bootstrap_mean
 from honing.redteam.probes import CATEGORIES
 from honing.redteam.runner import Outcome

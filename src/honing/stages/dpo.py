@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from array import array
 from dataclasses import dataclass
 from functools import partial
@@ -233,14 +232,14 @@ def save_reference_cache(run: Run, cache: ReferenceCache) -> None:
     """Write the cache atomically into the run directory and record its hash."""
     from safetensors.torch import save_file
 
+    from honing.io import atomic_path
     from honing.runs import file_sha256
 
     path = run.dir / REFERENCE_FILE
     if run.is_main:
-        tmp = path.with_name(f".{path.name}.tmp")
-        save_file({"train": cache.train.contiguous(), "validation": cache.validation.contiguous()}, str(tmp),
-                  metadata={"pairs_sha256": cache.pairs_sha256})
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file({"train": cache.train.contiguous(), "validation": cache.validation.contiguous()}, str(tmp),
+                      metadata={"pairs_sha256": cache.pairs_sha256})
     run.set("reference", {"mode": "precomputed", "file": REFERENCE_FILE, "sha256": file_sha256(path) if run.is_main else None,
                           "pairs_sha256": cache.pairs_sha256, "train_pairs": len(cache.train),
                           "validation_pairs": len(cache.validation)})

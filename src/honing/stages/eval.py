@@ -23,7 +23,8 @@ from honing.evals.runner import ModelUnderTest, TaskOutputs, run_task
 from honing.evals.scoring import (difference, disagreements, gate_checks, higher_is_better, interval, metric_rows,
                                   predicted_labels, prompt_text)
 from honing.evals.tasks import Example, data_path, label_set, load_examples, metric_names, primary_metric
-from honing.runs import Run, write_json_atomic
+from honing.io import write_json_atomic
+from honing.runs import Run
 from honing.ui import console
 
 

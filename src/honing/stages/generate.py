@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ from typing import Any
 from honing.config import GenerateConfig
 from honing.data.prompts import read_prompts
 from honing.errors import DataError
+from honing.io import write_jsonl_atomic
 from honing.ui import console
 
 # stages/rl.py (being rewritten elsewhere) still imports prompt_of from here; its home is honing.data.prompts.
@@ -32,12 +31,7 @@ def generate_file(cfg: GenerateConfig) -> dict[str, Any]:
     started = time.perf_counter()
     completions = model.complete([p for _, p in pairs], chat_template=cfg.chat_template, system_prompt=cfg.system_prompt)
     elapsed = time.perf_counter() - started
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        for (record, _), completion in zip(pairs, completions):
-            handle.write(json.dumps({**record, "response": completion.text}, ensure_ascii=False) + "\n")
-    os.replace(tmp, output)
+    write_jsonl_atomic(output, ({**record, "response": completion.text} for (record, _), completion in zip(pairs, completions)))
     new_tokens = _new_tokens(model, completions)
     console.print(f"{len(completions)} answers in {elapsed:.1f} s ({len(completions) / elapsed:.2f} prompts/s, "
                   f"{new_tokens / elapsed:.0f} new tokens/s) → {output}")

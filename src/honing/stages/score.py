@@ -9,15 +9,14 @@ RL stage uses (`honing.models.reward.score_responses`).
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from honing.config import ScoreConfig
 from honing.errors import DataError
+from honing.io import write_jsonl_atomic
 from honing.ui import console
 
 
@@ -102,18 +101,13 @@ def summarize(scores: list[float], baseline: list[float] | None) -> dict[str, An
 
 
 def write_scored(output: Path, answers: list[Answer], scores: list[float], baseline: list[float] | None) -> None:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as handle:
-            for i, (answer, score) in enumerate(zip(answers, scores)):
-                row = {**answer.record, "score": score}
-                if baseline is not None:
-                    row["baseline_score"] = baseline[i]
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
+    rows = []
+    for i, (answer, score) in enumerate(zip(answers, scores)):
+        row = {**answer.record, "score": score}
+        if baseline is not None:
+            row["baseline_score"] = baseline[i]
+        rows.append(row)
+    write_jsonl_atomic(output, rows)
 
 
 def score_file(cfg: ScoreConfig) -> dict[str, Any]:

@@ -29,7 +29,8 @@ def run(cfg: SynthConfig, *, teacher: Any = None, judge: Any = None) -> dict[str
     from honing.synth.distill import distill, load_prompts
     from honing.synth.selfinstruct import TEMPLATE as SELF_INSTRUCT_TEMPLATE
     from honing.synth.selfinstruct import load_seeds, self_instruct
-    from honing.synth.store import SynthStore, StopRequest
+    from honing.interrupt import BATCH_NOTICE, StopRequest
+    from honing.synth.store import SynthStore
     from honing.ui import console
 
     # --- validate inputs before anything is loaded or written
@@ -84,7 +85,7 @@ def run(cfg: SynthConfig, *, teacher: Any = None, judge: Any = None) -> dict[str
     # --- generate, batch by batch
     loop = self_instruct if self_instructing else distill
     try:
-        with StopRequest() as stop:
+        with StopRequest(BATCH_NOTICE) as stop:
             state, finished = loop(cfg, teacher, judge, store, state, stop)
     except KeyboardInterrupt:
         run.finish("interrupted")

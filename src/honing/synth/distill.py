@@ -14,7 +14,8 @@ from honing.errors import DataError
 from honing.data.prompts import as_messages, read_prompts
 from honing.config.synth import SynthConfig
 from honing.synth.selfinstruct import derive_seed
-from honing.synth.store import SynthStore, StopRequest
+from honing.interrupt import StopRequest
+from honing.synth.store import SynthStore
 from honing.ui import console
 
 TEMPLATE = "distill@1"

@@ -27,7 +27,8 @@ from typing import Any
 from honing.errors import DataError
 from honing.evals.metrics import _lcs_length, _rouge_tokens
 from honing.config.synth import SynthConfig
-from honing.synth.store import SynthStore, StopRequest
+from honing.interrupt import StopRequest
+from honing.synth.store import SynthStore
 from honing.models.chat import Messages
 from honing.ui import console
 

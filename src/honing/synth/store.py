@@ -12,14 +12,12 @@ lengths; resuming truncates them, so the half-committed batch is redone, never d
 from __future__ import annotations
 
 import json
-import os
-import signal
 from pathlib import Path
 from typing import Any
 
 from honing.errors import HoningError
-from honing.runs import file_sha256, write_json_atomic
-from honing.ui import console
+from honing.io import append_jsonl, truncate, write_json_atomic, write_jsonl_atomic
+from honing.runs import file_sha256
 
 KEPT_FILE = "synth.jsonl"
 DROPPED_FILE = "dropped.jsonl"
@@ -46,8 +44,7 @@ class SynthStore:
                 raise HoningError(f"{path} is shorter than {self.state_path} records ({actual} < {size} bytes); "
                                   "the run directory was edited, start a new run_dir")
             if actual > size:
-                with path.open("r+b") as handle:
-                    handle.truncate(size)
+                truncate(path, size)
         return state
 
     def kept_records(self) -> list[dict[str, Any]]:
@@ -59,52 +56,11 @@ class SynthStore:
     def commit(self, kept: list[dict[str, Any]], dropped: list[dict[str, Any]], state: dict[str, Any]) -> None:
         """Append one batch durably, then record the state that includes it."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        sizes = {}
-        for path, records in ((self.kept_path, kept), (self.dropped_path, dropped)):
-            with path.open("a", encoding="utf-8") as handle:
-                for record in records:
-                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            sizes[path] = path.stat().st_size
+        sizes = {path: append_jsonl(path, records) for path, records in ((self.kept_path, kept), (self.dropped_path, dropped))}
         write_json_atomic(self.state_path, {**state, "kept_bytes": sizes[self.kept_path],
                                             "dropped_bytes": sizes[self.dropped_path]})
 
     def finalize(self, output: str | Path, records: list[dict[str, Any]]) -> str:
         """Write the output atomically (temp file + os.replace); its sha256."""
-        output = Path(output)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = output.with_name(f".{output.name}.tmp")
-        with tmp.open("w", encoding="utf-8") as handle:
-            for record in records:
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, output)
+        write_jsonl_atomic(output, records)
         return file_sha256(output)
-
-
-class StopRequest:
-    """Ctrl-C once: finish the current batch, save, and stop. Ctrl-C twice: stop at once (the
-    unfinished batch is redone on resume)."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
-
-    def __enter__(self) -> StopRequest:
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: Ctrl-C is not ours to catch
-            self._previous = None
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        console.print("[yellow]stopping after the current batch (Ctrl-C again to stop now)[/yellow]")
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)

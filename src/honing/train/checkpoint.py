@@ -10,7 +10,6 @@ any moment leaves the previous checkpoint whole and `latest` pointing at it.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 from pathlib import Path
@@ -20,6 +19,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from honing.io import fsync_dir, fsync_file, replace_dir, write_text_atomic
 
 LATEST = "latest"
 BEST = "best"
@@ -52,28 +53,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def _publish(root: Path, tmp: Path, name: str, extra: dict[str, Any], trainer_state: dict[str, Any],
              mark_latest: bool) -> Path:
     """Finish a checkpoint written in `tmp` (state.pt, trainer_state.json), make it durable, and
@@ -81,24 +60,13 @@ def _publish(root: Path, tmp: Path, name: str, extra: dict[str, Any], trainer_st
     torch.save(extra, tmp / "state.pt")
     (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2))
     for file in tmp.iterdir():
-        with file.open("rb") as handle:
-            os.fsync(handle.fileno())
-    _fsync_dir(tmp)
+        fsync_file(file)
+    fsync_dir(tmp)
     final = root / name
-    if final.exists():
-        # Replacing a directory is two steps; move the old one aside first so that at no point
-        # is there neither an old nor a new complete checkpoint under a known name.
-        old = root / f".old-{name}"
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, final)
-    _fsync_dir(root)
+    replace_dir(tmp, final, old=root / f".old-{name}")  # an old checkpoint of that name is moved aside first
+    fsync_dir(root)
     if mark_latest:
-        _write_atomic_text(root / LATEST, name + "\n")
+        write_text_atomic(root / LATEST, name + "\n")
     return final
 
 

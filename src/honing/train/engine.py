@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import signal
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from torch import nn
 
 from honing.config import TrainConfig
 from honing.errors import HoningError
+from honing.interrupt import StopRequest
 from honing.runs import Run
 from honing.train import checkpoint as ckpt
 from honing.train.distributed import Dist, all_reduce_sum, barrier
@@ -266,31 +266,6 @@ def evaluate(module: nn.Module, items: Sequence[Any], collate: Collate, cfg: Tra
         total = float(all_reduce_sum(value, ctx).item())
         result[f"val_{name}"] = total / float(targets) if targets > 0 else float("nan")
     return result
-
-
-class StopRequest:
-    """First Ctrl-C: finish the current step, checkpoint, exit. Second: stop at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self) -> StopRequest:
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread
-            self._previous = None
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        console.print("[yellow]interrupt: finishing this step and writing a checkpoint (Ctrl-C again to abort)[/]")
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
 
 
 @dataclass

@@ -18,7 +18,7 @@ from honing.data.dedup import exact_hash
 from honing.data.formats import RecordError, detect_format
 from honing.data.pii import PII_TYPES, find_pii
 from honing.errors import DataError
-from honing.runs import write_json_atomic
+from honing.io import write_json_atomic
 from honing.ui import console
 from honing.workbench.clean import TokenCounter
 from honing.workbench.io import iter_items, parse_payload
