@@ -13,14 +13,23 @@ import json
 import random
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from honing.errors import HoningError
 from honing.io import fsync_dir, fsync_file, replace_dir, write_text_atomic
+from honing.train.distributed import Dist, barrier
+from honing.ui import console
+
+if TYPE_CHECKING:
+    from honing.config import TrainConfig
+    from honing.runs import Run
+
+State = TypeVar("State")
 
 LATEST = "latest"
 BEST = "best"
@@ -215,3 +224,62 @@ def load_sharded_checkpoint(
 
 def is_sharded(path: Path) -> bool:
     return (path / ".metadata").is_file()
+
+
+# --------------------------------------------------------------------------- a run's checkpoints
+
+
+class Checkpoints:
+    """Where and how a run's checkpoints are written: whole files from the main process (one
+    process, DDP), or shards from every process (FSDP2) that reload on any world size. `state` is
+    the loop's counters (a dataclass: the engine's TrainState, RL's RLState), saved as JSON."""
+
+    def __init__(self, root: Path, module: nn.Module, model: nn.Module, cfg: TrainConfig, ctx: Dist):
+        self.root, self.module, self.model, self.cfg, self.ctx = root, module, model, cfg, ctx
+        self.sharded = cfg.distributed == "fsdp"
+
+    def save(self, name: str, optimizer, scheduler, state: Any, *, mark_latest: bool = True) -> None:
+        """Write checkpoint `name` atomically; a new latest one prunes all but train.keep_last."""
+        trainer_state = dict(vars(state))
+        if self.sharded:
+            save_sharded_checkpoint(self.root, name, module=self.module, optimizer=optimizer, scheduler=scheduler,
+                                    trainer_state=trainer_state, is_main=self.ctx.is_main,
+                                    barrier=lambda: barrier(self.ctx), mark_latest=mark_latest)
+        elif self.ctx.is_main:
+            save_checkpoint(self.root, name, model=self.model, optimizer=optimizer, scheduler=scheduler,
+                            trainer_state=trainer_state, mark_latest=mark_latest)
+        if mark_latest and self.ctx.is_main:
+            prune_checkpoints(self.root, self.cfg.keep_last)
+        barrier(self.ctx)
+
+    def load(self, path: Path, optimizer=None, scheduler=None, *, restore_rng: bool = False) -> dict[str, Any]:
+        if is_sharded(path):
+            return load_sharded_checkpoint(path, module=self.module, optimizer=optimizer, scheduler=scheduler,
+                                           restore_rng=restore_rng)
+        if self.sharded and self.ctx.enabled:
+            raise HoningError(f"{path} was written without FSDP; resume it with train.distributed=ddp")
+        return load_checkpoint(path, model=self.model, optimizer=optimizer, scheduler=scheduler, restore_rng=restore_rng)
+
+
+def resume_latest(store: Checkpoints, optimizer, scheduler, run: Run, make_state: Callable[[dict[str, Any]], State]) -> State:
+    """Load the latest checkpoint (weights, optimiser, scheduler, RNG) and return the loop's state,
+    made by `make_state` from the saved counters (it may refuse them); drop the metric lines logged
+    after the checkpoint, so the resumed run logs no step twice."""
+    latest = latest_checkpoint(store.root)
+    if latest is None:
+        raise HoningError(f"no checkpoint to resume from in {store.root}")
+    saved = store.load(latest, optimizer, scheduler, restore_rng=True)
+    saved.pop("sharded", None)
+    state = make_state(saved)
+    if run.is_main:
+        truncate_metrics(run.dir / "metrics.jsonl", state.step)
+    console.print(f"resumed from {latest} (step {state.step})")
+    return state
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines written after `step`."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in kept))

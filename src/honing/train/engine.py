@@ -233,6 +233,25 @@ def train_step(
             "tokens": tokens, "finite": finite, "metrics": metrics}
 
 
+def optimizer_step(module: nn.Module, micro_batches: list[dict[str, torch.Tensor]], optimizer: torch.optim.Optimizer,
+                   scheduler: Any, cfg: TrainConfig, ctx: Dist, *, where: str, checkpoints: Path) -> dict[str, Any]:
+    """One optimiser step of any loop (fit, RL): train_step, then a non-finite loss stops the run
+    (train.on_nan=stop) or skips the update, and the schedule advances either way."""
+    result = train_step(module, micro_batches, optimizer, cfg, ctx)
+    if not result["finite"]:
+        if cfg.on_nan == "stop":
+            raise TrainingDiverged(
+                f"loss became {result['loss']} (grad norm {result['grad_norm']}) at {where}; "
+                f"stopped with the last good checkpoint in {checkpoints} (train.on_nan=skip skips such steps)"
+            )
+        console.print(f"[yellow]{where}: non-finite loss {result['loss']}, step skipped[/]")
+    with warnings.catch_warnings():
+        # After a skipped step the optimiser did not step; the schedule still advances.
+        warnings.simplefilter("ignore", UserWarning)
+        scheduler.step()
+    return result
+
+
 @torch.no_grad()
 def evaluate(module: nn.Module, items: Sequence[Any], collate: Collate, cfg: TrainConfig, ctx: Dist) -> dict[str, float]:
     """Validation loss per unit over all ranks, with the objective's metrics: per target token (masked
@@ -303,11 +322,11 @@ def fit(
     module = wrap(objective, cfg.distributed, ctx)  # FSDP2 shards `model` in place
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, plan.total_steps)
-    store = Checkpoints(run.dir / "checkpoints", module, model, cfg, ctx)
+    store = ckpt.Checkpoints(run.dir / "checkpoints", module, model, cfg, ctx)
     checkpoints = store.root
     state = TrainState(items_per_step=plan.items_per_step)
     if resume:
-        state = _resume(store, optimizer, scheduler, run, plan)
+        state = ckpt.resume_latest(store, optimizer, scheduler, run, lambda saved: _resumed_state(saved, plan))
     _describe_plan(model, plan, cfg, ctx, run, state)
 
     module.train()
@@ -329,19 +348,9 @@ def fit(
             torch.manual_seed(cfg.seed * 1_000_003 + step * 4099 + ctx.rank)
             micro_batches = batches.get(step)
             lr = scheduler.get_last_lr()[0]
-            result = train_step(module, micro_batches, optimizer, cfg, ctx)
-            if not result["finite"]:
-                if cfg.on_nan == "stop":
-                    raise TrainingDiverged(
-                        f"loss became {result['loss']} (grad norm {result['grad_norm']}) at step {step + 1}; "
-                        f"stopped with the last good checkpoint in {checkpoints} (train.on_nan=skip skips such steps)"
-                    )
-                state.skipped_steps += 1
-                console.print(f"[yellow]step {step + 1}: non-finite loss {result['loss']}, step skipped[/]")
-            with warnings.catch_warnings():
-                # After a skipped step the optimiser did not step; the schedule still advances.
-                warnings.simplefilter("ignore", UserWarning)
-                scheduler.step()
+            result = optimizer_step(module, micro_batches, optimizer, scheduler, cfg, ctx, where=f"step {step + 1}",
+                                    checkpoints=checkpoints)
+            state.skipped_steps += not result["finite"]
             state.step += 1
             state.tokens_seen += result["tokens"]
             state.target_tokens_seen += result["target_tokens"]
@@ -397,7 +406,7 @@ def fit(
     return FitResult(state=state, stopped=stopped, restored_best=restored, metrics=metrics)
 
 
-def _validate(module, val_items, collate, cfg, ctx, run, state: TrainState, store: Checkpoints) -> None:
+def _validate(module, val_items, collate, cfg, ctx, run, state: TrainState, store: ckpt.Checkpoints) -> None:
     result = evaluate(module, val_items, collate, cfg, ctx)
     result["step"] = state.step
     state.history.append(result)
@@ -426,45 +435,7 @@ def _counts(objective: nn.Module, target_tokens: int, units: int, suffix: str = 
     return counts
 
 
-def _state_dict(state: TrainState) -> dict[str, Any]:
-    return dict(state.__dict__)
-
-
-class Checkpoints:
-    """Where and how this run's checkpoints are written: whole files from the main process
-    (one process, DDP), or shards from every process (FSDP2) that reload on any world size."""
-
-    def __init__(self, root: Path, module: nn.Module, model: nn.Module, cfg: TrainConfig, ctx: Dist):
-        self.root, self.module, self.model, self.cfg, self.ctx = root, module, model, cfg, ctx
-        self.sharded = cfg.distributed == "fsdp"
-
-    def save(self, name: str, optimizer, scheduler, state: TrainState, *, mark_latest: bool = True) -> None:
-        if self.sharded:
-            ckpt.save_sharded_checkpoint(self.root, name, module=self.module, optimizer=optimizer, scheduler=scheduler,
-                                         trainer_state=_state_dict(state), is_main=self.ctx.is_main,
-                                         barrier=lambda: barrier(self.ctx), mark_latest=mark_latest)
-        elif self.ctx.is_main:
-            ckpt.save_checkpoint(self.root, name, model=self.model, optimizer=optimizer, scheduler=scheduler,
-                                 trainer_state=_state_dict(state), mark_latest=mark_latest)
-        if mark_latest and self.ctx.is_main:
-            ckpt.prune_checkpoints(self.root, self.cfg.keep_last)
-        barrier(self.ctx)
-
-    def load(self, path: Path, optimizer=None, scheduler=None, *, restore_rng: bool = False) -> dict[str, Any]:
-        if ckpt.is_sharded(path):
-            return ckpt.load_sharded_checkpoint(path, module=self.module, optimizer=optimizer, scheduler=scheduler,
-                                                restore_rng=restore_rng)
-        if self.sharded and self.ctx.enabled:
-            raise HoningError(f"{path} was written without FSDP; resume it with train.distributed=ddp")
-        return ckpt.load_checkpoint(path, model=self.model, optimizer=optimizer, scheduler=scheduler, restore_rng=restore_rng)
-
-
-def _resume(store: Checkpoints, optimizer, scheduler, run: Run, plan: StepPlan) -> TrainState:
-    latest = ckpt.latest_checkpoint(store.root)
-    if latest is None:
-        raise HoningError(f"no checkpoint to resume from in {store.root}")
-    saved = store.load(latest, optimizer, scheduler, restore_rng=True)
-    saved.pop("sharded", None)
+def _resumed_state(saved: dict[str, Any], plan: StepPlan) -> TrainState:
     state = TrainState(**saved)
     if state.items_per_step and state.items_per_step != plan.items_per_step:
         raise HoningError(
@@ -472,20 +443,7 @@ def _resume(store: Checkpoints, optimizer, scheduler, run: Run, plan: StepPlan) 
             f"{plan.items_per_step}; set train.grad_accum so that micro_batch_size × grad_accum × processes "
             f"= {state.items_per_step}, or the data order cannot continue exactly"
         )
-    if run.is_main:
-        truncate_metrics(run.dir / "metrics.jsonl", state.step)
-    console.print(f"resumed from {latest} (step {state.step})")
     return state
-
-
-def truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines written after the checkpoint, so the resumed run does not log a step twice."""
-    import json
-
-    if not path.is_file():
-        return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in kept))
 
 
 def _describe_plan(model: nn.Module, plan: StepPlan, cfg: TrainConfig, ctx: Dist, run: Run, state: TrainState) -> None:
