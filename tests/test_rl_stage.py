@@ -14,7 +14,9 @@ from honing.config import RLConfig, load_config
 from honing.errors import ConfigError, DataError
 from honing.rl.rewards import RewardSuite, last_number
 from honing.rl.tasks import arithmetic
-from honing.stages.rl import add_advantages, prompts_for_step, rl
+from honing.rl.advantages import add_advantages
+from honing.rl.prompts import prompts_for_step
+from honing.stages.rl import rl
 
 
 def _config(tiny_model_dir: Path, out: Path, **overrides) -> RLConfig:
@@ -55,6 +57,16 @@ def test_rl_runs_and_records(tiny_model_dir, tmp_path, algo):
     assert record["stage"] == "rl" and record["status"] == "completed"
     assert {i["role"] for i in record["inputs"]} >= {"base_model", "data_prompts"}
     assert [r["kind"] for r in record["rewards"]] == ["numeric", "function"]
+    # The defaults the config leaves open (null) are recorded resolved, as the algorithm's papers set them.
+    defaults = {"grpo": {"kl_placement": "loss", "kl_estimator": "k3", "length_norm": "sequence", "whiten_advantages": False},
+                "ppo": {"kl_placement": "reward", "kl_estimator": "k1", "length_norm": "token", "whiten_advantages": True}}
+    assert record["objective"] == {"algo": algo, "kl_beta": 0.04, **defaults[algo],
+                                   "reference": "the adapter switched off", "dropout": "off"}
+    lora = sum(v.numel() for v in _adapter_weights(run_dir).values())
+    plan = record["plan"]
+    assert plan["trainable_parameters"] == lora + (65 if algo == "ppo" else 0)  # PPO's value head: 64 + 1
+    assert plan["completions_per_step"] == (8 if algo == "grpo" else 4)
+    assert plan["optimizer_steps"] == result["optimizer_steps"] and plan["precision"] in ("fp32", "bf16 autocast")
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [m for m in lines if "reward_mean" in m]
     assert [m["step"] for m in steps] == [1, 2, 3]
@@ -88,6 +100,26 @@ def test_full_fine_tuning_keeps_the_reference_frozen(tiny_model_dir, tmp_path):
     assert changed, "the policy did not change"
     for name, p in parts.reference_model.named_parameters():
         assert torch.equal(p, reference[name]) and not p.requires_grad
+
+
+def test_explicit_settings_are_recorded_as_given(tiny_model_dir, tmp_path):
+    from honing.stages import rl as stage
+    from honing.train.distributed import Dist
+
+    cfg = _config(tiny_model_dir, tmp_path / "run", **{"adapter.method": "full", "rl.kl_beta": 0.1,
+                                                       "rl.kl_placement": "reward", "rl.kl_estimator": "k2",
+                                                       "rl.length_norm": "constant", "rl.whiten_advantages": True,
+                                                       "train.precision": "fp32"})
+    parts = stage.setup(cfg, Dist())
+    resolved = stage.settings(cfg, parts, Dist())
+    assert resolved["objective"] == {"algo": "grpo", "kl_beta": 0.1, "kl_placement": "reward", "kl_estimator": "k2",
+                                     "length_norm": "constant", "whiten_advantages": True,
+                                     "reference": "frozen copy", "dropout": "off"}
+    total = sum(p.numel() for p in parts.model.parameters())
+    assert resolved["plan"]["parameters"] == resolved["plan"]["trainable_parameters"] == total
+    assert resolved["plan"]["precision"] == "fp32"
+    without_kl = _config(tiny_model_dir, tmp_path / "run2", **{"rl.kl_beta": 0.0})
+    assert stage.settings(without_kl, parts, Dist())["objective"]["reference"] == "none"
 
 
 def test_lora_trains_only_the_adapter(tiny_model_dir, tmp_path):
@@ -163,9 +195,18 @@ def test_config_rejects_what_does_not_apply(tiny_model_dir, tmp_path):
 
 
 def test_prompts_for_step_walk_epochs_without_repeats():
+    from honing.train.engine import epoch_order
+
     seen = [i for step in range(5) for i in prompts_for_step(10, 4, step, seed=1)]
     assert sorted(seen[:10]) == list(range(10))  # the first epoch covers every prompt once
-    assert prompts_for_step(10, 4, 3, seed=1) == prompts_for_step(10, 4, 3, seed=1)
+    # Reference: the epochs' seeded orders laid end to end, 4 prompts a step, so step 2 takes the
+    # last 2 of epoch 0 and the first 2 of epoch 1.
+    stream = [i for epoch in range(2) for i in epoch_order(10, 1, epoch)]
+    assert seen == stream[:20]
+    assert stream[:10] != stream[10:]  # each epoch has its own order
+    torch.manual_seed(123)  # the global RNG (restored or not on resume) plays no part
+    assert prompts_for_step(10, 4, 3, seed=1) == stream[12:16]
+    assert prompts_for_step(10, 4, 3, seed=2) != stream[12:16]  # the seed does
 
 
 def test_builtin_task_is_deterministic_and_checkable():

@@ -9,13 +9,9 @@ import torch
 
 from honing.train.objectives.policy import (
     PolicyObjective,
-    RunningMoments,
     SamplingTransform,
     clipped_policy_loss,
     clipped_value_loss,
-    gae,
-    group_advantages,
-    masked_whiten,
     token_outputs,
     transform_logits,
 )
@@ -87,57 +83,6 @@ def test_logps_match_a_plain_forward_and_ignore_padding():
     assert (got[attention == 0] == 0).all()
 
 
-# --------------------------------------------------------------------------- advantages
-
-
-def test_group_advantages_by_hand():
-    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 2.0, 2.0, 2.0, 2.0])
-    adv = group_advantages(rewards, 4, "none")
-    assert torch.allclose(adv, torch.tensor([0.5, -0.5, -0.5, 0.5, 0.0, 0.0, 0.0, 0.0]))
-    std = torch.tensor([1.0, 0.0, 0.0, 1.0]).std()  # unbiased, as torch and the GRPO paper's code
-    adv = group_advantages(rewards, 4, "group", eps=0.0)
-    assert torch.allclose(adv[:4], torch.tensor([0.5, -0.5, -0.5, 0.5]) / std)
-    assert torch.equal(adv[4:], torch.zeros(4))  # a group that all scored the same teaches nothing
-    adv = group_advantages(rewards, 4, "batch", eps=0.0)
-    assert torch.allclose(adv[:4], torch.tensor([0.5, -0.5, -0.5, 0.5]) / rewards.std())
-    with pytest.raises(ValueError):
-        group_advantages(rewards, 3)
-
-
-def test_gae_by_hand():
-    gamma, lam = 0.9, 0.8
-    rewards = torch.tensor([[0.0, 0.0, 0.5, -0.1, 1.0, 0.0]])
-    values = torch.tensor([[9.0, 9.0, 0.2, 0.4, 0.3, 9.0]])  # 9s are outside the completion and must not leak in
-    mask = torch.tensor([[0, 0, 1, 1, 1, 0]])
-    adv, ret = gae(rewards, values, mask, gamma, lam)
-    d4 = 1.0 + gamma * 0.0 - 0.3
-    d3 = -0.1 + gamma * 0.3 - 0.4
-    d2 = 0.5 + gamma * 0.4 - 0.2
-    a4 = d4
-    a3 = d3 + gamma * lam * a4
-    a2 = d2 + gamma * lam * a3
-    assert torch.allclose(adv, torch.tensor([[0.0, 0.0, a2, a3, a4, 0.0]]), atol=1e-6)
-    assert torch.allclose(ret, torch.tensor([[0.0, 0.0, a2 + 0.2, a3 + 0.4, a4 + 0.3, 0.0]]), atol=1e-6)
-
-
-def test_gae_with_gamma_and_lambda_one_is_reward_to_go_minus_value():
-    rewards = torch.tensor([[0.0, 0.1, 0.2, 1.0]])
-    values = torch.tensor([[0.0, 0.5, 0.1, 0.3]])
-    mask = torch.tensor([[0, 1, 1, 1]])
-    adv, ret = gae(rewards, values, mask, 1.0, 1.0)
-    assert torch.allclose(ret[0, 1:], torch.tensor([1.3, 1.2, 1.0]))
-    assert torch.allclose(adv[0, 1:], torch.tensor([1.3 - 0.5, 1.2 - 0.1, 1.0 - 0.3]))
-
-
-def test_masked_whiten():
-    values = torch.tensor([[5.0, 1.0, 2.0, 3.0], [7.0, 4.0, 0.0, 0.0]])
-    mask = torch.tensor([[0, 1, 1, 1], [0, 1, 0, 0]])
-    out = masked_whiten(values, mask)
-    picked = torch.tensor([1.0, 2.0, 3.0, 4.0])
-    assert torch.allclose(out[mask.bool()], (picked - picked.mean()) / picked.std(), atol=1e-6)
-    assert (out[~mask.bool()] == 0).all()
-
-
 # --------------------------------------------------------------------------- clipping
 
 
@@ -177,16 +122,6 @@ def test_value_loss_clipping_by_hand():
     # row 1: unclipped (0 − 0.5)² = 0.25; clipped 0.3 → 0.04
     assert torch.allclose(got, torch.tensor([0.5 * 1.69, 0.5 * 0.25]))
     assert torch.allclose(clipped_value_loss(values, old, returns, clip=None), torch.tensor([0.5, 0.125]))
-
-
-def test_running_moments_equal_the_pooled_statistics():
-    moments = RunningMoments()
-    chunks = [torch.randn(5) * 3 + 1, torch.randn(17), torch.randn(1) + 4]
-    for chunk in chunks:
-        moments.update(chunk)
-    pooled = torch.cat(chunks).double()
-    assert math.isclose(moments.mean, float(pooled.mean()), rel_tol=1e-9)
-    assert math.isclose(moments.std, float(pooled.std()), rel_tol=1e-9)
 
 
 # --------------------------------------------------------------------------- the objective

@@ -8,9 +8,8 @@ hold zeros.
     log-probs:   the sampler's own distribution — logits / temperature, then top-k and top-p
                  masking, in that order (as transformers' warpers) — so the ratio π/π_old and the
                  KL compare the distribution the tokens were actually drawn from
-    GRPO:        advantage = (r − mean of its group) / spread, the same for every token
-    PPO:         per-token rewards (the score on the last token, −β·KL on every token when the
-                 penalty is in the reward), a value head on the policy, GAE
+    advantages:  precomputed per token in the batch (honing.rl.advantages: GRPO's group-relative
+                 scores, PPO's GAE over a value head on the policy)
     loss/token:  max(−A·ρ, −A·clip(ρ, 1−ε, 1+ε_high)) [+ β·KL] [+ c_v·value loss] [− c_e·entropy]
 
 The loss of a batch is summed in the objective's units (completions or tokens, by the length
@@ -116,65 +115,7 @@ def _scatter(values: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
     return out.masked_scatter(select, values)
 
 
-# --------------------------------------------------------------------------- advantages
-
-
-def group_advantages(
-    rewards: torch.Tensor,  # (N,) in prompt order: group g is rows [g·G, (g+1)·G)
-    group_size: int,
-    scale: Literal["group", "batch", "none"] = "group",
-    eps: float = 1e-4,
-) -> torch.Tensor:
-    """(N,) GRPO advantages: each reward minus its group's mean, divided by the group's standard
-    deviation (scale=group), the whole batch's (batch), or nothing (none, Dr. GRPO). A group whose
-    completions all scored the same gets advantage 0: it carries no signal."""
-    if rewards.numel() % group_size:
-        raise ValueError(f"{rewards.numel()} rewards do not form groups of {group_size}")
-    grouped = rewards.float().view(-1, group_size)  # (P, G)
-    centred = grouped - grouped.mean(dim=1, keepdim=True)
-    if scale == "group":
-        spread = grouped.std(dim=1, keepdim=True)  # (P, 1)
-        centred = torch.where(spread > 0, centred / (spread + eps), torch.zeros_like(centred))
-    elif scale == "batch":
-        centred = centred / (rewards.float().std() + eps)
-    elif scale != "none":
-        raise ValueError(f"scale must be group, batch or none, not {scale!r}")
-    return centred.reshape(-1)
-
-
-def gae(
-    rewards: torch.Tensor,  # (B, T) per-token rewards
-    values: torch.Tensor,  # (B, T) value of the state before each token
-    mask: torch.Tensor,  # (B, T) 1 on completion tokens (contiguous per row)
-    gamma: float = 1.0,
-    lam: float = 0.95,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(advantages, returns), each (B, T), by generalised advantage estimation.
-
-    δ_t = r_t + γ·V_{t+1} − V_t with V = 0 after the last completion token;
-    A_t = δ_t + γλ·A_{t+1}; returns = A + V. Zero off the completion."""
-    mask = mask.bool()
-    rewards, values = rewards.float(), values.float()
-    advantages = torch.zeros_like(rewards)
-    running = torch.zeros_like(rewards[:, 0])
-    next_value = torch.zeros_like(rewards[:, 0])
-    for t in reversed(range(rewards.shape[1])):
-        live = mask[:, t]
-        delta = rewards[:, t] + gamma * next_value - values[:, t]
-        running = torch.where(live, delta + gamma * lam * running, torch.zeros_like(running))
-        next_value = torch.where(live, values[:, t], torch.zeros_like(next_value))
-        advantages[:, t] = running
-    return advantages, torch.where(mask, advantages + values, torch.zeros_like(values))
-
-
-def masked_whiten(values: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Mean 0 and standard deviation 1 over the masked entries; zero elsewhere."""
-    mask = mask.bool()
-    picked = values[mask].float()
-    if picked.numel() < 2:
-        return torch.where(mask, values - picked.mean() if picked.numel() else values, torch.zeros_like(values))
-    whitened = (values - picked.mean()) / (picked.std() + eps)
-    return torch.where(mask, whitened, torch.zeros_like(whitened))
+# --------------------------------------------------------------------------- losses
 
 
 def clipped_policy_loss(
@@ -199,35 +140,6 @@ def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: 
         clipped = old_values + torch.clamp(values - old_values, -clip, clip)
         loss = torch.maximum(loss, (clipped - returns).square())
     return 0.5 * loss
-
-
-class RunningMoments:
-    """Mean and standard deviation of every score seen so far (Chan et al.'s parallel update)."""
-
-    def __init__(self) -> None:
-        self.count, self.mean, self.m2 = 0, 0.0, 0.0
-
-    def update(self, values: torch.Tensor) -> None:
-        values = values.double().flatten()
-        n = values.numel()
-        if n == 0:
-            return
-        mean, m2 = float(values.mean()), float(((values - values.mean()) ** 2).sum())
-        total = self.count + n
-        delta = mean - self.mean
-        self.mean += delta * n / total
-        self.m2 += m2 + delta**2 * self.count * n / total
-        self.count = total
-
-    @property
-    def std(self) -> float:
-        return (self.m2 / (self.count - 1)) ** 0.5 if self.count > 1 else 1.0
-
-    def state_dict(self) -> dict[str, float]:
-        return {"count": self.count, "mean": self.mean, "m2": self.m2}
-
-    def load_state_dict(self, state: dict[str, float]) -> None:
-        self.count, self.mean, self.m2 = int(state["count"]), float(state["mean"]), float(state["m2"])
 
 
 # --------------------------------------------------------------------------- the objective
