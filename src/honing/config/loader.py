@@ -38,6 +38,30 @@ def _maybe_number(value: str) -> Any:
         return value
 
 
+def read_yaml(path: Path) -> Any:
+    """The YAML document in a config file (UTF-8, a byte-order mark allowed); ConfigError with file:line."""
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory; give a .yaml file")
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    data = path.read_bytes()
+    data = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x}); save the config as UTF-8") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(err, "problem", None) or err
+        raise ConfigError(f"{where}: not valid YAML ({problem})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML (nested too deeply)") from None
+
+
 def load_config(cls: type[StrictModel], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Any:
     """Build a stage config from an optional YAML file and `a.b=value` overrides (which win)."""
     data: dict[str, Any] = {}
@@ -45,14 +69,7 @@ def load_config(cls: type[StrictModel], path: str | Path | None = None, override
     if path is not None:
         path = Path(path)
         source = str(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark else str(path)
-            raise ConfigError(f"{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+        loaded = read_yaml(path)
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

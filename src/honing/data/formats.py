@@ -158,7 +158,7 @@ def _messages(
         role, content = turn.get(role_key), turn.get(content_key)
         if role is None:
             raise RecordError(f"{where}: missing {role_key!r}")
-        if role not in roles:
+        if not isinstance(role, str) or role not in roles:  # a list or object as role: unknown, not a crash
             raise RecordError(f"{where}: unknown role {role!r}; known: {', '.join(roles)}")
         if content is None:
             raise RecordError(f"{where}: missing {content_key!r}")

@@ -39,8 +39,8 @@ _DATASETS_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 
 
 @dataclass
-class _Unreadable:
-    """A line that could not be parsed; kept as a value so `skip` can go on past it."""
+class Unreadable:
+    """A line that could not be decoded or parsed; kept as a value so `skip` can go on past it."""
 
     reason: str
     text: str
@@ -61,7 +61,7 @@ class Sourced:
 def read_records(path: str | Path, *, text_field: str = "text") -> Iterator[tuple[str, int, Any]]:
     """(file, line, record) for every record under `path`; unparseable input raises DataError."""
     for file, line, record in _read_raw(Path(path), text_field):
-        if isinstance(record, _Unreadable):
+        if isinstance(record, Unreadable):
             raise DataError(f"{file}:{line}: {record.reason}")
         yield file, line, record
 
@@ -103,38 +103,94 @@ def _is_saved_dataset(path: Path) -> bool:
     return any((path / marker).is_file() for marker in _DATASETS_MARKERS)
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[str, int, Any]]:
-    with path.open(encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
+def read_lines(path: str | Path) -> Iterator[tuple[int, str | Unreadable]]:
+    """(line number, text with its line ending) of every line of a UTF-8 text file; a leading
+    byte-order mark is dropped (Excel and some editors write one), and a line that is not UTF-8
+    comes as an Unreadable saying where."""
+    path = Path(path)
+    with _open_binary(path) as handle:
+        for number, raw in enumerate(handle, start=1):
+            if number == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM):]
             try:
-                yield str(path), number, json.loads(text)
-            except json.JSONDecodeError as err:
-                yield str(path), number, _Unreadable(f"not valid JSON: {err.msg} (column {err.colno})", text)
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                yield number, Unreadable(_not_utf8(raw, err.start), raw.decode("utf-8", errors="replace"))
+
+
+def read_text(path: str | Path) -> str:
+    """A whole UTF-8 text file (a leading byte-order mark dropped); DataError with file:line if it is not UTF-8."""
+    path = Path(path)
+    with _open_binary(path) as handle:
+        data = handle.read()
+    data = data[len(_BOM):] if data.startswith(_BOM) else data
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        start = data.rfind(b"\n", 0, err.start) + 1
+        end = data.find(b"\n", err.start)
+        line = data[start:] if end < 0 else data[start:end]
+        number = data.count(b"\n", 0, err.start) + 1
+        raise DataError(f"{path}:{number}: {_not_utf8(line, err.start - start)}") from None
+
+
+_BOM = b"\xef\xbb\xbf"
+
+
+def _open_binary(path: Path):
+    if path.is_dir():
+        raise DataError(f"{path} is a directory, not a file")
+    try:
+        return path.open("rb")
+    except OSError as err:
+        raise DataError(f"{path}: cannot read ({err.strerror or err})") from None
+
+
+def _not_utf8(line: bytes, offset: int) -> str:
+    """Why a line is not text: the first byte that is not UTF-8, and a hint."""
+    hint = "it looks like a binary file, not text" if b"\x00" in line else "save the file as UTF-8 text"
+    return f"not UTF-8 text (byte 0x{line[offset]:02x} at column {offset + 1}): {hint}"
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[str, int, Any]]:
+    for number, text in read_lines(path):
+        if isinstance(text, Unreadable):
+            yield str(path), number, text
+            continue
+        if not text.strip():
+            continue
+        try:
+            yield str(path), number, json.loads(text)
+        except json.JSONDecodeError as err:
+            yield str(path), number, Unreadable(f"not valid JSON: {err.msg} (column {err.colno})", text)
+        except RecursionError:
+            yield str(path), number, Unreadable("not valid JSON: nested too deeply", text)
 
 
 def _read_txt(path: Path, text_field: str) -> Iterator[tuple[str, int, Any]]:
     paragraph: list[str] = []
     start = 0
-    with path.open(encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
-            if text.strip():
-                start = start or number
-                paragraph.append(text.rstrip("\r\n"))
-            elif paragraph:
-                yield str(path), start, {text_field: "\n".join(paragraph)}
-                paragraph, start = [], 0
+    for number, text in read_lines(path):
+        if isinstance(text, Unreadable):
+            raise DataError(f"{path}:{number}: {text.reason}")
+        if text.strip():
+            start = start or number
+            paragraph.append(text.rstrip("\r\n"))
+        elif paragraph:
+            yield str(path), start, {text_field: "\n".join(paragraph)}
+            paragraph, start = [], 0
     if paragraph:
         yield str(path), start, {text_field: "\n".join(paragraph)}
 
 
 def _read_json(path: Path) -> Iterator[tuple[str, int, Any]]:
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise DataError(f"{path}:{err.lineno}: not valid JSON: {err.msg} (column {err.colno})") from None
+    except RecursionError:
+        raise DataError(f"{path}: not valid JSON: nested too deeply") from None
     if isinstance(data, list):
         yield from zip([str(path)] * len(data), _array_item_lines(text, len(data)), data)
         return
@@ -174,8 +230,9 @@ def _array_item_lines(text: str, count: int) -> list[int]:
 
 
 def _read_csv(path: Path) -> Iterator[tuple[str, int, Any]]:
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
+    lines = _csv_lines(path)
+    reader = csv.DictReader(lines)
+    try:
         if reader.fieldnames is None:  # reading the header now makes line_num count it
             return
         line = reader.line_num + 1
@@ -183,6 +240,15 @@ def _read_csv(path: Path) -> Iterator[tuple[str, int, Any]]:
             # line_num is the reader's position after the row; a row with quoted newlines spans several lines.
             yield str(path), line, {key: _decode_cell(value) for key, value in row.items() if key is not None}
             line = reader.line_num + 1
+    except csv.Error as err:
+        raise DataError(f"{path}:{reader.line_num}: not valid CSV ({err})") from None
+
+
+def _csv_lines(path: Path) -> Iterator[str]:
+    for number, text in read_lines(path):
+        if isinstance(text, Unreadable):
+            raise DataError(f"{path}:{number}: {text.reason}")
+        yield text
 
 
 def _decode_cell(value: str | None) -> Any:
@@ -204,7 +270,14 @@ def _read_parquet(path: Path) -> Iterator[tuple[str, int, Any]]:
     except Exception as err:  # pyarrow raises several types for a damaged file
         raise DataError(f"{path}: not a readable parquet file ({err})") from None
     index = 0
-    for batch in parquet.iter_batches():
+    batches = parquet.iter_batches()
+    while True:
+        try:
+            batch = next(batches, None)
+        except Exception as err:  # a damaged row group
+            raise DataError(f"{path}:{index + 1}: not a readable parquet file ({err})") from None
+        if batch is None:
+            return
         for record in batch.to_pylist():
             index += 1
             yield str(path), index, record
@@ -268,7 +341,7 @@ def load_sourced(
             except RecordError as err:  # say which format the record was held to
                 raise RecordError(f"{err} ({fmt} format)") from None
         except RecordError as err:
-            reject = Reject(file, line, str(err), raw.text if isinstance(raw, _Unreadable) else raw)
+            reject = Reject(file, line, str(err), raw.text if isinstance(raw, Unreadable) else raw)
             if on_bad_record != "skip":
                 raise DataError(f"{reject.where()}: {reject.reason}") from None
             rejects.append(reject)
@@ -282,7 +355,7 @@ def load_sourced(
 
 
 def _as_record(raw: Any, text_field: str) -> dict[str, Any]:
-    if isinstance(raw, _Unreadable):
+    if isinstance(raw, Unreadable):
         raise RecordError(raw.reason)
     if not isinstance(raw, dict):
         raise RecordError(f"a record must be a JSON object, not {type(raw).__name__}")

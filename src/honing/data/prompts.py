@@ -40,7 +40,8 @@ ROLE_NAMES = {
 def turn(message: Any, where: str) -> dict[str, str]:
     """A chat (role/content) or ShareGPT (from/value) message as role/content, with the canonical role."""
     if isinstance(message, dict):
-        role = ROLE_NAMES.get(message.get("role", message.get("from")))
+        name = message.get("role", message.get("from"))
+        role = ROLE_NAMES.get(name) if isinstance(name, str) else None
         content = message.get("content", message.get("value"))
         if role and isinstance(content, str):
             return {"role": role, "content": content}
@@ -91,7 +92,9 @@ def read_prompts(path: str | Path) -> list[tuple[dict[str, Any], Prompt]]:
         raise DataError(f"{path} does not exist")
     pairs: list[tuple[dict[str, Any], Prompt]] = []
     if path.suffix.lower() == ".txt":
-        for line in path.read_text(encoding="utf-8").splitlines():
+        from honing.data.loading import read_text  # UTF-8 (a BOM allowed), else DataError with file:line
+
+        for line in read_text(path).splitlines():
             if line.strip():
                 pairs.append(({"prompt": line.strip()}, line.strip()))
     else:

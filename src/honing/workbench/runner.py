@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from honing.config import StrictModel
+from honing.data.loading import Unreadable
 from honing.errors import DataError
 from honing.runs import Run, default_run_dir, file_sha256
 from honing.ui import console
@@ -199,7 +200,9 @@ def reject_or_stop(cfg: Any, item: Item, reason: str, rejects: AtomicFile | None
 
 
 def _record(payload: Any) -> Any:
-    """The record as JSON for a side file; a line that is not JSON stays its text."""
+    """The record as JSON for a side file; a line that is not JSON (or not UTF-8) stays its text."""
+    if isinstance(payload, Unreadable):
+        return payload.text.rstrip("\r\n")
     if not isinstance(payload, str):
         return payload
     try:
