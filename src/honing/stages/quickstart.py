@@ -24,12 +24,12 @@ BUNDLED = "<bundled>"
 
 
 def _score(model, tokenizer, prompts: list[list[dict]], labels: list[dict], cfg: QuickstartConfig, what: str) -> tuple[dict, list[str]]:
-    from honing.generate import generate
+    from honing.models.chat import ChatModel
     from honing.quickstart.task import score
 
     started = time.perf_counter()
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=0.0)
-    answers = generate(model, tokenizer, prompts, sampling, batch_size=cfg.batch_size)
+    answers = ChatModel.wrap(model, tokenizer, role=what, batch_size=cfg.batch_size, progress=True).texts(prompts, sampling)
     scores = score(answers, labels)
     console.print(f"scored {what} on {len(prompts)} held-out tickets in {time.perf_counter() - started:.0f} s")
     return scores, answers
@@ -49,13 +49,14 @@ def _general(model, tokenizer, cfg: QuickstartConfig, what: str) -> list[float]:
     from honing.config import EvalTaskConfig
     from honing.evals.metrics import regex_match
     from honing.evals.tasks import load_examples
-    from honing.generate import generate
+    from honing.models.chat import ChatModel
 
     started = time.perf_counter()
     task = EvalTaskConfig(name="general", data="builtin:general", metrics=["regex_match"], max_examples=cfg.general_examples)
     examples = load_examples(task)
     sampling = SamplingConfig(max_new_tokens=96, temperature=0.0)
-    answers = generate(model, tokenizer, [e.prompt for e in examples], sampling, batch_size=cfg.batch_size)
+    chat = ChatModel.wrap(model, tokenizer, role=what, batch_size=cfg.batch_size, progress=True)
+    answers = chat.texts([e.prompt for e in examples], sampling)
     console.print(f"scored {what} on {len(examples)} general-capability prompts in {time.perf_counter() - started:.0f} s")
     return [regex_match(answer, e.record) for answer, e in zip(answers, examples)]
 
