@@ -29,10 +29,13 @@ Row = dict[str, torch.Tensor]
 def generate_completions(model: Any, tokenizer: Any, prompt_ids: Sequence[list[int]], sampling: SamplingConfig, *,
                          samples: int = 1, batch_size: int, seed: int | None = None) -> list[list[list[int]]]:
     """`samples` completions (new token ids, cut after the stop token) of each prompt, in prompt order.
-    Every rollout and validation answer is generated here, so switching the generation backend is one line."""
-    from honing.generate import sample_tokens
+    Every rollout and validation answer is generated here, through the policy's ChatModel (its weights
+    shared, so each update shows in the next rollout)."""
+    from honing.models.chat import ChatModel
 
-    return sample_tokens(model, tokenizer, prompt_ids, sampling, samples=samples, batch_size=batch_size, seed=seed)
+    policy = ChatModel.wrap(model, tokenizer, sampling, role="policy", batch_size=batch_size)
+    return [[completion.token_ids for completion in group]
+            for group in policy.sample(prompt_ids, sampling, samples=samples, seed=seed)]
 
 
 def rollout_sampling(rollout: RolloutConfig) -> SamplingConfig:
