@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
+
+from pydantic import field_validator
 
 from honing.config.base import StrictModel
 
@@ -16,3 +19,11 @@ class OutputConfig(StrictModel):
     """With an adapter: save the PEFT adapter, the merged model, or both (full fine-tuning always saves the model)."""
     tensorboard: bool = True
     """Also write TensorBoard logs when the tensorboard package is installed."""
+
+    @field_validator("dir")
+    @classmethod
+    def _not_a_file(cls, value: str | None) -> str | None:
+        # Caught here, before a model is loaded, rather than when the run directory is made.
+        if value and Path(value).exists() and not Path(value).is_dir():
+            raise ValueError(f"{value} is a file, not a directory; give a new or existing directory")
+        return value
