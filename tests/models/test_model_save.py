@@ -116,7 +116,8 @@ def test_merge_stage(tiny_model_dir, tiny_model, tokenizer, tmp_path):
     expected = logits(model)
     save_model(model, tokenizer, tmp_path / "sft", save="adapter")
     out = tmp_path / "merged"
-    result = run(MergeConfig(model=ModelConfig(path=str(tiny_model_dir)), adapter=str(tmp_path / "sft" / "adapter"), output=str(out)))
+    result = run(MergeConfig(model=ModelConfig(path=str(tiny_model_dir), adapter=str(tmp_path / "sft" / "adapter")),
+                             output=str(out)))
     assert result["output"] == str(out)
     torch.testing.assert_close(logits(AutoModelForCausalLM.from_pretrained(out)), expected, atol=1e-5, rtol=0)
     record = json.loads((out / "run.json").read_text())

@@ -117,5 +117,6 @@ class ModelConfig(ChatModelConfig):
 def no_adapter_to_load(model: ModelConfig, stage: str) -> None:
     """Training stages train an adapter (the `adapter:` section) rather than load one: reject model.adapter."""
     if model.adapter:
-        raise ValueError(f"{stage} does not start from a saved adapter (model.adapter={model.adapter}): merge it "
-                         "first (honing merge ADAPTER -o DIR) and set model.path to the merged model")
+        raise ValueError(f"{stage} trains a new adapter (the adapter: section) and takes no model.adapter "
+                         f"({model.adapter}): set model.path to the run directory that saved it (its adapter is merged "
+                         "into the base on load), or merge it first (honing merge ADAPTER -o DIR)")

@@ -184,6 +184,11 @@ class PolicyObjective(nn.Module):
         self.length_norm, self.max_new_tokens = length_norm, max_new_tokens
         self.vf_coef, self.value_clip, self.entropy_coef = vf_coef, value_clip, entropy_coef
 
+    @property
+    def unit(self) -> str:
+        """The name the engine logs this objective's units under."""
+        return "completion_tokens" if self.length_norm == "token" else "completions"
+
     def count(self, batch: dict[str, torch.Tensor]) -> int:
         """Units of the batch: completion tokens (token normalisation) or completions."""
         if self.length_norm == "token":
