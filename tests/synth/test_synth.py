@@ -348,19 +348,21 @@ def test_distill_multi_turn_prompt_needs_chat(tmp_path):
 
 
 def test_output_is_replaced_atomically(tmp_path, monkeypatch):
-    import honing.synth.store
+    import honing.io
+    from honing.errors import HoningError
 
     cfg = _config(tmp_path)
     Path(cfg.output).parent.mkdir(parents=True)
     Path(cfg.output).write_text("previous\n")
 
     def failing_replace(src, dst):
-        raise OSError("disk full")
+        raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(honing.synth.store.os, "replace", failing_replace)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(honing.io.os, "replace", failing_replace)
+    with pytest.raises(HoningError, match="cannot write .*No space left on device"):
         run(cfg, teacher=ScriptedTeacher())
     assert Path(cfg.output).read_text() == "previous\n"  # never half-written
+    assert not list(Path(cfg.output).parent.glob(".*.tmp"))  # and its temporary file is gone
     monkeypatch.undo()
     run(cfg.model_copy(update={"resume": True}), teacher=ScriptedTeacher())
     assert len(_lines(cfg.output)) == 5
