@@ -14,12 +14,8 @@ from honing.config import ModelConfig
 from honing.errors import ModelError
 from honing.io import atomic_dir
 from honing.models.adapters import is_peft_model, resolve_adapter_dir, write_adapter_base
-from honing.models.load import _first_line, _strip_gguf_quantization, adapter_base_config, load_adapter_model, resolve_dtype
+from honing.models.load import _first_line, _strip_gguf_quantization, load_adapter_model, resolve_dtype
 from honing.models.source import base_identity
-
-# evals/runner.py and stages/generate.py (being rewritten elsewhere) still import
-# load_adapter_model, resolve_adapter_dir and this from here; their homes are models.load/.adapters.
-_base_config = adapter_base_config
 
 log = logging.getLogger(__name__)
 
