@@ -294,3 +294,13 @@ def test_reward_model_and_judge_terms(tiny_model_dir, tmp_path, monkeypatch):
     assert scored.terms["reward_model"] == pytest.approx(expected, abs=1e-5)
     assert scored.terms["judge"] == [pytest.approx(6 / 9), 0.0]  # an unreadable grade scores 0
     assert scored.total == pytest.approx([2 * e + j for e, j in zip(expected, scored.terms["judge"])])
+
+
+def test_a_txt_prompt_file_that_is_not_utf8_is_one_line(tmp_path):
+    from honing.errors import DataError
+    from honing.rl.prompts import _read
+
+    path = tmp_path / "prompts.txt"
+    path.write_bytes(b"What is 2 + 2?\nbad \xff byte\n")
+    with pytest.raises(DataError, match=r"prompts.txt:2"):
+        list(_read(str(path)))

@@ -51,12 +51,12 @@ def load_prompts(cfg: RLConfig, tokenizer: Any) -> PreparedData:
 
 
 def _read(path: str):
-    from honing.data.loading import read_records
+    from honing.data.loading import read_records, read_text
 
     if not Path(path).exists():
         raise DataError(f"{path} does not exist")
     if Path(path).suffix.lower() == ".txt":
-        for line, text in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        for line, text in enumerate(read_text(path).splitlines(), start=1):
             if text.strip():
                 yield path, line, {"prompt": text.strip()}
         return

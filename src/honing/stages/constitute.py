@@ -124,11 +124,40 @@ def constitute(cfg: ConstituteConfig, *, model: Any = None, feedback: Any = None
                                     principles, seed=cfg.sampling.seed, samples=cfg.revision_samples,
                                     accept=passes if cfg.revision_samples > 1 else None)
     run_id = run.record["run_id"]
-    sft, pairs, skipped = [], [], {"revision_empty_or_unchanged": 0, "copied_example": 0, "original_empty": 0,
-                                   "still_failing": 0}
+    sft, pairs, skipped = _revised_records(cfg, items, revisions, principles, run_id, model.identity)
+    anchors, harmless_prompts = [], 0
+    if harmless:
+        anchors, harmless_prompts = _anchor_pairs(cfg, model, constitution, run_id, harmless)
+        for pair in anchors:
+            sft.append({"messages": [*pair["prompt"], {"role": "assistant", "content": pair["chosen"]}],
+                        "_provenance": pair["_provenance"]})
+        pairs += anchors
+    outputs = {"sft": _write_jsonl(run.dir / "sft.jsonl", sft),
+               "preferences": _write_jsonl(run.dir / "preferences.jsonl", pairs)}
+    feedback = _feedback_model(cfg, run, feedback)
+    labelled = []
+    if feedback is not None:
+        labelled = _ai_pairs(cfg, items, model, feedback, rng, constitution, run_id, label_pairs)
+        outputs["ai_preferences"] = _write_jsonl(run.dir / "ai_preferences.jsonl", labelled)
+    for role, path in outputs.items():
+        run.add_output(role, path)
+    counts = _counts(items, sft, pairs, labelled, revisions, anchors, harmless_prompts, skipped)
+    run.finish(status="completed", metrics=counts)
+    console.print(f"{len(sft)} revised answers → {outputs['sft']}; {len(pairs)} pairs → {outputs['preferences']}"
+                  + (f"; {len(labelled)} AI-labelled pairs → {outputs['ai_preferences']}" if feedback is not None else "")
+                  + (f"; skipped {skipped}" if any(skipped.values()) else ""))
+    return {"run_dir": str(run.dir), "outputs": {k: str(v) for k, v in outputs.items()}, **counts}
+
+
+def _revised_records(cfg: ConstituteConfig, items: list[dict[str, Any]], revisions: list[Any],
+                     principles: list[list[Any]], run_id: str, identity: dict[str, Any]
+                     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, int]]:
+    """SFT records and preference pairs from the revisions, and what was skipped, by reason."""
+    sft, pairs = [], []
+    skipped = {"revision_empty_or_unchanged": 0, "copied_example": 0, "original_empty": 0, "still_failing": 0}
     for item, revision, drawn in zip(items, revisions, principles):
         fixed = still_fails(item, revision.revised)
-        provenance = _provenance(item, run_id, model.identity) | {
+        provenance = _provenance(item, run_id, identity) | {
             "principles": [p.id for p in drawn], "steps": revision.steps,
             "revision_passes_detectors": None if fixed is None else not fixed}
         if not revision.original.strip():
@@ -145,40 +174,34 @@ def constitute(cfg: ConstituteConfig, *, model: Any = None, feedback: Any = None
         if revision.original.strip():
             pairs.append({"prompt": item["conversation"], "chosen": revision.revised, "rejected": revision.original,
                           "_provenance": provenance})
-    anchors, harmless_prompts = [], 0
-    if harmless:
-        anchors, harmless_prompts = _anchor_pairs(cfg, model, constitution, run_id, harmless)
-        for pair in anchors:
-            sft.append({"messages": [*pair["prompt"], {"role": "assistant", "content": pair["chosen"]}],
-                        "_provenance": pair["_provenance"]})
-        pairs += anchors
-    outputs = {"sft": _write_jsonl(run.dir / "sft.jsonl", sft),
-               "preferences": _write_jsonl(run.dir / "preferences.jsonl", pairs)}
-    labelled = []
+    return sft, pairs, skipped
+
+
+def _feedback_model(cfg: ConstituteConfig, run: Run, feedback: Any) -> Any:
+    """The feedback model (given, or loaded from cfg.feedback and recorded), or None for no AI labels."""
+    from honing.models.chat import ChatModel
+
     if feedback is None and cfg.feedback is not None:
         greedy = cfg.sampling.model_copy(update={"temperature": 0.0, "max_new_tokens": cfg.feedback_max_new_tokens})
         feedback = ChatModel.load(cfg.feedback, greedy, role="feedback", batch_size=cfg.batch_size, progress=True)
         _record(run, "feedback", cfg.feedback, feedback)
     elif feedback is not None:
         _record(run, "feedback", None, feedback)
-    if feedback is not None:
-        labelled = _ai_pairs(cfg, items, model, feedback, rng, constitution, run_id, label_pairs)
-        outputs["ai_preferences"] = _write_jsonl(run.dir / "ai_preferences.jsonl", labelled)
-    for role, path in outputs.items():
-        run.add_output(role, path)
-    counts = {"prompts": len(items), "sft": len(sft), "preferences": len(pairs), "ai_preferences": len(labelled),
-              "revisions_sampled": sum(st.get("samples", 1) for r in revisions for st in r.steps),
-              "revisions_passing_detectors": sum(p["_provenance"].get("revision_passes_detectors") is True for p in sft),
-              "anchors": len(anchors),
-              "helpful_anchors": sum(p["_provenance"]["label"] == "helpful_anchor" for p in anchors),
-              "anchors_greedy": sum(p["_provenance"]["anchor_decoding"] == "greedy" for p in anchors),
-              "anchor_prompts_without_helpful_answer": harmless_prompts - len(anchors),
-              "skipped": skipped}
-    run.finish(status="completed", metrics=counts)
-    console.print(f"{len(sft)} revised answers → {outputs['sft']}; {len(pairs)} pairs → {outputs['preferences']}"
-                  + (f"; {len(labelled)} AI-labelled pairs → {outputs['ai_preferences']}" if feedback is not None else "")
-                  + (f"; skipped {skipped}" if any(skipped.values()) else ""))
-    return {"run_dir": str(run.dir), "outputs": {k: str(v) for k, v in outputs.items()}, **counts}
+    return feedback
+
+
+def _counts(items: list[dict[str, Any]], sft: list[dict[str, Any]], pairs: list[dict[str, Any]],
+            labelled: list[dict[str, Any]], revisions: list[Any], anchors: list[dict[str, Any]],
+            harmless_prompts: int, skipped: dict[str, int]) -> dict[str, Any]:
+    """The run's metrics."""
+    return {"prompts": len(items), "sft": len(sft), "preferences": len(pairs), "ai_preferences": len(labelled),
+            "revisions_sampled": sum(st.get("samples", 1) for r in revisions for st in r.steps),
+            "revisions_passing_detectors": sum(p["_provenance"].get("revision_passes_detectors") is True for p in sft),
+            "anchors": len(anchors),
+            "helpful_anchors": sum(p["_provenance"]["label"] == "helpful_anchor" for p in anchors),
+            "anchors_greedy": sum(p["_provenance"]["anchor_decoding"] == "greedy" for p in anchors),
+            "anchor_prompts_without_helpful_answer": harmless_prompts - len(anchors),
+            "skipped": skipped}
 
 
 def _anchor_pairs(cfg: ConstituteConfig, model: Any, constitution: Any, run_id: str,
