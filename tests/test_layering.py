@@ -49,3 +49,17 @@ def test_the_layer_checker_sees_lazy_imports(tmp_path):
     sample = tmp_path / "m.py"
     sample.write_text("def f():\n    from honing.stages.generate import run\n    import honing.stages.sft\n")
     assert {"honing.stages.generate", "honing.stages.sft"} <= _imports(sample)
+
+
+def test_the_readme_layout_names_every_package_and_top_level_module():
+    readme = (SRC.parents[1] / "README.md").read_text(encoding="utf-8")
+    layout = readme.split("## Layout", 1)[1].split("```")[1]
+    packages = sorted(p.parent.name for p in SRC.glob("*/__init__.py"))
+    modules = sorted(p.name for p in SRC.glob("*.py") if p.name != "__init__.py")
+    missing = [f"{name}/" for name in packages if f"  {name}/" not in layout]
+    missing += [name for name in modules if name not in layout]
+    assert not missing, f"README's Layout leaves out {', '.join(missing)}"
+    named = {word.rstrip("/") for word in layout.split() if word.endswith("/") and word[:-1].isidentifier()}
+    gone = sorted(named - set(packages) - {"src", "tests", "bench", "examples", "honing", "objectives", "stages"}
+                  - {p.name for p in SRC.glob("*/*/") if (p / "__init__.py").is_file()})
+    assert not gone, f"README's Layout names folders that do not exist: {', '.join(gone)}"

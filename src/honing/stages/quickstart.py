@@ -143,7 +143,7 @@ def quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
             f"\nadapter: {outputs.get('adapter', outputs)}\nrun record: {run_dir / 'run.json'}\n"
             f"metrics: {run_dir / 'metrics.jsonl'}\nheld-out answers: {run_dir / 'quickstart_eval.json'}\n"
             f"total time: {time.perf_counter() - started:.0f} s\n"
-            f"try it: honing chat adapter={outputs.get('adapter', run_dir / 'adapter')}"
+            f"try it: honing chat model.adapter={outputs.get('adapter', run_dir / 'adapter')}"
         )
         return {"run_dir": str(run_dir), "before": before, "after": after, **{k: v for k, v in result.items() if k != "outputs"}}
     finally:
