@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from honing.config.base import StrictModel
 from honing.config.data import DataConfig
-from honing.config.model import AdapterConfig, ChatModelConfig, ModelConfig, no_adapter_to_load
+from honing.config.model import AdapterConfig, ChatModelConfig, ModelConfig, starts_from_trained
 from honing.config.output import OutputConfig
 from honing.config.sampling import SamplingConfig
 from honing.config.train import TrainConfig
@@ -55,19 +55,22 @@ class DPOConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> DPOConfig:
-        if not self.data.train:
-            raise ValueError("data.train is required: a file of prompt/chosen/rejected records")
-        if self.data.format not in ("preference", "auto"):
-            raise ValueError(f"dpo trains on preference data (prompt, chosen, rejected), not data.format={self.data.format}")
-        if self.data.packing:
-            raise ValueError("dpo does not pack: each pair is scored as two padded rows (set data.packing=false)")
-        if self.model.from_config is not None:
-            raise ValueError("dpo starts from a trained model: set model.path (or nothing, for the default)")
-        no_adapter_to_load(self.model, "dpo")
+        _check_pairs_stage(self.model, self.data, "dpo")
         if self.preference.precompute_reference and self.preference.loss in ("simpo", "orpo"):
             raise ValueError(f"preference.loss={self.preference.loss} has no reference model: "
                              "preference.precompute_reference applies to sigmoid (DPO) and ipo only")
         return self
+
+
+def _check_pairs_stage(model: ModelConfig, data: DataConfig, stage: str) -> None:
+    """What dpo and reward both need: preference data, unpacked, and a trained model to start from."""
+    if not data.train:
+        raise ValueError("data.train is required: a file of prompt/chosen/rejected records")
+    if data.format not in ("preference", "auto"):
+        raise ValueError(f"{stage} trains on preference data (prompt, chosen, rejected), not data.format={data.format}")
+    if data.packing:
+        raise ValueError(f"{stage} does not pack: each pair is scored as two padded rows (set data.packing=false)")
+    starts_from_trained(model, stage)
 
 
 class RewardObjectiveConfig(StrictModel):
@@ -95,15 +98,7 @@ class RewardConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> RewardConfig:
-        if not self.data.train:
-            raise ValueError("data.train is required: a file of prompt/chosen/rejected records")
-        if self.data.format not in ("preference", "auto"):
-            raise ValueError(f"reward trains on preference data (prompt, chosen, rejected), not data.format={self.data.format}")
-        if self.data.packing:
-            raise ValueError("reward does not pack: each pair is scored as two padded rows (set data.packing=false)")
-        if self.model.from_config is not None:
-            raise ValueError("reward starts from a trained model: set model.path (or nothing, for the default)")
-        no_adapter_to_load(self.model, "reward")
+        _check_pairs_stage(self.model, self.data, "reward")
         if self.train.distributed == "fsdp":
             raise ValueError("reward trains with train.distributed=ddp (each process holds the whole model); fsdp is not supported yet")
         if self.output.save != "adapter":

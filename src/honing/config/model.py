@@ -120,3 +120,11 @@ def no_adapter_to_load(model: ModelConfig, stage: str) -> None:
         raise ValueError(f"{stage} trains a new adapter (the adapter: section) and takes no model.adapter "
                          f"({model.adapter}): set model.path to the run directory that saved it (its adapter is merged "
                          "into the base on load), or merge it first (honing merge ADAPTER -o DIR)")
+
+
+def starts_from_trained(model: ModelConfig, stage: str) -> None:
+    """Fine-tuning stages start from trained weights (a path, or the embedded default), not from_config or an adapter."""
+    if model.from_config is not None:
+        raise ValueError(f"{stage} starts from a trained model: set model.path (or nothing, for the default), "
+                         "not model.from_config")
+    no_adapter_to_load(model, stage)

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from honing.config.base import StrictModel
-from honing.config.model import AdapterConfig, ModelConfig, no_adapter_to_load
+from honing.config.model import AdapterConfig, ModelConfig, starts_from_trained
 from honing.config.output import OutputConfig
 from honing.config.train import TrainConfig
 from honing.config.evaluation import JudgeConfig
@@ -202,9 +202,7 @@ class RLConfig(StrictModel):
             raise ValueError("data.prompts is required: a prompt file, or builtin:arithmetic")
         if not self.rewards:
             raise ValueError("give at least one reward, e.g. rewards: [{kind: numeric, field: answer}]")
-        if self.model.from_config is not None:
-            raise ValueError("rl starts from a trained model: set model.path (or nothing, for the default)")
-        no_adapter_to_load(self.model, "rl")
+        starts_from_trained(self.model, "rl")
         defaults = type(self).model_fields["train"].default
         unused = [name for name in ("epochs", "max_steps", "grad_accum", "eval_every", "early_stopping_patience")
                   if getattr(self.train, name) != getattr(defaults, name)]

@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from honing.config.base import StrictModel
 from honing.config.data import DataConfig
-from honing.config.model import AdapterConfig, ModelConfig, no_adapter_to_load
+from honing.config.model import AdapterConfig, ModelConfig, no_adapter_to_load, starts_from_trained
 from honing.config.output import OutputConfig
 from honing.config.train import TrainConfig
 
@@ -26,9 +26,7 @@ class SFTConfig(StrictModel):
     def _check(self) -> SFTConfig:
         if not self.data.train:
             raise ValueError("data.train is required: the path of the training data")
-        if self.model.from_config is not None:
-            raise ValueError("sft starts from a trained model: set model.path (or nothing, for the default), not model.from_config")
-        no_adapter_to_load(self.model, "sft")
+        starts_from_trained(self.model, "sft")
         if self.data.format in ("text", "preference"):
             raise ValueError(f"sft trains on instruction, chat or sharegpt data, not data.format={self.data.format}")
         return self
