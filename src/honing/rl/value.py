@@ -28,7 +28,10 @@ def save_value_head(head: nn.Module, directory: Path) -> Path:
     """Write the head's weights (weight, bias) to directory/value_head.safetensors."""
     from safetensors.torch import save_file
 
+    from honing.io import atomic_path
+
     path = directory / VALUE_HEAD_FILE
-    save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}, str(path))
+    with atomic_path(path) as tmp:  # a crash mid-write leaves no half file under the final name
+        save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}, str(tmp))
     return path
 
