@@ -40,6 +40,10 @@ def _type_name(annotation: Any) -> str:
 
 
 def _default_text(value: Any) -> str:
+    from pydantic_core import PydanticUndefined
+
+    if value is PydanticUndefined:  # a required field of a section that has no default instance
+        return "required"
     if isinstance(value, BaseModel):
         return "{...}"
     if value is None:
