@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from helpers import random_examples, tiny_llama  # noqa: E402
-
-from honing.config import SFTConfig, TrainConfig  # noqa: E402
-from honing.data.packing import collate_padded  # noqa: E402
-from honing.errors import HoningError  # noqa: E402
-from honing.runs import Run  # noqa: E402
-from honing.train import checkpoint as ckpt  # noqa: E402
-from honing.train.engine import TrainingDiverged, fit, plan_steps, rank_micro_batches, train_step  # noqa: E402
-from honing.train.distributed import Dist  # noqa: E402
-from honing.train.objectives.causal_lm import TargetedCausalLM  # noqa: E402
-from honing.train.optim import build_optimizer, lr_multiplier  # noqa: E402
+from honing.config import SFTConfig, TrainConfig
+from honing.data.packing import collate_padded
+from honing.errors import HoningError
+from honing.runs import Run
+from honing.train import checkpoint as ckpt
+from honing.train.engine import TrainingDiverged, fit, plan_steps, rank_micro_batches, train_step
+from honing.train.distributed import Dist
+from honing.train.objectives.causal_lm import TargetedCausalLM
+from honing.train.optim import build_optimizer, lr_multiplier
+from tests.train.helpers import random_examples, tiny_llama
 
 VOCAB = 97
 

@@ -4,23 +4,20 @@ like the eager model with batches built in line."""
 from __future__ import annotations
 
 import json
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from helpers import random_examples, tiny_llama  # noqa: E402
-
-from honing.config import SFTConfig, TrainConfig  # noqa: E402
-from honing.data.packing import collate_padded  # noqa: E402
-from honing.errors import HoningError  # noqa: E402
-from honing.runs import Run  # noqa: E402
-from honing.train import compilation  # noqa: E402
-from honing.train.engine import fit  # noqa: E402
-from honing.train.loader import StepBatches, prefetch_enabled  # noqa: E402
+from honing.config import SFTConfig, TrainConfig
+from honing.data.packing import collate_padded
+from honing.errors import HoningError
+from honing.runs import Run
+from honing.train import compilation
+from honing.train.engine import fit
+from honing.train.loader import StepBatches, prefetch_enabled
+from tests.train.helpers import random_examples, tiny_llama
 
 VOCAB = 97
 

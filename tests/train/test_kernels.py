@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-sys.path.insert(0, str(Path(__file__).parent))
-from helpers import random_examples, tiny_llama  # noqa: E402
-
-from honing.config import TrainConfig  # noqa: E402
-from honing.data.packing import collate_padded  # noqa: E402
-from honing.errors import HoningError  # noqa: E402
-from honing.train import kernels  # noqa: E402
-from honing.train.kernels import linear_cross_entropy, plain_linear_cross_entropy, select_loss_kernel  # noqa: E402
-from honing.train.objectives.causal_lm import TargetedCausalLM  # noqa: E402
+from honing.config import TrainConfig
+from honing.data.packing import collate_padded
+from honing.errors import HoningError
+from honing.train import kernels
+from honing.train.kernels import linear_cross_entropy, plain_linear_cross_entropy, select_loss_kernel
+from honing.train.objectives.causal_lm import TargetedCausalLM
+from tests.train.helpers import random_examples, tiny_llama
 
 N, H, V = 37, 16, 50  # N is prime: no chunk size but 1 and N divides it
 

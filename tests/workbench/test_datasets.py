@@ -10,10 +10,10 @@ from collections import Counter
 
 import pytest
 from click.testing import CliRunner
-from workbench_helpers import command, read_jsonl, sentence, write_jsonl
 
 from honing.cli import cli
 from honing.workbench import card, dedup, mix, split, stats
+from tests.workbench.workbench_helpers import command, read_jsonl, sentence, write_jsonl
 
 
 @pytest.fixture

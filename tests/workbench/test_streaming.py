@@ -6,10 +6,10 @@ import json
 import random
 
 import pytest
-from workbench_helpers import command, read_jsonl, sentence, write_jsonl
 
 from honing.errors import DataError
 from honing.workbench import clean, convert, pii, validate
+from tests.workbench.workbench_helpers import command, read_jsonl, sentence, write_jsonl
 
 
 def _mixed(tmp_path, n=40):

@@ -17,7 +17,7 @@ from honing.models.chat import ChatModel
 from honing.stages.constitute import constitute
 from honing.stages.redteam import redteam
 
-from tests.redteam.test_redteam_stage import config as redteam_config, scripted
+from tests.stages.test_redteam_stage import config as redteam_config, scripted
 
 
 def test_the_bundled_constitution_has_a_principle_for_every_attack_category():

@@ -12,7 +12,7 @@ from honing.config import PretrainConfig, SFTConfig, describe_fields, load_confi
 from honing.config.stages import DATA_STAGES, STAGES
 from honing.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(path for path in (ROOT / "examples").glob("*/*.yaml") if not path.parent.name.startswith("data_"))
 DATA_EXAMPLES = sorted((ROOT / "examples").glob("data_*/*.yaml"))
 

@@ -26,7 +26,7 @@ def _config(tiny_model_dir: Path, out: Path, **overrides) -> RLConfig:
         "data": {"prompts": "builtin:arithmetic", "builtin_examples": 40, "validation_split": 0.1},
         "rollout": {"prompts_per_step": 2, "group_size": 4, "max_new_tokens": 6, "batch_size": 8},
         # A random model never answers right; the character count gives its completions different rewards.
-        "rewards": [{"kind": "numeric"}, {"kind": "function", "function": "tests.test_rl_stage:_characters",
+        "rewards": [{"kind": "numeric"}, {"kind": "function", "function": "tests.stages.test_rl_stage:_characters",
                                           "name": "characters", "weight": 0.5}],
         "rl": {"algo": "grpo", "steps": 3, "eval_every": 2, "eval_prompts": 4, "sample_every": 1},
         "train": {"lr": 5e-3, "micro_batch_size": 4, "save_every": 1},
@@ -220,7 +220,7 @@ def test_verifier_rewards():
     records = [{"answer": "42"}, {"answer": "-7"}, {"answer": "1200"}]
     specs = [{"kind": "numeric"}, {"kind": "exact_match"}, {"kind": "regex", "pattern": r"^\d+$", "name": "digits"},
              {"kind": "json_schema", "schema": {"type": "object", "required": ["a"]}},
-             {"kind": "length_penalty", "max_tokens": 4}, {"kind": "function", "function": "tests.test_rl_stage:_shout"}]
+             {"kind": "length_penalty", "max_tokens": 4}, {"kind": "function", "function": "tests.stages.test_rl_stage:_shout"}]
     suite = RewardSuite(RLConfig.model_validate({"data": {"prompts": "x"}, "rewards": specs}).rewards)
     scored = suite(["q"] * 3, ["The answer is 42", "-7", '{"a": 1}'], records, [4, 8, 2])
     assert scored.terms["numeric"] == [1.0, 1.0, 0.0]

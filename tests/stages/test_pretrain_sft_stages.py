@@ -17,7 +17,7 @@ from honing.errors import HoningError
 from honing.stages.pretrain import pretrain
 from honing.stages.sft import sft
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "examples" / "data"
 
 
