@@ -32,7 +32,8 @@ class GenerateConfig(StrictModel):
     @model_validator(mode="after")
     def _check(self) -> GenerateConfig:
         if not self.prompts or not self.output:
-            raise ValueError("prompts and output are both required (e.g. prompts=in.jsonl output=out.jsonl)")
+            raise ValueError("prompts and output are both required (e.g. honing generate in.jsonl -o out.jsonl, or "
+                             "prompts=in.jsonl output=out.jsonl)")
         return self
 
 
