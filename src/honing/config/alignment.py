@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -41,36 +41,43 @@ class PreferenceObjectiveConfig(StrictModel):
     second, frozen copy of the starting model is loaded. null: true with adapter.method=full, else false."""
 
 
-class DPOConfig(StrictModel):
+class PairsStageConfig(StrictModel):
+    """What dpo and reward share: a trained model to start from, how it is trained, and preference pairs."""
+
+    stage: ClassVar[str]
+    model: ModelConfig = ModelConfig()
+    adapter: AdapterConfig = AdapterConfig()
+    data: DataConfig = DataConfig(format="preference", max_length=512)
+
+    @model_validator(mode="after")
+    def _pairs_stage(self) -> PairsStageConfig:
+        if not self.data.train:
+            raise ValueError("data.train is required: a file of prompt/chosen/rejected records")
+        if self.data.format not in ("preference", "auto"):
+            raise ValueError(f"{self.stage} trains on preference data (prompt, chosen, rejected), not "
+                             f"data.format={self.data.format}")
+        if self.data.packing:
+            raise ValueError(f"{self.stage} does not pack: each pair is scored as two padded rows (set data.packing=false)")
+        starts_from_trained(self.model, self.stage)
+        return self
+
+
+class DPOConfig(PairsStageConfig):
     """`honing dpo`: align a model with preference pairs (prompt, chosen, rejected) by DPO, IPO, SimPO or ORPO.
     With LoRA the reference is the starting model itself with the adapter switched off (no second copy); with
     full fine-tuning its scores are precomputed before the first update (preference.precompute_reference)."""
 
-    model: ModelConfig = ModelConfig()
-    adapter: AdapterConfig = AdapterConfig()
-    data: DataConfig = DataConfig(format="preference", max_length=512)
+    stage = "dpo"
     train: TrainConfig = TrainConfig(lr=5e-5, micro_batch_size=2, eval_every=25)
     preference: PreferenceObjectiveConfig = PreferenceObjectiveConfig()
     output: OutputConfig = OutputConfig()
 
     @model_validator(mode="after")
     def _check(self) -> DPOConfig:
-        _check_pairs_stage(self.model, self.data, "dpo")
         if self.preference.precompute_reference and self.preference.loss in ("simpo", "orpo"):
             raise ValueError(f"preference.loss={self.preference.loss} has no reference model: "
                              "preference.precompute_reference applies to sigmoid (DPO) and ipo only")
         return self
-
-
-def _check_pairs_stage(model: ModelConfig, data: DataConfig, stage: str) -> None:
-    """What dpo and reward both need: preference data, unpacked, and a trained model to start from."""
-    if not data.train:
-        raise ValueError("data.train is required: a file of prompt/chosen/rejected records")
-    if data.format not in ("preference", "auto"):
-        raise ValueError(f"{stage} trains on preference data (prompt, chosen, rejected), not data.format={data.format}")
-    if data.packing:
-        raise ValueError(f"{stage} does not pack: each pair is scored as two padded rows (set data.packing=false)")
-    starts_from_trained(model, stage)
 
 
 class RewardObjectiveConfig(StrictModel):
@@ -83,22 +90,19 @@ class RewardObjectiveConfig(StrictModel):
     models); a record without a number there is a bad record (data.on_bad_record)."""
 
 
-class RewardConfig(StrictModel):
+class RewardConfig(PairsStageConfig):
     """`honing reward`: train a reward model (the model's backbone plus a scalar head read at the last real
     token) on preference pairs with the Bradley–Terry loss. The head is always trained; adapter.method picks
     how the backbone is (full, or a LoRA adapter). Saves reward_model/ in the run directory, loadable by
     `honing score`, the RL stage and `load_reward_model` (output.save does not apply)."""
 
-    model: ModelConfig = ModelConfig()
-    adapter: AdapterConfig = AdapterConfig()
-    data: DataConfig = DataConfig(format="preference", max_length=512)
+    stage = "reward"
     train: TrainConfig = TrainConfig(lr=1e-4, micro_batch_size=4, eval_every=25)
     reward: RewardObjectiveConfig = RewardObjectiveConfig()
     output: OutputConfig = OutputConfig()
 
     @model_validator(mode="after")
     def _check(self) -> RewardConfig:
-        _check_pairs_stage(self.model, self.data, "reward")
         if self.train.distributed == "fsdp":
             raise ValueError("reward trains with train.distributed=ddp (each process holds the whole model); fsdp is not supported yet")
         if self.output.save != "adapter":

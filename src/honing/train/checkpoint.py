@@ -79,6 +79,16 @@ def _publish(root: Path, tmp: Path, name: str, extra: dict[str, Any], trainer_st
     return final
 
 
+def _fresh_tmp(root: Path, name: str) -> Path:
+    """An empty `root/.tmp-<name>` to write checkpoint `name` into (what a crash left there is cleared)."""
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{name}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    return tmp
+
+
 def save_checkpoint(
     root: Path,
     name: str,
@@ -91,11 +101,7 @@ def save_checkpoint(
     mark_latest: bool = True,
 ) -> Path:
     """Write checkpoint `root/name` atomically and (by default) point `latest` at it."""
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".tmp-{name}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    tmp = _fresh_tmp(root, name)
     save_file(trainable_state(model), str(tmp / "weights.safetensors"))
     extra = {"rng": rng if rng is not None else rng_state()}
     if optimizer is not None:
@@ -182,10 +188,7 @@ def save_sharded_checkpoint(
 
     final, tmp = root / name, root / f".tmp-{name}"
     if is_main:
-        root.mkdir(parents=True, exist_ok=True)
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
+        _fresh_tmp(root, name)
     barrier()
     dcp.save(_dcp_state(module, optimizer), checkpoint_id=str(tmp))
     barrier()
