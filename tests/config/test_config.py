@@ -132,3 +132,30 @@ def test_quickstart_defaults_match_the_example_config():
 def test_override_value_that_is_not_yaml_is_a_string():
     assert parse_override('system_prompt=Reply as {"a": "x"|"y"}: only JSON')[1] == 'Reply as {"a": "x"|"y"}: only JSON'
     assert parse_override("train.betas=[0.9, 0.95]")[1] == [0.9, 0.95]
+
+
+CONFIG_MODULES = ["alignment", "data", "evaluation", "inference", "model", "output", "redteam", "rl", "sampling",
+                  "synth", "train", "training", "workbench"]
+
+
+@pytest.mark.parametrize("name", CONFIG_MODULES)
+def test_every_config_class_of_every_module_documents_its_fields(name):
+    import importlib
+
+    from honing.config.base import StrictModel
+
+    module = importlib.import_module(f"honing.config.{name}")
+    classes = [obj for obj in vars(module).values()
+               if isinstance(obj, type) and issubclass(obj, StrictModel) and obj.__module__ == module.__name__]
+    assert classes, f"honing.config.{name} defines no config class"
+    for cls in classes:
+        assert (cls.__doc__ or "").strip(), f"{cls.__name__} has no docstring"
+        undocumented = [field for field, info in cls.model_fields.items() if not (info.description or "").strip()
+                        and not issubclass(_section(info.annotation) or type, StrictModel)]
+        assert not undocumented, f"{name}.{cls.__name__}: {', '.join(undocumented)} have no docstring"
+
+
+def _section(annotation):
+    from honing.config.loader import section_model
+
+    return section_model(annotation)
