@@ -3,16 +3,21 @@ OpenAI-compatible endpoint against a local HTTP server."""
 
 from __future__ import annotations
 
-import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
 from honing.config import JudgeConfig
 from honing.errors import HoningError
-from honing.evals.judges import build_judge, combine_verdicts, judge_pairwise, judge_rubric, parse_score, parse_verdict
+from honing.evals.judges import (
+    build_judge,
+    combine_verdicts,
+    judge_pairwise,
+    judge_rubric,
+    parse_score,
+    parse_verdict,
+)
+from tests.fake_openai import serve
 
 _ANSWERS = re.compile(r"\[Answer A\]\n(.*?)\n\n\[Answer B\]\n(.*?)\n\n", re.DOTALL)
 
@@ -122,41 +127,14 @@ def test_local_judge_answers_every_conversation(tiny_model_dir):
 # ----------------------------------------------------------------------- endpoint
 
 
-class _Handler(BaseHTTPRequestHandler):
-    status = 200
-    seen: list[dict] = []
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.seen.append({"path": self.path, "body": body, "authorization": self.headers.get("Authorization")})
-        if self.status != 200:
-            self.send_response(self.status)
-            self.end_headers()
-            self.wfile.write(b"model overloaded")
-            return
-        reply = "B" if "first" in body["messages"][-1]["content"] else "Score: 7"
-        payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args):
-        pass
+def _verdict(body):
+    return "B" if "first" in body["messages"][-1]["content"] else "Score: 7"
 
 
 @pytest.fixture()
 def endpoint():
-    handler = type("Handler", (_Handler,), {"seen": [], "status": 200})
-    server = HTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield handler, f"http://127.0.0.1:{server.server_address[1]}/v1/"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve(_verdict, error_body=b"model overloaded") as (handler, base):
+        yield handler, base + "/v1/"
 
 
 def test_endpoint_judge_posts_chat_completions(endpoint, monkeypatch):
@@ -168,7 +146,7 @@ def test_endpoint_judge_posts_chat_completions(endpoint, monkeypatch):
     assert judge.identity == {"kind": "endpoint", "endpoint": url, "model": "judge-7b"}  # no key in the record
     messages = [{"role": "system", "content": "judge"}, {"role": "user", "content": "which is first?"}]
     assert judge.texts([messages, [{"role": "user", "content": "grade"}]]) == ["B", "Score: 7"]
-    first = next(seen for seen in handler.seen if seen["body"]["messages"] == messages)  # sent concurrently
+    first = next(seen for seen in handler.requests if seen["body"]["messages"] == messages)  # sent concurrently
     assert first["path"] == "/v1/chat/completions"
     assert first["body"] == {"model": "judge-7b", "messages": messages, "temperature": 0, "max_tokens": 16}
     assert first["authorization"] == "Bearer secret-key"
@@ -179,17 +157,16 @@ def test_endpoint_judge_without_key_sends_no_authorization(endpoint, monkeypatch
     monkeypatch.delenv("HONING_TEST_JUDGE_KEY", raising=False)
     judge = build_judge(JudgeConfig(endpoint=url, endpoint_model="m", api_key_env="HONING_TEST_JUDGE_KEY"))
     assert judge.texts([[{"role": "user", "content": "first"}]]) == ["B"]
-    assert handler.seen[0]["authorization"] is None
+    assert handler.requests[0]["authorization"] is None
 
 
 def test_endpoint_errors_are_honing_errors(endpoint):
     handler, url = endpoint
-    handler.status = 500
-    handler.status = 400  # not retried: the request itself is wrong
+    handler.failures = [400]  # not retried: the request itself is wrong
     judge = build_judge(JudgeConfig(endpoint=url, endpoint_model="m"))
     with pytest.raises(HoningError, match=r"^judge endpoint .*/v1/chat/completions answered HTTP 400: 'model overloaded'$"):
         judge.texts([[{"role": "user", "content": "first"}]])
-    assert len(handler.seen) == 1
+    assert len(handler.requests) == 1
     closed = build_judge(JudgeConfig(endpoint="http://127.0.0.1:9/v1", endpoint_model="m", timeout_s=5, max_retries=0))
     with pytest.raises(HoningError, match="^judge endpoint http://127.0.0.1:9/v1/chat/completions cannot be reached"):
         closed.texts([[{"role": "user", "content": "x"}]])

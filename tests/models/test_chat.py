@@ -6,9 +6,7 @@ passes seeds, and never records the key."""
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
@@ -17,6 +15,7 @@ from honing.config import ChatModelConfig, SamplingConfig
 from honing.errors import HoningError
 from honing.generate import generate, stop_token_ids
 from honing.models.chat import ChatModel, Completion
+from tests.fake_openai import serve
 
 GREEDY = SamplingConfig(max_new_tokens=8, temperature=0.0)
 PROMPTS = ["Hi", [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2 + 2?"}],
@@ -101,67 +100,10 @@ def test_load_local_model_records_identity(tiny_model_dir):
 # ----------------------------------------------------------------------- endpoint
 
 
-class _Server(BaseHTTPRequestHandler):
-    """Chat completions: the reply names the last message and the seed. `failures` is a queue of statuses to
-    answer first (429 or 5xx); `delay` seconds are slept per request; concurrent requests are counted."""
-
-    failures: list[int]
-    delay: float
-    requests: list[dict]
-    lock: threading.Lock
-    active = 0
-    most_active = 0
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        cls = type(self)
-        with cls.lock:
-            cls.requests.append({"path": self.path, "body": body, "authorization": self.headers.get("Authorization")})
-            status = cls.failures.pop(0) if cls.failures else 200
-            cls.active += 1
-            cls.most_active = max(cls.most_active, cls.active)
-        try:
-            time.sleep(cls.delay)
-            if status != 200:
-                self._send(status, b'{"error": {"message": "busy"}}', {"retry-after-ms": "10"})
-                return
-            reply = f"{body['messages'][-1]['content']} seed={body.get('seed')}"
-            finish = "length" if "long" in reply else "stop"
-            payload = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                       "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
-                                    "finish_reason": finish}],
-                       "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}
-            self._send(200, json.dumps(payload).encode())
-        except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout test)
-            pass
-        finally:
-            with cls.lock:
-                cls.active -= 1
-
-    def _send(self, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture()
 def server():
-    handler = type("Handler", (_Server,), {"failures": [], "delay": 0.0, "requests": [], "lock": threading.Lock()})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield handler, f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serve() as (handler, base):
+        yield handler, base + "/v1"
 
 
 def endpoint(url: str, **fields) -> ChatModelConfig:
