@@ -364,8 +364,3 @@ class PreferenceObjective(nn.Module):
                 losses, metrics = ipo_loss(policy_chosen, policy_rejected, reference_chosen, reference_rejected, self.beta)
         summed = {name: value.sum() for name, value in metrics.items()}
         return losses.sum(), torch.tensor(pairs, device=losses.device), summed
-
-
-def count_pairs(batch: dict[str, torch.Tensor]) -> int:
-    """Preference pairs in a collated batch (rows are chosen then rejected)."""
-    return len(batch["input_ids"]) // 2
