@@ -148,26 +148,26 @@ for _stage in DATA_STAGES.values():
     data_group.add_command(_make_command(_stage))
 
 
-def _crash_file(err: BaseException) -> Path:
-    """Write the traceback where the user can find it: the current run directory, else the cache."""
+def _crash_file(err: BaseException) -> Path | None:
+    """Write the traceback where the user can find it: the current run directory, else the cache, else the
+    working directory; None when none of them can be written."""
     import datetime as _dt
     import traceback
 
+    from honing.models.source import cache_root
     from honing.runs import current_run_dir
 
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    folder = current_run_dir()
-    if folder is None or not folder.is_dir():
-        folder = Path(os.environ.get("HONING_CACHE", Path.home() / ".cache" / "honing")) / "crashes"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"crash-{stamp}.txt"
-        path.write_text(f"honing {' '.join(sys.argv[1:])}\n\n" + "".join(traceback.format_exception(err)),
-                        encoding="utf-8")
-    except OSError:
-        path = Path(f"crash-{stamp}.txt")  # the cache is not writable: the working directory
-        path.write_text("".join(traceback.format_exception(err)), encoding="utf-8")
-    return path
+    text = f"honing {' '.join(sys.argv[1:])}\n\n" + "".join(traceback.format_exception(err))
+    name = f"crash-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.txt"
+    run_dir = current_run_dir()
+    for folder in ([run_dir] if run_dir is not None and run_dir.is_dir() else []) + [cache_root() / "crashes", Path.cwd()]:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text, encoding="utf-8")
+            return folder / name
+        except OSError:
+            continue
+    return None
 
 
 def main() -> None:
@@ -189,8 +189,9 @@ def main() -> None:
         if os.environ.get("HONING_DEBUG") == "1":
             raise
         path = _crash_file(err)
-        click.secho(f"error: unexpected {type(err).__name__}: {err} — this is a bug in honing; the traceback is in "
-                    f"{path} (HONING_DEBUG=1 shows it here)", err=True, fg="red")
+        where = f"the traceback is in {path}" if path else "no crash file could be written"
+        click.secho(f"error: unexpected {type(err).__name__}: {err} — this is a bug in honing; {where} "
+                    "(HONING_DEBUG=1 shows it here)", err=True, fg="red")
         sys.exit(EXIT_CRASH)
 
 

@@ -193,7 +193,7 @@ def append_jsonl(path: str | Path, records: Iterable[Any]) -> int:
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
-    except (IsADirectoryError, NotADirectoryError, PermissionError) as err:
+    except OSError as err:  # a directory in the way, no permission, a full disk
         raise cannot_write(path, err) from None
     return path.stat().st_size
 

@@ -159,3 +159,10 @@ def _section(annotation):
     from honing.config.loader import section_model
 
     return section_model(annotation)
+
+
+def test_the_old_top_level_adapter_points_at_model_adapter():
+    from honing.config import GenerateConfig
+
+    with pytest.raises(ConfigError, match=r"adapter: unknown key.*the adapter to load is model\.adapter now"):
+        load_config(GenerateConfig, None, ["prompts=p.txt", "output=o.jsonl", "adapter=runs/x/adapter"])

@@ -66,6 +66,8 @@ def test_fingerprint_follows_weight_content(tiny_model_dir, tmp_path):
     shutil.copytree(tiny_model_dir, copy)
     same = model_fingerprint(EvalModelConfig(name="a", path=str(tiny_model_dir)))
     assert model_fingerprint(EvalModelConfig(name="b", path=str(copy))) == same  # content, not the path
+    # Loaded another way, the same weights may answer differently: not the same cached answers.
+    assert model_fingerprint(EvalModelConfig(name="c", path=str(copy), dtype="bfloat16")) != same
     from safetensors.torch import load_file, save_file
 
     weights = next(copy.glob("*.safetensors"))

@@ -128,7 +128,10 @@ def test_endpoint_completions_seeds_usage_and_key(server, monkeypatch):
     # A conversation ending with the assistant's turn is continued (vLLM's continue_final_message).
     chat.complete([[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "I can't"}]])
     assert handler.requests[-1]["body"]["continue_final_message"] is True
-    assert "seed" not in handler.requests[-1]["body"]
+    assert handler.requests[-1]["body"]["seed"] == 0  # sampled, no seed given: the sampling seed
+    greedy = ChatModel.load(endpoint(url), SamplingConfig(max_new_tokens=7, temperature=0.0), role="judge")
+    greedy.complete(["g"])
+    assert "seed" not in handler.requests[-1]["body"]  # greedy and no seed asked for: none sent
 
 
 def test_endpoint_retries_429_and_5xx_then_succeeds(server, monkeypatch):
@@ -173,3 +176,26 @@ def test_endpoint_config_is_one_shape():
         ChatModelConfig(endpoint="http://127.0.0.1:1/v1")
     with pytest.raises(ValueError, match="either endpoint or path/adapter"):
         ChatModelConfig(endpoint="http://127.0.0.1:1/v1", endpoint_model="m", adapter="runs/x")
+
+
+def test_an_answer_the_client_cannot_read_is_one_line(monkeypatch):
+    from tests.fake_openai import FakeOpenAI
+
+    class Broken(FakeOpenAI):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self._send(200, b"[1, 2, 3]")
+
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Broken)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        chat = ChatModel.load(endpoint(f"http://127.0.0.1:{httpd.server_address[1]}/v1", max_retries=0),
+                              SamplingConfig(temperature=0.0), role="judge")
+        with pytest.raises(HoningError, match=r"^judge endpoint .* (gave an answer|returned no)"):
+            chat.texts(["q"])
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

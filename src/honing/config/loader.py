@@ -158,7 +158,8 @@ def format_validation_error(err: ValidationError, cls: type[StrictModel], source
         key = ".".join(loc)
         if item["type"] == "extra_forbidden":
             allowed = ", ".join(_allowed_keys(cls, loc[:-1])) or "(none)"
-            lines.append(f"{key}: unknown key; allowed here: {allowed}")
+            moved = " (the adapter to load is model.adapter now)" if loc[-1] == "adapter" and "model" in allowed else ""
+            lines.append(f"{key}: unknown key; allowed here: {allowed}{moved}")
         else:
             given = item.get("input")
             shown = "" if isinstance(given, dict) else f" (got {given!r})"

@@ -64,11 +64,11 @@ def prompt_of(record: Any, where: str) -> Prompt:
             turns = [turn(m, where) for m in messages]
             if turns[-1]["role"] == "assistant":  # a training record: answer its prompt afresh
                 turns = turns[:-1]
-            if turns:
-                return _with_system(turns, record.get("system"))
+            if turns:  # a top-level system field is ShareGPT's (training reads it there, not beside messages)
+                return _with_system(turns, record.get("system")) if "conversations" in record else turns
         if isinstance(record.get("instruction"), str) and record["instruction"].strip():
             given = record.get("input") or ""
-            user = record["instruction"] + (f"\n\n{given}" if given else "")
+            user = record["instruction"] + (f"\n\n{given}" if _text(given) else "")
             system = record.get("system")
             return [{"role": "system", "content": system}, {"role": "user", "content": user}] if _text(system) else user
     raise DataError(f"{where}: no prompt found; give `prompt`, `messages` or `instruction` in each record")

@@ -76,6 +76,9 @@ def model_fingerprint(cfg: ChatModelConfig) -> str:
     parts["base"] = source_sha256(source.get("base") or source)
     if source.get("adapter"):
         parts["run_adapter"] = weights_sha256(weight_files(source["adapter"]))
+    loading = {"tokenizer": cfg.tokenizer, "dtype": cfg.dtype, "attn_implementation": cfg.attn_implementation}
+    if loading != {"tokenizer": None, "dtype": "auto", "attn_implementation": "sdpa"}:  # defaults keep old keys valid
+        parts["loading"] = loading
     return key_of(**parts)
 
 

@@ -142,7 +142,10 @@ class ChatModel:
         conversations = [as_messages(prompt, system_prompt) for prompt in prompts]
         if self.kind == "endpoint":
             assert self.endpoint is not None
-            return self.endpoint.complete(conversations, sampling, seed)
+            # A sampled request carries the sampling seed even when the caller gave none (reproducible where the
+            # server honours seeds); a greedy one only when asked.
+            sent_seed = seed if seed is not None else (sampling.seed if sampling.temperature > 0 else None)
+            return self.endpoint.complete(conversations, sampling, sent_seed)
         assert self.answer is not None
         completions = []
         for conversation in conversations:
@@ -239,6 +242,8 @@ class _Endpoint:
                               f"{self.role}.timeout_s or check the server") from None
         except openai.APIConnectionError as err:
             raise HoningError(f"{where} cannot be reached: {err.__cause__ or err}") from None
+        except openai.APIError as err:  # e.g. a response that is not a chat completion
+            raise HoningError(f"{where} gave an answer the client cannot read: {type(err).__name__}: {err}") from None
         choices = getattr(response, "choices", None)
         if not choices or choices[0].message is None:
             raise HoningError(f"{where} returned no choices[0].message")

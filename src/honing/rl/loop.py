@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from honing.rl.rollout import (
     sample_completions,
     validation_sampling,
 )
+from honing.io import append_jsonl
 from honing.runs import Run
 from honing.train import checkpoint as ckpt
 from honing.train.distributed import Dist
@@ -182,9 +182,7 @@ class RLLoop:
         if state.step % cfg.train.log_every == 0 or state.step == cfg.rl.steps:
             self.run.log_metrics(state.step, {"lr": lr, **metrics})
         if cfg.rl.sample_every and state.step % cfg.rl.sample_every == 0:
-            with (self.run.dir / "samples.jsonl").open("a", encoding="utf-8") as handle:
-                for sample in samples:
-                    handle.write(json.dumps(sample, ensure_ascii=False) + "\n")
+            append_jsonl(self.run.dir / "samples.jsonl", samples)
         return {"lr": lr, **metrics}, sum(int(r["attention_mask"].sum()) for r in rows)
 
     def run_steps(self, after_step: Callable[[RLState], None] | None = None) -> str:

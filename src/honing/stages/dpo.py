@@ -120,6 +120,9 @@ def setup_parts(cfg: DPOConfig, ctx: Dist, resume: str | Path | None = None) -> 
     elif mode == "disabled_adapter":
         _say(ctx, "reference: the starting model with the adapter switched off")
     p = cfg.preference
+    if p.loss == "ipo":  # the default changed from sum to mean: say which form this run trains with
+        _say(ctx, f"IPO log-ratios: {'per-token mean' if p.ipo_normalize == 'mean' else 'summed over tokens'} "
+                  f"(preference.ipo_normalize={p.ipo_normalize}; runs before the mean default used sum)")
     objective = PreferenceObjective(model, p.loss, beta=p.beta, label_smoothing=p.label_smoothing,
                                     simpo_gamma=p.simpo_gamma, orpo_lambda=p.orpo_lambda, ipo_normalize=p.ipo_normalize,
                                     reference_model=reference_model)

@@ -16,9 +16,6 @@ from honing.errors import DataError
 from honing.io import write_jsonl_atomic
 from honing.ui import console
 
-# stages/rl.py (being rewritten elsewhere) still imports prompt_of from here; its home is honing.data.prompts.
-from honing.data.prompts import prompt_of  # noqa: E402,F401
-
 
 def generate_file(cfg: GenerateConfig) -> dict[str, Any]:
     from honing.models.chat import ChatModel

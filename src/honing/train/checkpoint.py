@@ -275,14 +275,23 @@ def resume_latest(store: Checkpoints, optimizer, scheduler, run: Run, make_state
     saved.pop("sharded", None)
     state = make_state(saved)
     if run.is_main:
-        truncate_metrics(run.dir / "metrics.jsonl", state.step)
+        for log_file in ("metrics.jsonl", "samples.jsonl"):  # samples: RL's, each line with its step
+            truncate_metrics(run.dir / log_file, state.step)
     console.print(f"resumed from {latest} (step {state.step})")
     return state
 
 
 def truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines written after `step`."""
+    """Drop the lines of a step log (metrics.jsonl, samples.jsonl) written after `step`, atomically. A line
+    torn by a crash mid-append is dropped too: it belongs to a step after the checkpoint."""
     if not path.is_file():
         return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in kept))
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("step", 0) <= step:
+            kept.append(line)
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
