@@ -79,6 +79,10 @@ def model_fingerprint(cfg: ChatModelConfig) -> str:
     loading = {"tokenizer": cfg.tokenizer, "dtype": cfg.dtype, "attn_implementation": cfg.attn_implementation}
     if loading != {"tokenizer": None, "dtype": "auto", "attn_implementation": "sdpa"}:  # defaults keep old keys valid
         parts["loading"] = loading
+    import torch
+
+    if torch.cuda.is_available():  # answers computed on a GPU are kept apart from CPU ones (kernels differ)
+        parts["device"] = "cuda"
     return key_of(**parts)
 
 

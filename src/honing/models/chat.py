@@ -15,6 +15,7 @@ only the configured URL is contacted, and the API key is read from `api_key_env`
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,7 @@ from honing.data.prompts import Prompt, as_messages
 from honing.errors import HoningError
 
 Messages = list[dict[str, str]]
+log = logging.getLogger(__name__)
 
 PREFILL = {"continue_final_message": True, "add_generation_prompt": False}
 """Request fields that make an OpenAI-compatible server (vLLM) continue the final assistant turn."""
@@ -89,6 +91,7 @@ class ChatModel:
         loaded = load_local(cfg)
         if torch.cuda.is_available():
             loaded.model.to("cuda")
+            log.info("%s: %s runs on the GPU", role, cfg.path or "the embedded model")
         identity = {"kind": "local", "path": cfg.path or "embedded default", "adapter": cfg.adapter,
                     "sha256": loaded.source.get("sha256"), "adapter_sha256": loaded.source.get("adapter_sha256")}
         chat = cls.wrap(loaded.model, loaded.tokenizer, sampling, role=role, batch_size=batch_size, identity=identity,
