@@ -86,12 +86,12 @@ def _resume_config(resume: str, config_path: str | None) -> str:
 
 
 def _run(stage: Stage, args: tuple[str, ...], *, output: str | None = None, resume: str | None = None,
-         gate: bool = False, fail_above: float | None = None) -> None:
+         **flags) -> None:
     config_path, overrides = split_args(stage, args, output)
-    if gate:
-        overrides.append("gate.enabled=true")
-    if fail_above is not None:
-        overrides.append(f"fail_above={fail_above!r}")
+    for flag in stage.flags:
+        override = flag.override(flags.get(flag.param))
+        if override is not None:
+            overrides.append(override)
     if resume:
         config_path = _resume_config(resume, config_path)
     cfg = load_config(stage.config, config_path, overrides)
@@ -114,14 +114,11 @@ def _make_command(stage: Stage) -> click.Command:
         params.append(click.Option(["--resume"], metavar="RUN_DIR", help=(
             "Continue this run from its latest checkpoint, exactly, with its saved config (key=value overrides still apply)."
         )))
-    if stage.name == "eval" and not stage.group:
-        params.append(click.Option(["--gate"], is_flag=True, help=(
-            f"Exit with code {EXIT_GATE_FAILED} when a candidate regresses on a regression task or misses a task's min threshold."
-        )))
-    if stage.name == "redteam" and not stage.group:
-        params.append(click.Option(["--fail-above"], type=float, metavar="RATE", help=(
-            f"Exit with code {EXIT_GATE_FAILED} when the attack success rate (0-1, all attack categories) is above RATE."
-        )))
+    for flag in stage.flags:
+        if flag.metavar is None:
+            params.append(click.Option([flag.option], is_flag=True, help=flag.help))
+        else:
+            params.append(click.Option([flag.option], type=flag.kind, metavar=flag.metavar, help=flag.help))
 
     def callback(args: tuple[str, ...], **options) -> None:
         _run(stage, args, **options)

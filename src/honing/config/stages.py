@@ -20,6 +20,31 @@ from honing.config.training import PretrainConfig, QuickstartConfig, SFTConfig
 from honing.config.workbench import (DataCardConfig, DataCleanConfig, DataConvertConfig, DataDedupConfig,
                                      DataMixConfig, DataPIIConfig, DataSplitConfig, DataStatsConfig,
                                      DataValidateConfig)
+from honing.errors import EXIT_GATE_FAILED
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A command-line option that sets one config key: `--gate` sets gate.enabled=true; a valued one
+    (`--fail-above 0.2`) sets the key to the value given."""
+
+    option: str
+    key: str
+    help: str
+    value: str | None = None
+    """A boolean flag sets the key to this (default "true"); with metavar set, the option takes a value."""
+    metavar: str | None = None
+    kind: type = str
+
+    @property
+    def param(self) -> str:
+        return self.option.lstrip("-").replace("-", "_")
+
+    def override(self, given) -> str | None:
+        """The key=value this flag adds, for its parsed value (None: not given)."""
+        if self.metavar is None:
+            return f"{self.key}={self.value or 'true'}" if given else None
+        return None if given is None else f"{self.key}={given!r}" if self.kind is float else f"{self.key}={given}"
 
 
 @dataclass(frozen=True)
@@ -40,6 +65,8 @@ class Stage:
     """Several positional files (data mix A B ...: one source each, named by file stem)."""
     output: str | None = None
     """The config key that -o/--output sets; null: the command has no -o."""
+    flags: tuple[Flag, ...] = ()
+    """Options that set config keys (--gate, --verify, --from STEP)."""
 
     @property
     def command(self) -> str:
@@ -98,7 +125,9 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     _stage("quickstart", QuickstartConfig,
            "Fine-tune the embedded model on the bundled task and show before/after on held-out data."),
     _stage("eval", EvalConfig,
-           "Evaluate models on tasks with bootstrap intervals; one Markdown + HTML report; --gate fails on regressions."),
+           "Evaluate models on tasks with bootstrap intervals; one Markdown + HTML report; --gate fails on regressions.",
+           flags=(Flag("--gate", "gate.enabled", f"Exit with code {EXIT_GATE_FAILED} when a candidate regresses on a "
+                       "regression task or misses a task's min threshold."),)),
     _stage("dpo", DPOConfig,
            "Align a model with preference pairs: DPO, IPO, SimPO or ORPO (LoRA or full fine-tuning).", trains=True),
     _stage("label", LabelConfig, "Collect human preferences in the terminal: a prompt, two answers, "
@@ -109,7 +138,9 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     _stage("rl", RLConfig, "Online RL from prompts and rewards (verifiers, reward model, judge): GRPO or PPO, with a KL "
            "to the start.", trains=True),
     _stage("redteam", RedteamConfig, "Attack a model with a probe suite; attack success rate per category and mutator; "
-           "--fail-above gates."),
+           "--fail-above gates.",
+           flags=(Flag("--fail-above", "fail_above", f"Exit with code {EXIT_GATE_FAILED} when the attack success rate "
+                       "(0-1, all attack categories) is above RATE.", metavar="RATE", kind=float),)),
     _stage("constitute", ConstituteConfig, "Critique and revise answers against a constitution (default: a redteam "
            "run's failures): SFT data and preference pairs."),
 )}
