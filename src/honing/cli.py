@@ -23,6 +23,7 @@ from honing.config.help import describe_fields
 from honing.config.loader import load_config
 from honing.config.stages import DATA_STAGES, STAGES, Stage
 from honing.errors import EXIT_CRASH, EXIT_GATE_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, HoningError
+from honing.registry.commands import registry_group
 
 OVERRIDE = re.compile(r"^[A-Za-z_][\w-]*(\.[\w-]+)*=")
 CONFIG_SUFFIXES = (".yaml", ".yml")
@@ -141,6 +142,7 @@ def data_group() -> None:
 
 for _stage in STAGES.values():
     cli.add_command(_make_command(_stage))
+cli.add_command(registry_group)
 for _stage in DATA_STAGES.values():
     data_group.add_command(_make_command(_stage))
 

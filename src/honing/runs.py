@@ -61,9 +61,16 @@ def tree_sha256(path: str | Path) -> str:
 
 
 def find_parent_run(path: str | Path | None) -> dict[str, Any] | None:
-    """If `path` lies inside a honing run directory, that run's id, directory and stage."""
+    """If `path` lies inside a honing run directory (or is a registry reference), that run's id, directory
+    and stage (and the reference)."""
     if not path:
         return None
+    if str(path).startswith("registry:"):
+        from honing.registry.refs import resolve_ref
+
+        version = resolve_ref(str(path), check_weights=False)
+        found = find_parent_run(version.run_dir)
+        return {**found, "registry": f"{version.name}@{version.version}"} if found else None
     current = Path(path).resolve()
     for candidate in [current, *current.parents]:
         record = candidate / RUN_FILE

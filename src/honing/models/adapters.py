@@ -134,7 +134,11 @@ def is_peft_model(model: Any) -> bool:
 
 
 def resolve_adapter_dir(path: str | Path) -> Path:
-    """An adapter directory, or a run directory holding one in `adapter/`."""
+    """An adapter directory, a run directory holding one in `adapter/`, or a registered version (registry:NAME@V)."""
+    if str(path).startswith("registry:"):
+        from honing.registry.refs import resolve_ref
+
+        path = resolve_ref(str(path)).run_dir
     path = Path(path).expanduser()
     if (path / ADAPTER_CONFIG).is_file():
         return path

@@ -198,6 +198,8 @@ def load_model(cfg: ModelConfig, *, device: str = "cpu", dtype: Any = None, adap
               "sha256": source_sha256(base_source)}
     if source.get("run"):
         record["run"] = source["run"]
+    if source.get("registry"):
+        record["registry"] = source["registry"]
     if source.get("adapter"):
         model = attach_adapter(model, source["adapter"], merge=merge_adapter and quantization_config is None)
         record["adapter"] = source["adapter"]

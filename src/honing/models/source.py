@@ -80,7 +80,20 @@ def resolve_model_source(cfg: ModelConfig) -> dict[str, Any]:
         return {"kind": "scratch", "path": None, "gguf_file": None}
     if cfg.path is None:
         return _embedded_source()
+    if cfg.path.startswith("registry:"):
+        return registry_source(cfg.path)
     return _resolve_path(Path(cfg.path).expanduser())
+
+
+def registry_source(ref: str) -> dict[str, Any]:
+    """A registered version (registry:NAME@V or @alias): its run directory, with the reference kept."""
+    from honing.registry.refs import resolve_ref
+
+    version = resolve_ref(ref)
+    source = _resolve_path(Path(version.run_dir))
+    source["registry"] = {"ref": ref, "name": version.name, "version": version.version,
+                          "weights_sha256": version.weights_sha256}
+    return source
 
 
 def _resolve_path(path: Path) -> dict[str, Any]:

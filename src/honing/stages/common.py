@@ -58,7 +58,9 @@ def report_data(data: PreparedData, ctx: Dist) -> None:
 def record_inputs(run: Run, parts: StageParts, model_path: str | None, train_seed: int, split_seed: int) -> None:
     """Inputs with content hashes, the parent run, the data stats, and the rejects file."""
     source = parts.model_source
-    run.add_input("base_model", source.get("path") or source.get("kind"), sha256=source.get("sha256"), kind=source.get("kind"))
+    extra = {key: source[key] for key in ("run", "adapter", "adapter_sha256", "registry") if source.get(key)}
+    run.add_input("base_model", source.get("path") or source.get("kind"), sha256=source.get("sha256"), kind=source.get("kind"),
+                  **extra)
     for entry in parts.data.inputs:
         run.add_input(f"data_{entry['role']}", entry["path"], sha256=entry.get("sha256"))
     run.set("parent", find_parent_run(model_path))
