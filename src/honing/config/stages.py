@@ -13,6 +13,7 @@ from honing.config.alignment import DPOConfig, LabelConfig, RewardConfig, ScoreC
 from honing.config.base import StrictModel
 from honing.config.evaluation import EvalConfig
 from honing.config.inference import ChatConfig, GenerateConfig, InspectConfig, MergeConfig
+from honing.config.lineage import LineageConfig
 from honing.config.redteam import ConstituteConfig, RedteamConfig
 from honing.config.rl import RLConfig
 from honing.config.synth import SynthConfig
@@ -143,6 +144,11 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
                        "(0-1, all attack categories) is above RATE.", metavar="RATE", kind=float),)),
     _stage("constitute", ConstituteConfig, "Critique and revise answers against a constitution (default: a redteam "
            "run's failures): SFT data and preference pairs."),
+    _stage("lineage", LineageConfig, "Trace a model, run or data file back to the raw bytes that made it, from the run "
+           "records: a tree, JSON or Graphviz DOT.", subject="target", output="output",
+           flags=(Flag("--verify", "verify", f"Re-hash every file of the graph still on disk; exit with code "
+                       f"{EXIT_GATE_FAILED} when one changed or is missing."),
+                  Flag("--format", "format", "tree (default), json or dot.", metavar="FORMAT"))),
 )}
 """`honing <name>`."""
 
