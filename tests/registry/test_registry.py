@@ -162,6 +162,32 @@ def test_a_passing_gate_promotes_and_rollback_goes_back(runs, tmp_path):
                          ("rollback", 1, 2)]
 
 
+def test_a_pipeline_gate_registers_only_after_its_evaluation(runs, tmp_path, monkeypatch):
+    from honing.registry import gate as gate_module
+
+    with Registry() as registry:
+        actions.register(registry, runs["a"], "bot")
+        actions.promote(registry, "bot", 1, gate=None)
+        failing = _gate_task(tmp_path, task={"min": {"exact_match": 1.0}})
+        outcome = gate_module.register_through_gate(registry, runs["b"], "bot", failing, eval_dir=tmp_path / "ev1")
+        assert outcome == {**outcome, "version": 2, "promoted": False, "previous": 1}
+        assert registry.get("bot", 2).status == "rejected" and registry.get("bot", "production").version == 1
+        assert registry.history("bot")[-1]["action"] == "reject" and registry.attachments("bot", 2, "eval")
+        passing = _gate_task(tmp_path, regression_tolerance=1.0)
+        outcome = gate_module.register_through_gate(registry, runs["b"], "bot", passing, eval_dir=tmp_path / "ev2")
+        assert outcome["promoted"] and registry.get("bot", "production").version == 3
+        before = registry.dump()
+
+        def crash(*args, **kwargs):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(gate_module, "evaluate", crash)
+        with pytest.raises(KeyboardInterrupt):
+            gate_module.register_through_gate(registry, runs["a"], "bot", passing)
+        after = registry.dump()
+        assert all(after[t] == before[t] for t in ("versions", "aliases", "events", "attachments"))
+
+
 def test_the_cli_promote_exits_3_on_a_failed_gate(runs, tmp_path):
     data = tmp_path / "gate.jsonl"
     data.write_text(json.dumps({"prompt": "Say yes.", "answer": "yes"}) + "\n")

@@ -83,11 +83,11 @@ def prepare(run_dir: str | Path, *, search: list[Path] | None = None) -> dict[st
 
 
 def register(registry: Registry, run_dir: str | Path, name: str, *, reason: str | None = None,
-             alias: str | None = None, actor: str | None = None, status: str = "registered") -> Version:
+             alias: str | None = None, actor: str | None = None) -> Version:
     """A new version of `name` from a finished training run, with its evaluations and red-team scans."""
     check_name(name)
     entry = prepare(run_dir)
-    version = registry.add_version(name, entry, actor=actor, reason=reason, status=status)
+    version = registry.add_version(name, entry, actor=actor, reason=reason)
     if alias:
         set_alias(registry, name, alias, version.version, reason=reason or "set on register", actor=actor)
         version = registry.get(name, version.version)
@@ -188,6 +188,11 @@ def promote(registry: Registry, name: str, version: int | str, *, gate: Callable
     registry.move_alias(name, PRODUCTION, candidate.version, action="promote", reason=why, actor=actor,
                         expect=before, details=details)
     return {"promoted": True, "version": candidate.version, "previous": before, "gate": verdict}
+
+
+def production_version(registry: Registry, name: str) -> Version | None:
+    """The version production points at, None before the first promotion (or for a new name)."""
+    return registry.alias_target(name, PRODUCTION) if name in registry.names() else None
 
 
 def production_stack(registry: Registry, name: str) -> list[int]:

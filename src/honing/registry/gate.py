@@ -15,12 +15,11 @@ from typing import Any
 from honing.config.evaluation import EvalConfig, EvalModelConfig, GateConfig
 from honing.config.output import OutputConfig
 from honing.config.registry import RegistryGateConfig
-from honing.registry.store import Registry, Version
+from honing.registry.store import PRODUCTION, Registry, Version
 
 
-def base_of(version: Version) -> EvalModelConfig:
-    """The model `version` was trained from, as an eval model: its parent run, else its recorded base model."""
-    record = version.record
+def base_of(record: dict[str, Any]) -> EvalModelConfig:
+    """The model a run was trained from, as an eval model: its parent run, else its recorded base model."""
     parent = record.get("parent") or {}
     if parent.get("dir") and Path(parent["dir"]).is_dir():
         return EvalModelConfig(name="trained-from", role="base", path=parent["dir"])
@@ -33,30 +32,63 @@ def base_of(version: Version) -> EvalModelConfig:
     return EvalModelConfig(name="trained-from", role="base")
 
 
-def gate_config(candidate: Version, production: Version | None, gate: RegistryGateConfig,
-                run_dir: str | Path | None) -> EvalConfig:
+def gate_config(candidate_dir: str, label: str, record: dict[str, Any], production: Version | None,
+                gate: RegistryGateConfig, run_dir: str | Path | None) -> EvalConfig:
     base = (EvalModelConfig(name=f"production-v{production.version}", role="base", path=production.run_dir)
-            if production is not None else base_of(candidate))
+            if production is not None else base_of(record))
     return EvalConfig(
-        models=[base, EvalModelConfig(name=f"candidate-v{candidate.version}", role="candidate", path=candidate.run_dir)],
+        models=[base, EvalModelConfig(name=label, role="candidate", path=candidate_dir)],
         tasks=gate.tasks, batch_size=gate.batch_size, cache=gate.cache,
         gate=GateConfig(enabled=True, regression_tolerance=gate.regression_tolerance),
         output=OutputConfig(dir=str(run_dir) if run_dir else None))
 
 
-def run_gate(registry: Registry, candidate: Version, production: Version | None, gate: RegistryGateConfig, *,
-             run_dir: str | Path | None = None) -> dict[str, Any]:
-    """Evaluate, attach the eval run to the candidate, and return the verdict:
+def evaluate(candidate_dir: str, label: str, record: dict[str, Any], production: Version | None,
+             gate: RegistryGateConfig, *, run_dir: str | Path | None = None) -> dict[str, Any]:
+    """Run the gate's evaluation (writes only its own eval run) and return the verdict:
     {"passed", "summary", "eval_run", "against", "checks"}."""
     from honing.config.stages import STAGES
-    from honing.registry.actions import attachment
 
-    cfg = gate_config(candidate, production, gate, run_dir)
-    result = STAGES["eval"].run(cfg)
-    registry.attach(candidate.name, candidate.version, attachment(result["run_dir"]))
+    result = STAGES["eval"].run(gate_config(candidate_dir, label, record, production, gate, run_dir))
     verdict = result.get("gate") or {"passed": True, "checks": []}
     failed = [f"{c['task']} {c['kind']}: {c['message']}" for c in verdict["checks"] if not c["passed"]]
     against = f"production v{production.version}" if production else "the model it was trained from"
     return {"passed": bool(verdict["passed"]), "eval_run": result["run_dir"], "against": against,
             "summary": "; ".join(failed) if failed else f"no regression against {against}",
             "checks": verdict["checks"]}
+
+
+def run_gate(registry: Registry, candidate: Version, production: Version | None, gate: RegistryGateConfig, *,
+             run_dir: str | Path | None = None) -> dict[str, Any]:
+    """The gate of a registered version; its eval run is attached to the version whatever the verdict."""
+    from honing.registry.actions import attachment
+
+    verdict = evaluate(candidate.run_dir, f"candidate-v{candidate.version}", candidate.record, production, gate,
+                       run_dir=run_dir)
+    registry.attach(candidate.name, candidate.version, attachment(verdict["eval_run"]))
+    return verdict
+
+
+def register_through_gate(registry: Registry, run_dir: str | Path, name: str, gate: RegistryGateConfig, *,
+                          eval_dir: str | Path | None = None, reason: str | None = None,
+                          actor: str | None = None) -> dict[str, Any]:
+    """A pipeline's gate: evaluate a finished run against production, then register it and promote it (pass) or
+    register it as rejected with the report (fail; production stays where it was). Nothing is written to the
+    registry until the evaluation has finished, so a crash or Ctrl-C during it leaves the registry untouched.
+    Returns {"version", "promoted", "previous", "gate"}."""
+    from honing.registry.actions import attachment, check_name, prepare, production_version
+
+    check_name(name)
+    entry = prepare(run_dir)
+    production = production_version(registry, name)
+    verdict = evaluate(entry["run_dir"], "candidate", entry["record"], production, gate, run_dir=eval_dir)
+    before = production.version if production else None
+    entry["attachments"] = [*entry["attachments"], attachment(verdict["eval_run"])]
+    if not verdict["passed"]:
+        version = registry.add_version(name, entry, actor=actor, reason=reason, status="rejected",
+                                       rejection=f"gate failed: {verdict['summary']}", details={"gate": verdict})
+        return {"version": version.version, "promoted": False, "previous": before, "gate": verdict}
+    version = registry.add_version(name, entry, actor=actor, reason=reason)
+    registry.move_alias(name, PRODUCTION, version.version, action="promote", reason=reason or "gate passed",
+                        actor=actor, expect=before, details={"gate": verdict})
+    return {"version": version.version, "promoted": True, "previous": before, "gate": verdict}

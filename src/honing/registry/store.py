@@ -279,8 +279,11 @@ class Registry:
     # ----------------------------------------------------------------- writing
 
     def add_version(self, name: str, entry: dict[str, Any], *, actor: str | None = None, reason: str | None = None,
-                    status: str = "registered") -> Version:
-        """A new version of `name` (created if new) from a prepared entry (see registry.register)."""
+                    status: str = "registered", rejection: str | None = None,
+                    details: dict[str, Any] | None = None) -> Version:
+        """A new version of `name` (created if new) from a prepared entry (see actions.prepare); status
+        rejected also records the rejection (why, and details such as the gate's verdict), in the same
+        transaction."""
         actor = actor or who()
         at = now()
         with self.transaction() as db:
@@ -297,6 +300,8 @@ class Registry:
                         details={"run_dir": entry["run_dir"], "weights_sha256": entry["weights_sha256"]})
             for attachment in entry.get("attachments", []):
                 self._attach(db, name, number, attachment, at)
+            if status == "rejected":
+                self._event(db, name, number, "reject", actor=actor, at=at, reason=rejection, details=details)
         return self.get(name, number)
 
     def attach(self, name: str, version: int, attachment: dict[str, Any], *, actor: str | None = None) -> bool:
