@@ -20,6 +20,7 @@ from honing.config.evaluation import EvalTaskConfig
 from honing.config.registry import RegistryGateConfig
 from honing.errors import HoningError
 from honing.registry import actions
+from honing.registry.diff import scores_of
 from honing.registry.gate import run_gate
 from honing.registry.refs import resolve_ref
 from honing.registry.store import SCHEMA_VERSION, Registry
@@ -219,6 +220,24 @@ def test_registry_references_load_wherever_a_model_is_named(runs, tmp_path):
         out = _honing("generate", str(prompts), "-o", str(tmp_path / "x.jsonl"), f"model.path={ref}")
         assert out.returncode == 1 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
         assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_an_eval_of_a_registered_model_attaches_itself_pinned_to_the_version(runs, tmp_path):
+    with Registry() as registry:
+        actions.register(registry, runs["a"], "bot")
+        actions.promote(registry, "bot", 1, gate=None)
+    task = _gate_task(tmp_path).tasks[0]
+    out = _honing("eval", "models=[{name: served, path: 'registry:bot@production'}]",
+                  f"tasks=[{{name: probe, data: {task.data}, metrics: [exact_match], max_new_tokens: 4}}]",
+                  f"output.dir={tmp_path / 'ev'}", "cache=false")
+    assert out.returncode == 0 and "attached to bot@1" in out.stderr, out.stderr
+    record = json.loads((tmp_path / "ev" / "run.json").read_text())
+    assert [i["registry"] for i in record["inputs"] if i["role"] == "model_served"] == ["bot@1"]
+    with Registry() as registry:
+        attached = registry.attachments("bot", 1, "eval")
+        assert [a["run_id"] for a in attached] == [record["run_id"]]
+        assert "served" in attached[0]["results"]["scores"]
+        assert set(scores_of(registry, registry.get("bot", 1))) == {"probe · exact_match"}
 
 
 def test_a_training_run_from_a_registered_model_records_the_reference(runs, tiny_model_dir, tmp_path):

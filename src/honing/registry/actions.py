@@ -121,6 +121,23 @@ def attachment(run_dir: str | Path) -> dict[str, Any]:
     return {"kind": kind, "run_dir": str(run_dir), "run_id": record.get("run_id"), "record": record, "results": results}
 
 
+def attach_to_registered(run_dir: str | Path) -> list[str]:
+    """Attach a finished eval or redteam run to every registered version it evaluated (its inputs carry
+    `registry: NAME@V` when a model was named registry:...); the versions attached to."""
+    from honing.registry.store import default_path
+
+    record = read_record(Path(run_dir))
+    pinned = sorted({e["registry"] for e in record.get("inputs") or [] if isinstance(e, dict) and e.get("registry")})
+    if not pinned:
+        return []
+    found = attachment(run_dir)
+    with Registry(default_path(), create=False) as registry:
+        for ref in pinned:
+            name, _, number = ref.partition("@")
+            registry.attach(name, int(number), found)
+    return pinned
+
+
 def find_evaluations(entry: dict[str, Any], roots: list[Path]) -> list[Path]:
     """Finished eval and redteam runs under `roots` that evaluated this model (by path or registry reference)."""
     targets = {str(Path(entry["run_dir"]).resolve()), str(Path(entry["model_path"]).resolve())}

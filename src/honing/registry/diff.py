@@ -53,7 +53,7 @@ def scores_of(registry: Registry, version: Version) -> dict[str, dict[str, Any]]
     found: dict[str, dict[str, Any]] = {}
     for attached in registry.attachments(version.name, version.version, "eval"):
         results = attached.get("results") or {}
-        model = _name_in_eval(results, version)
+        model = _name_in_eval(results, version, attached.get("record") or {})
         for task, metrics in (results.get("scores") or {}).get(model, {}).items():
             for metric, score in metrics.items():
                 if isinstance(score, dict) and "mean" in score:
@@ -62,8 +62,13 @@ def scores_of(registry: Registry, version: Version) -> dict[str, dict[str, Any]]
     return found
 
 
-def _name_in_eval(results: dict[str, Any], version: Version) -> str | None:
-    """The name this version had in an evaluation: the model whose source or adapter is this version."""
+def _name_in_eval(results: dict[str, Any], version: Version, record: dict[str, Any]) -> str | None:
+    """The name this version had in an evaluation: the model named by a reference pinned to this version, else
+    the model whose source or adapter is this version's run or weights."""
+    pinned = f"{version.name}@{version.version}"
+    for entry in record.get("inputs") or []:
+        if isinstance(entry, dict) and entry.get("registry") == pinned and str(entry.get("role")).startswith("model_"):
+            return entry["role"].removeprefix("model_")
     paths = {version.run_dir, version.model_path, version.ref}
     models = results.get("models") or []
     for model in models:

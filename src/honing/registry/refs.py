@@ -61,3 +61,18 @@ def resolve_ref(text: str, *, check_weights: bool = True) -> Version:
             raise HoningError(f"{text}: the weights in {version.model_path} changed since {name} v{version.version} "
                               f"was registered (sha256 {actual[:12]}… ≠ {version.weights_sha256[:12]}…)")
     return version
+
+
+def pin(text: object) -> str | None:
+    """NAME@NUMBER of the version a reference names now (an alias pinned to its version), or None when
+    `text` is not a reference. Run records keep this, so an alias that moves later does not rewrite history."""
+    if not is_ref(text):
+        return None
+    version = resolve_ref(str(text), check_weights=False)
+    return f"{version.name}@{version.version}"
+
+
+def pinned_in_registry(model_cfg: object) -> dict[str, str]:
+    """{"registry": NAME@V} for a run record's model input when the model was named by a reference; {} otherwise."""
+    pinned = pin(getattr(model_cfg, "path", None)) or pin(getattr(model_cfg, "adapter", None))
+    return {"registry": pinned} if pinned else {}

@@ -24,6 +24,8 @@ from honing.evals.scoring import (difference, disagreements, gate_checks, higher
                                   predicted_labels, prompt_text)
 from honing.evals.tasks import Example, data_path, label_set, load_examples, metric_names, primary_metric
 from honing.io import write_json_atomic
+from honing.registry.actions import attach_to_registered
+from honing.registry.refs import pinned_in_registry
 from honing.runs import Run
 from honing.ui import console
 
@@ -58,6 +60,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     gate = results.get("gate")
     run.finish(status="completed", metrics={"scores": results["scores"], "gate_passed": gate["passed"] if gate else None})
     _print_summary(cfg, results, paths)
+    for version in attach_to_registered(run.dir):
+        console.print(f"attached to {version} in the registry")
     return {"run_dir": str(run.dir), "scores": results["scores"], "gate": gate if cfg.gate.enabled else None}
 
 
@@ -103,7 +107,7 @@ def _run_models(models: list[ModelUnderTest], cfg: EvalConfig, tasks: dict[str, 
         else:
             run.add_input(f"model_{model.name}", model.cfg.adapter or model.cfg.path or "embedded default",
                           sha256=model.fingerprint, base=model.cfg.path or "embedded default", adapter=model.cfg.adapter,
-                          role_in_eval=model.cfg.role)
+                          role_in_eval=model.cfg.role, **pinned_in_registry(model.cfg))
         model.release()
     return outputs
 

@@ -19,6 +19,8 @@ from honing.config import RedteamConfig
 from honing.errors import ConfigError, DataError
 from honing.redteam.probes import Probe, SystemPromptSpec, JudgeSpec, builtin_files, load_probes, select
 from honing.io import write_json_atomic, write_jsonl_atomic
+from honing.registry.actions import attach_to_registered
+from honing.registry.refs import pinned_in_registry
 from honing.runs import Run
 from honing.ui import console
 
@@ -78,6 +80,8 @@ def redteam(cfg: RedteamConfig, *, target: Any = None, attacker: Any = None, jud
                                             "over_refusal": results["summary"]["over_refusal"]["asr"]["mean"],
                                             "gate_passed": gate["passed"] if gate else None})
     _print_summary(results, run.dir)
+    for version in attach_to_registered(run.dir):
+        console.print(f"attached to {version} in the registry")
     return {"run_dir": str(run.dir), "asr": overall, "over_refusal": results["summary"]["over_refusal"]["asr"],
             "summary": results["summary"], "gate": gate}
 
@@ -110,7 +114,8 @@ def record_model(run: Run, role: str, model_cfg: Any, model: Any) -> None:
 
         fingerprint = model_fingerprint(model_cfg)
         run.add_input(role, model_cfg.adapter or model_cfg.path or "embedded default", sha256=fingerprint,
-                      base=model_cfg.path or "embedded default", adapter=model_cfg.adapter)
+                      base=model_cfg.path or "embedded default", adapter=model_cfg.adapter,
+                      **pinned_in_registry(model_cfg))
     else:
         run.add_input(role, identity.get("endpoint") or identity.get("name") or role, sha256=None, identity=identity)
 
