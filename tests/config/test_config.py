@@ -9,12 +9,17 @@ from pathlib import Path
 import pytest
 
 from honing.config import PretrainConfig, SFTConfig, describe_fields, load_config, parse_override
+from honing.config.registry import RegistryConfig
 from honing.config.stages import DATA_STAGES, STAGES
 from honing.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(path for path in (ROOT / "examples").glob("*/*.yaml") if not path.parent.name.startswith("data_"))
 DATA_EXAMPLES = sorted((ROOT / "examples").glob("data_*/*.yaml"))
+
+
+CONFIGS = {**{name: stage.config for name, stage in STAGES.items()}, "registry": RegistryConfig}
+"""Every example folder's config class: the stages', and `honing registry`'s (gate, MLflow mirror)."""
 
 
 def test_there_is_an_example_for_every_stage():
@@ -26,8 +31,9 @@ def test_there_is_an_example_for_every_stage():
 def test_example_config_loads(path):
     stage = path.parent.name
     first_line = path.read_text().splitlines()[0]
-    assert first_line.startswith(f"# honing {stage} examples/{stage}/{path.name}"), "each example opens with its command"
-    config = load_config(STAGES[stage].config, path)
+    command = f"# honing {stage} " + ("promote NAME VERSION " if stage == "registry" else "")
+    assert first_line.startswith(f"{command}examples/{stage}/{path.name}"), "each example opens with its command"
+    config = load_config(CONFIGS[stage], path)
     for key in ("train", "validation"):
         data_path = getattr(getattr(config, "data", None), key, None)
         if data_path and not data_path.startswith("path/to"):
