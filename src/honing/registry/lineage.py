@@ -474,8 +474,10 @@ class _Walk:
         def fits(run: RunRecord) -> bool:
             if consumer is None:
                 return True
+            if run.dir == consumer.dir or (run.run_id and run.run_id == consumer.run_id):  # itself, or a copy of it
+                return False
             before, after = run.started, consumer.started
-            return run.dir != consumer.dir and (before is None or after is None or before <= after)
+            return before is None or after is None or before <= after
 
         by_sha = [(run, role, out) for run, role, out in self.index.by_sha.get(sha, []) if sha != EMPTY_SHA
                   and fits(run) and (out == path or not run.read(path, sha))] if sha else []
@@ -530,8 +532,14 @@ class _Walk:
         return self._missing_run(directory, run_id, stage)
 
     def _missing_run(self, directory: Path, run_id: str | None, stage: str | None) -> Node:
-        return self._add(Node(f"run:{run_id or directory}", "run", run_id or directory.name, path=str(directory),
-                              status="missing", stage=stage, run_id=run_id))
+        """A run directory that is gone: one node, however often (and by dir or by run id) it is reached."""
+        known = next((n for n in self.nodes.values() if n.kind == "run" and n.status == "missing"
+                      and (n.path == str(directory) or (run_id and n.run_id == run_id))), None)
+        if known is None:
+            return self._add(Node(f"run:{run_id or directory}", "run", run_id or directory.name, path=str(directory),
+                                  status="missing", stage=stage, run_id=run_id))
+        known.run_id, known.stage = known.run_id or run_id, known.stage or stage
+        return known
 
     def _model_node(self, path: Path, *, made_by: RunRecord | Node | None, sha: str | None = None,
                     hashed_as: str = "weights", role: str | None = None) -> Node:
