@@ -1,0 +1,146 @@
+"""`honing pipeline` on a tiny model: steps run in order through the stage registry, a rerun skips what is
+unchanged, a change reruns that step and the ones after it, a gate registers and promotes or rejects, a failed
+step or a bad reference is one line, and both bundled pipelines run end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from honing.config.loader import load_config
+from honing.config.pipeline import PipelineConfig
+from honing.errors import ConfigError, HoningError
+from honing.registry.pipeline import run_pipeline
+from honing.registry.store import Registry
+
+ROOT = Path(__file__).resolve().parents[2]
+CHAT = ROOT / "examples" / "data" / "chat.jsonl"
+HONING = [sys.executable, "-m", "honing.cli"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("HONING_REGISTRY", str(tmp_path / "reg" / "registry.sqlite"))
+    monkeypatch.setenv("HONING_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HONING_USER", "tester")
+
+
+def _probe(tmp_path: Path, **settings) -> dict:
+    data = tmp_path / "gate.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Say {w}.", "answer": w}) + "\n" for w in ("yes", "no", "maybe")))
+    return {"name": "probe", "data": str(data), "metrics": ["exact_match"], "max_new_tokens": 4, "regression": True,
+            **settings}
+
+
+def _sft(tiny_model_dir: Path, **extra) -> dict:
+    return {"model.path": str(tiny_model_dir), "data.max_length": 64, "train.max_steps": 2,
+            "train.micro_batch_size": 4, "adapter.rank": 4, "output.tensorboard": False, **extra}
+
+
+def _pipeline(tmp_path: Path, tiny_model_dir: Path, *, clean_input: Path = CHAT, sft: dict | None = None,
+              gate_task: dict | None = None, sft_data: str = "${steps.clean.output}") -> Path:
+    document = {
+        "name": "tiny",
+        "output": {"dir": str(tmp_path / "pipe")},
+        "registry": {"gate": {"tasks": [gate_task or _probe(tmp_path)], "regression_tolerance": 1.0, "cache": False}},
+        "steps": [
+            {"name": "clean", "command": "data clean", "overrides": {"input": str(clean_input)}},
+            {"name": "sft", "command": "sft", "overrides": {"data.train": sft_data,
+                                                            **_sft(tiny_model_dir, **(sft or {}))}},
+            {"name": "promote", "gate": {"candidate": "${steps.sft.run_dir}", "name": "bot"}},
+        ],
+    }
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def _run(path: Path, *overrides: str) -> dict:
+    return run_pipeline(load_config(PipelineConfig, path, list(overrides)))
+
+
+def _statuses(result: dict) -> dict[str, str]:
+    return {step["name"]: step["status"] for step in result["steps"]}
+
+
+def _dirs(tmp_path: Path) -> set[str]:
+    return {p.name for p in (tmp_path / "pipe").iterdir() if p.is_dir()}
+
+
+def test_a_pipeline_runs_skips_what_is_unchanged_and_reruns_what_changed(tmp_path, tiny_model_dir):
+    path = _pipeline(tmp_path, tiny_model_dir)
+    first = _run(path)
+    assert first["status"] == "completed" and set(_statuses(first).values()) == {"ran"}
+    with Registry() as registry:
+        assert registry.get("bot", "production").version == 1
+    state = json.loads((tmp_path / "pipe" / "state.json").read_text())
+    assert {name: entry["status"] for name, entry in state["steps"].items()} == dict.fromkeys(_statuses(first), "done")
+    assert Path(state["steps"]["sft"]["outputs"]["adapter"]).is_dir()
+    dirs = _dirs(tmp_path)
+
+    second = _run(path)
+    assert set(_statuses(second).values()) == {"skipped"} and _dirs(tmp_path) == dirs
+    with Registry() as registry:
+        assert [v.version for v in registry.versions("bot")] == [1]
+
+    changed = _pipeline(tmp_path, tiny_model_dir, sft={"train.seed": 7})  # one override of one step
+    third = _run(changed)
+    assert _statuses(third) == {"clean": "skipped", "sft": "ran", "promote": "ran"}
+    new = _dirs(tmp_path) - dirs
+    assert len(new) == 2 and dirs <= _dirs(tmp_path)  # the old sft run stays where the registry's v1 points
+    with Registry() as registry:
+        assert registry.get("bot", "production").version == 2
+
+    forced = _run(changed, "from_step=sft")
+    assert _statuses(forced) == {"clean": "skipped", "sft": "ran", "promote": "ran"}
+    log = [json.loads(line) for line in (tmp_path / "pipe" / "log.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in log if e["step"] == "clean"] == ["started", "finished", "skipped", "skipped", "skipped"]
+
+
+def test_a_failed_gate_rejects_the_candidate_keeps_production_and_exits_3(tmp_path, tiny_model_dir):
+    _run(_pipeline(tmp_path, tiny_model_dir))  # v1 in production
+    impossible = _probe(tmp_path, min={"exact_match": 1.0})  # a random tiny model never gets there
+    path = _pipeline(tmp_path, tiny_model_dir, sft={"train.seed": 3}, gate_task=impossible)
+    env = {**os.environ, "COLUMNS": "400"}
+    out = subprocess.run([*HONING, "pipeline", str(path)], capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 3, out.stderr + out.stdout
+    assert "registered as rejected" in out.stdout and "production stays on v1" in out.stdout, out.stdout
+    with Registry() as registry:
+        assert registry.get("bot", "production").version == 1
+        assert registry.get("bot", 2).status == "rejected" and registry.attachments("bot", 2, "eval")
+    again = _run(path)  # unchanged: the recorded verdict stands, nothing is registered twice
+    assert again["status"] == "gate_failed" and again["rejected"]["version"] == 2
+    assert Path(again["rejected"]["report"]).is_file()
+    with Registry() as registry:
+        assert len(registry.versions("bot")) == 2
+
+
+def test_a_failing_step_stops_with_one_line_and_a_rerun_continues_from_it(tmp_path, tiny_model_dir):
+    path = _pipeline(tmp_path, tiny_model_dir, sft={"data.format": "preference"})  # chat data read as pairs
+    with pytest.raises(HoningError) as err:
+        _run(path)
+    assert "\n" not in str(err.value)
+    state = json.loads((tmp_path / "pipe" / "state.json").read_text())
+    assert state["steps"]["clean"]["status"] == "done" and state["steps"]["sft"]["status"] == "failed"
+    assert "promote" not in state["steps"] and not (tmp_path / "reg" / "registry.sqlite").exists()
+    fixed = _run(_pipeline(tmp_path, tiny_model_dir))
+    assert _statuses(fixed) == {"clean": "skipped", "sft": "ran", "promote": "ran"}
+
+
+@pytest.mark.parametrize("reference, message", [
+    ("${steps.nope.adapter}", "no step 'nope' before sft (earlier steps: clean)"),
+    ("${steps.clean.adapter}", "data clean step 'clean' has no output 'adapter' (available: run_dir, output, "),
+    ("${steps.promote.version}", "no step 'promote' before sft (it runs later"),
+])
+def test_bad_references_are_one_line_errors_before_anything_runs(tmp_path, tiny_model_dir, reference, message):
+    path = _pipeline(tmp_path, tiny_model_dir, sft_data=reference)
+    with pytest.raises(ConfigError, match="steps.sft.overrides.data.train") as err:
+        _run(path)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "pipe").exists()
