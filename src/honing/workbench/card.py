@@ -39,8 +39,12 @@ def load_runs(paths: list[str]) -> list[dict[str, Any]]:
 
 def render(title: str, runs: list[dict[str, Any]]) -> str:
     lines = [f"# {title}", "", f"Written by `honing data card` from {len(runs)} run record(s); every number below is read from them.", ""]
-    lines += _sources(runs) + _steps(runs) + _pii(runs) + _splits(runs) + _histogram(runs)
-    return "\n".join(lines).rstrip() + "\n"
+    return "\n".join(lines + sections(runs)).rstrip() + "\n"
+
+
+def sections(runs: list[dict[str, Any]]) -> list[str]:
+    """The card's Markdown lines below its title (`## Sources`, `## Steps`, ...), as `honing audit` embeds them."""
+    return _sources(runs) + _steps(runs) + _pii(runs) + _splits(runs) + _histogram(runs)
 
 
 def _sources(runs: list[dict[str, Any]]) -> list[str]:
