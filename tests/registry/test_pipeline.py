@@ -110,7 +110,7 @@ def test_a_failed_gate_rejects_the_candidate_keeps_production_and_exits_3(tmp_pa
     env = {**os.environ, "COLUMNS": "400"}
     out = subprocess.run([*HONING, "pipeline", str(path)], capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 3, out.stderr + out.stdout
-    assert "registered as rejected" in out.stdout and "production stays on v1" in out.stdout, out.stdout
+    assert "registered as rejected" in out.stderr and "production stays on v1" in out.stderr, out.stderr
     with Registry() as registry:
         assert registry.get("bot", "production").version == 1
         assert registry.get("bot", 2).status == "rejected" and registry.attachments("bot", 2, "eval")
@@ -122,7 +122,7 @@ def test_a_failed_gate_rejects_the_candidate_keeps_production_and_exits_3(tmp_pa
 
 
 def test_a_failing_step_stops_with_one_line_and_a_rerun_continues_from_it(tmp_path, tiny_model_dir):
-    path = _pipeline(tmp_path, tiny_model_dir, sft={"data.format": "preference"})  # chat data read as pairs
+    path = _pipeline(tmp_path, tiny_model_dir, sft={"data.format": "instruction"})  # chat data read as alpaca records
     with pytest.raises(HoningError) as err:
         _run(path)
     assert "\n" not in str(err.value)
@@ -144,3 +144,47 @@ def test_bad_references_are_one_line_errors_before_anything_runs(tmp_path, tiny_
         _run(path)
     assert message in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "pipe").exists()
+
+
+# --------------------------------------------------------------------------- the bundled pipelines
+
+
+def _gate_overrides(tmp_path: Path) -> list[str]:
+    task = json.dumps(_probe(tmp_path))
+    return [f"registry.gate.tasks=[{task}]", "registry.gate.regression_tolerance=1.0", "registry.gate.cache=false",
+            f"output.dir={tmp_path / 'pipe'}"]
+
+
+def _tiny(prefix: str, settings: dict) -> list[str]:
+    return [f"{prefix}.{key}={json.dumps(value)}" for key, value in settings.items()]
+
+
+def test_the_bundled_quickstart_pipeline_runs_on_a_tiny_model(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.chdir(ROOT)  # the bundled pipelines name their files from the repository root
+    result = _run(ROOT / "examples" / "pipeline" / "quickstart.yaml", *_gate_overrides(tmp_path),
+                  *_tiny("steps.sft.overrides", {"model": {"path": str(tiny_model_dir)}, "train.max_steps": 2, "adapter.rank": 4,
+                                                 "output.tensorboard": False}))
+    assert result["status"] == "completed" and set(_statuses(result).values()) == {"ran"}
+    with Registry() as registry:
+        assert registry.get("support-bot", "production").version == 1
+
+
+def test_the_bundled_redteam_loop_runs_on_a_tiny_model(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    scan = {"target": {"path": str(tiny_model_dir)}, "limit": 6, "mutators": ["none"], "attempts": 1,
+            "sampling.max_new_tokens": 8, "batch_size": 6, "resamples": 100, "output.tensorboard": False}
+    result = _run(ROOT / "examples" / "pipeline" / "redteam_loop.yaml", *_gate_overrides(tmp_path),
+                  *_tiny("steps.scan.overrides", scan),
+                  *_tiny("steps.revise.overrides", {"max_prompts": 4, "require_fixed": False, "anchors": False,
+                                                    "anchor_prompts": None, "revision_samples": 1,
+                                                    "sampling.max_new_tokens": 8, "output.tensorboard": False}),
+                  *_tiny("steps.align.overrides", {"model": {"path": str(tiny_model_dir)}, "data.max_length": 64,
+                                                   "data.validation_split": 0, "train.max_steps": 2,
+                                                   "train.micro_batch_size": 2, "train.grad_accum": 1,
+                                                   "adapter.rank": 4, "output.tensorboard": False}),
+                  *_tiny("steps.rescan.overrides", {**{k: v for k, v in scan.items() if k != "target"},
+                                                    "fail_above": 1.0}))
+    assert result["status"] == "completed", result
+    with Registry() as registry:
+        version = registry.get("embedded-safe", "production")
+        assert version.version == 1 and registry.attachments("embedded-safe", 1, "redteam")  # the rescan

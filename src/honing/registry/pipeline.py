@@ -378,6 +378,9 @@ def _run_step(cfg: PipelineConfig, step: Step, key: str, inputs: dict[str, str],
         _close(state, step, entry, "failed", started, str(err) or type(err).__name__)
         state.log(step=step.name, event="failed", error=str(err))
         console.print(f"{prefix}: [red]failed[/red] after {entry['seconds']} s")
+        if isinstance(err, HoningError):
+            raise type(err)(f"step {step.name} ({step.command}): {err} — fix it and run the pipeline again; the "
+                            "finished steps are skipped") from None
         raise
     result = _json_safe(result)
     if isinstance(result, dict) and result.get("status") == "interrupted":
