@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from honing.config.alignment import DPOConfig, LabelConfig, RewardConfig, ScoreConfig
+from honing.config.audit import AuditConfig
 from honing.config.base import StrictModel
 from honing.config.evaluation import EvalConfig
 from honing.config.inference import ChatConfig, GenerateConfig, InspectConfig, MergeConfig
 from honing.config.lineage import LineageConfig
+from honing.config.pipeline import PipelineConfig
 from honing.config.redteam import ConstituteConfig, RedteamConfig
 from honing.config.rl import RLConfig
 from honing.config.synth import SynthConfig
@@ -149,6 +151,14 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
            flags=(Flag("--verify", "verify", f"Re-hash every file of the graph still on disk; exit with code "
                        f"{EXIT_GATE_FAILED} when one changed or is missing."),
                   Flag("--format", "format", "tree (default), json or dot.", metavar="FORMAT"))),
+    _stage("audit", AuditConfig, "One Markdown + HTML audit report of a registered version (model card, data card, "
+           "evaluations, red-team scan, lineage, hashes checked), from the records alone.", subject="target",
+           output="output", flags=(Flag("--no-verify", "verify", "Report the recorded hashes without re-hashing the "
+                                        "files.", value="false"),)),
+    _stage("pipeline", PipelineConfig, "Run named steps (any honing command, or a registry gate) in order; a rerun "
+           "skips the steps whose command, config and input files are unchanged.",
+           flags=(Flag("--from", "from_step", "Run this step and every later one even when unchanged.",
+                       metavar="STEP"),)),
 )}
 """`honing <name>`."""
 
