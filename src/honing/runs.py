@@ -153,6 +153,7 @@ class Run:
             "status": "running",
             "started": _now(),
             "command": sys.argv,
+            "cwd": os.getcwd(),
             "code": code_version(),
             "libraries": library_versions(),
             "host": {"platform": platform.platform(), "cpu_count": os.cpu_count()},

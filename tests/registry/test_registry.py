@@ -94,8 +94,14 @@ def test_bad_registrations_are_one_line_errors(runs, tmp_path):
     (unfinished / "run.json").write_text(json.dumps({**record, "status": "interrupted"}))
     not_a_run = tmp_path / "plain"
     not_a_run.mkdir()
+    tampered = tmp_path / "tampered"
+    shutil.copytree(runs["a"], tampered)
+    weights = tampered / "adapter" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
+    assert json.loads((runs["a"] / "run.json").read_text())["output_sha256"]["adapter"]
     cases = [(str(tmp_path / "nope"), "bot", "does not exist"), (str(not_a_run), "bot", "not a honing run directory"),
-             (str(unfinished), "bot", "did not finish"), (str(runs["a"]), "bad@name", "model name")]
+             (str(unfinished), "bot", "did not finish"), (str(runs["a"]), "bad@name", "model name"),
+             (str(tampered), "bot", "not the ones the run saved")]
     for path, name, message in cases:
         out = _honing("registry", "register", path, "--name", name)
         assert out.returncode == 1 and message in out.stderr and "Traceback" not in out.stderr, out.stderr

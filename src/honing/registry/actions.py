@@ -73,9 +73,15 @@ def prepare(run_dir: str | Path, *, search: list[Path] | None = None) -> dict[st
     files = weight_files(model_path)
     if not files:
         raise HoningError(f"{model_path} holds no weights (*.safetensors or *.bin)")
+    digest = weights_sha256(files)
+    saved = (record.get("output_sha256") or {}).get(kind)
+    if saved and saved != digest:
+        raise HoningError(f"the weights in {model_path} are not the ones the run saved (sha256 {digest[:12]}… ≠ "
+                          f"{saved[:12]}… in run.json); they were changed after training, so this run cannot vouch "
+                          "for them")
     config = run_dir / "config.yaml"
     entry = {"run_dir": str(run_dir), "run_id": record.get("run_id"), "stage": record.get("stage"),
-             "model_path": str(model_path), "kind": kind, "weights_sha256": weights_sha256(files), "record": record,
+             "model_path": str(model_path), "kind": kind, "weights_sha256": digest, "record": record,
              "config": config.read_text(encoding="utf-8") if config.is_file() else None}
     roots = [run_dir.parent, *(search or [])]
     entry["attachments"] = [attachment(d) for d in find_evaluations(entry, roots)]

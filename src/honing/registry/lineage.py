@@ -233,7 +233,9 @@ def enclosing_run_dir(path: Path) -> Path | None:
 
 def _working_dir(directory: Path, record: dict[str, Any]) -> Path:
     """Where the run's relative paths start: found from a recorded output inside the run directory
-    (runs/data-clean-x/removed.jsonl), else the parent of a `runs/` folder, else the current directory."""
+    (runs/data-clean-x/removed.jsonl), else the parent of a `runs/` folder, else the current directory.
+    Before the last, the directory the run recorded as its `cwd`: a project that was copied or moved finds its
+    files beside its run directories, so the recorded place comes after those rules."""
     outputs = record.get("outputs") if isinstance(record.get("outputs"), dict) else {}
     texts = [v.get("path") if isinstance(v, dict) else v for v in outputs.values()]
     for text in (t for t in texts if isinstance(t, str) and t and not Path(t).is_absolute()):
@@ -241,7 +243,10 @@ def _working_dir(directory: Path, record: dict[str, Any]) -> Path:
                 if Path(os.path.normpath(base / text)).is_relative_to(directory)]
         if fits:
             return next((base for base in fits if (base / text).exists()), fits[-1])
-    return directory.parent.parent if directory.parent.name == "runs" else Path.cwd()
+    if directory.parent.name == "runs":
+        return directory.parent.parent
+    recorded = record.get("cwd")
+    return Path(recorded) if isinstance(recorded, str) and Path(recorded).is_dir() else Path.cwd()
 
 
 def _when(text: Any) -> _dt.datetime | None:
@@ -543,6 +548,9 @@ class _Walk:
 
     def _model_node(self, path: Path, *, made_by: RunRecord | Node | None, sha: str | None = None,
                     hashed_as: str = "weights", role: str | None = None) -> Node:
+        if sha is None and isinstance(made_by, RunRecord):  # training runs record their outputs' weights hashes
+            hashes = made_by.record.get("output_sha256")
+            sha = hashes.get(made_by.output_role(path) or "") if isinstance(hashes, dict) else None
         node_id = _node_id("model", path, sha)
         if node_id in self.nodes:
             return self.nodes[node_id]

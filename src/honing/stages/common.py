@@ -121,11 +121,24 @@ def train_and_save(stage: str, config: Any, parts: StageParts, train: TrainConfi
             outputs = save_model(parts.model, parts.tokenizer, run.dir, save=output.save, state_dict=gathered)
         for role, path in outputs.items():
             run.add_output(role, path)
+        run.set("output_sha256", output_hashes(outputs))
     run.finish(status=result.stopped, metrics={**result.metrics, "restored_best": result.restored_best})
     if ctx.is_main:
         where = ", ".join(f"{role}: {path}" for role, path in outputs.items())
         console.print(f"[green]done[/] — {where}; record: {run.dir / 'run.json'}; metrics: {run.dir / 'metrics.jsonl'}")
     return run, {"run_dir": str(run.dir), "status": result.stopped, "outputs": outputs, **result.metrics}
+
+
+def output_hashes(outputs: dict[str, str]) -> dict[str, str]:
+    """role → sha256 of the weights of every saved model (what the registry and lineage check against)."""
+    from honing.models.source import weight_files, weights_sha256
+
+    hashes = {}
+    for role, path in outputs.items():
+        files = weight_files(path) if Path(path).is_dir() else []
+        if files:
+            hashes[role] = weights_sha256(files)
+    return hashes
 
 
 def _tensorboard_dir(run: Run) -> str | None:
