@@ -145,3 +145,9 @@ def test_the_cli_mirrors_when_mlflow_uri_is_set(runs, uri, tmp_path):  # noqa: F
     assert not (tmp_path / "mlruns").exists()
     client = _client(uri)
     assert [v.tags["honing.ref"] for v in client.search_model_versions("name = 'bot'")] == ["registry:bot@1"]
+    again = subprocess.run([*HONING, "registry", "mirror", f"mlflow_uri={uri}"], capture_output=True, text=True,
+                           timeout=300, env=env, cwd=tmp_path)
+    assert again.returncode == 0 and "bot: 0 runs and 0 model versions created" in again.stderr, again.stderr
+    unset = subprocess.run([*HONING, "registry", "mirror"], capture_output=True, text=True, timeout=300, env=env,
+                           cwd=tmp_path)
+    assert unset.returncode == 1 and "set mlflow_uri" in unset.stderr

@@ -32,6 +32,13 @@ def _config(settings: tuple[str, ...]) -> RegistryConfig:
     return load_config(RegistryConfig, config[0] if config else None, overrides)
 
 
+def _optional_name(name: str | None, settings: tuple[str, ...]) -> tuple[str | None, tuple[str, ...]]:
+    """An optional NAME before the settings: `list path=x.sqlite` has no name, only a setting."""
+    if name is not None and ("=" in name or name.lower().endswith((".yaml", ".yml"))):
+        return None, (name, *settings)
+    return name, settings
+
+
 def _open(cfg: RegistryConfig, *, create: bool = False):
     from honing.registry.store import Registry
 
@@ -97,6 +104,7 @@ def register(run_dir: str, name: str, alias: str | None, reason: str | None, set
 @SETTINGS
 def list_versions(name: str | None, as_json: bool, settings: tuple[str, ...]) -> None:
     """Every model (or every version of NAME) with its aliases and status."""
+    name, settings = _optional_name(name, settings)
     from rich.table import Table
 
     cfg = _config(settings)
@@ -288,6 +296,7 @@ def attach(spec: str, run_dir: str, settings: tuple[str, ...]) -> None:
     with _open(cfg) as registry:
         version = _version_of(spec, registry)
         added = registry.attach(version.name, version.version, attachment(run_dir))
+        _mirror(cfg, registry, version.name)
     _say(f"attached {run_dir} to {version.name} v{version.version}" if added else f"{run_dir} was attached already")
 
 
@@ -296,6 +305,7 @@ def attach(spec: str, run_dir: str, settings: tuple[str, ...]) -> None:
 @SETTINGS
 def history(name: str | None, settings: tuple[str, ...]) -> None:
     """Every registration and alias move (of NAME, or all), oldest first: who, when, why."""
+    name, settings = _optional_name(name, settings)
     cfg = _config(settings)
     with _open(cfg) as registry:
         events = registry.history(name)
@@ -303,6 +313,24 @@ def history(name: str | None, settings: tuple[str, ...]) -> None:
     for event in events:
         out.print(f"{event['at'][:19]}  {event['name']}  {_event_text(event)}  by {event['who']}"
                   + (f" — {event['reason']}" if event["reason"] else ""))
+
+
+@registry_group.command()
+@click.argument("name", required=False)
+@SETTINGS
+def mirror(name: str | None, settings: tuple[str, ...]) -> None:
+    """Bring MLflow (mlflow_uri=...) up to date with every version and alias of NAME, or of every model."""
+    name, settings = _optional_name(name, settings)
+    from honing.registry.mirror import mirror_all, mirror_model
+
+    cfg = _config(settings)
+    if not cfg.mlflow_uri:
+        raise HoningError("set mlflow_uri=... (e.g. mlflow_uri=sqlite:///mlflow.db), or mlflow_uri: in a registry config")
+    with _open(cfg) as registry:
+        done = {name: mirror_model(registry, name, cfg.mlflow_uri)} if name else mirror_all(registry, cfg.mlflow_uri)
+    for model, counts in done.items():
+        _say(f"{model}: {counts['runs_created']} runs and {counts['versions_created']} model versions created, "
+             f"{counts['updated']} updated; aliases {counts['aliases'] or 'none'} → {cfg.mlflow_uri}")
 
 
 @registry_group.command(name="export")
