@@ -140,8 +140,8 @@ def test_override_value_that_is_not_yaml_is_a_string():
     assert parse_override("train.betas=[0.9, 0.95]")[1] == [0.9, 0.95]
 
 
-CONFIG_MODULES = ["alignment", "data", "evaluation", "inference", "lineage", "model", "output", "redteam", "registry",
-                  "rl", "sampling", "synth", "train", "training", "workbench"]
+CONFIG_MODULES = ["alignment", "audit", "data", "evaluation", "inference", "lineage", "model", "output", "pipeline",
+                  "redteam", "registry", "rl", "sampling", "synth", "train", "training", "workbench"]
 
 
 @pytest.mark.parametrize("name", CONFIG_MODULES)
