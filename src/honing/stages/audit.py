@@ -2,7 +2,8 @@
 
     gather the facts (honing.registry.audit: the registry's version, history and attachments; the training run's
     metrics.jsonl; the data runs and the lineage, re-hashed unless verify=false)
-    ─▶ render report.md and report.html, then write them and audit.json (the facts), each atomically
+    ─▶ render report.md and report.html (honing.registry.audit_report), then write them and audit.json (the
+    facts), each atomically
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from honing.ui import console
 
 
 def audit(cfg: AuditConfig) -> dict[str, Any]:
-    from honing.registry.audit import default_output, gather, write_audit
+    from honing.registry.audit import default_output, gather
+    from honing.registry.audit_report import write_audit
 
     facts = gather(cfg.target, search=cfg.search, verify=cfg.verify)
     model = facts["model"]["registry"]
