@@ -191,6 +191,21 @@ def test_verify_flags_a_tampered_and_a_deleted_file(copy, run_cli):
     assert run_cli("lineage", copy / "runs/sft/adapter")[0] == 0  # without --verify nothing is re-hashed
 
 
+def test_verify_on_a_run_directory_re_hashes_its_models(copy, run_cli):
+    graph = build_lineage(copy / "runs/sft", verify=True)
+    (edge, adapter), = graph.downstream(graph.root)
+    assert (edge.role, adapter.kind, adapter.path) == ("adapter", "model", str(copy / "runs/sft/adapter"))
+    recorded = json.loads((copy / "runs/sft/run.json").read_text())["output_sha256"]["adapter"]
+    assert adapter.sha256 == recorded and adapter.status == "ok" and graph.passed
+    code, out, err = run_cli("lineage", copy / "runs/sft", "--verify")
+    assert code == 0 and re.search(r"adapter → model .*adapter .*ok", out), out + err
+
+    weights = copy / "runs/sft/adapter/adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + bytes(8))
+    code, out, err = run_cli("lineage", copy / "runs/sft", "--verify")
+    assert code == 3 and re.search(r"adapter .*changed \(now [0-9a-f]{12}\)", out) and "FAILED" in out, out + err
+
+
 def test_the_graph_still_builds_when_run_directories_are_gone(copy, run_cli):
     shutil.rmtree(copy / "runs" / "dedup")
     (copy / "runs" / "clean" / "run.json").write_text("{not json")
@@ -282,3 +297,19 @@ def test_a_registered_version_answers_even_when_its_run_is_gone(copy, run_cli, m
     assert any(n.path == str(copy / "raw.jsonl") for n in graph.nodes.values())
     code, out, err = run_cli("lineage", "registry:bot@1", "--verify", "--format", "json")
     assert code == 3 and json.loads(out)["passed"] is False, err
+
+
+def test_a_registered_run_whose_record_was_replaced_is_walked_from_the_registry(copy, run_cli, monkeypatch):
+    monkeypatch.setenv("HONING_REGISTRY", str(copy.parent / "registry.sqlite"))
+    assert run_cli("registry", "register", copy / "runs/sft", "--name", "bot")[0] == 0
+    registered = json.loads((copy / "runs/sft/run.json").read_text())["run_id"]
+    other = json.loads((copy / "runs/sft2/run.json").read_text())["run_id"]
+    shutil.copy(copy / "runs/sft2/run.json", copy / "runs/sft/run.json")
+
+    graph = build_lineage("registry:bot@1", verify=True)
+    _, run = only(graph, graph.root)
+    assert (run.run_id, run.status, run.details["on_disk_run_id"]) == (registered, "changed", other)
+    assert run.details["record_from"] == "registry" and graph.passed is False
+    assert "data-split" in {n.stage for n in graph.nodes.values()}  # walked on from the registry's copy
+    code, out, err = run_cli("lineage", "registry:bot@1", "--verify")
+    assert code == 3 and f"now the record of run {other}" in out and "FAILED" in out, out + err

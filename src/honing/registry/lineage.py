@@ -2,8 +2,10 @@
 
     build_lineage(target, search=(), verify=False) -> Lineage
 
-`target` is a model (a run's `adapter/` or `model/`), a run directory, a data file, or `registry:NAME@V`
-(`@alias`). The walk goes upstream: a model to the run that made it (its `outputs`), a run to its `inputs`
+`target` is a model (a run's `adapter/` or `model/`), a run directory (with the models it saved, edges from them to
+it, so verify re-hashes them too), a data file, or `registry:NAME@V` (`@alias`: walked from the registered run's
+record, or the registry's copy of it when its run.json on disk is gone, damaged or another run's, the run node then
+`changed` or `damaged` with the record on disk in its details). The walk goes upstream: a model to the run that made it (its `outputs`), a run to its `inputs`
 (data files, base model, teacher, probes ...) and its `parent`, and a file to the run that wrote it, found by
 indexing the `run.json` files under the search roots: `./runs`, each directory of `search`, and the directory
 holding every run reached. A recorded input is matched to a recorded output by sha256 first (so moved files
@@ -50,13 +52,17 @@ from pathlib import Path
 from typing import Any
 
 from honing.errors import HoningError
+from honing.registry.refs import parse_ref
 from honing.registry.run_index import RunIndex, RunRecord, enclosing_run_dir, read_run, working_dir
+from honing.registry.store import Registry, Version, default_path
 from honing.runs import RUN_FILE, file_sha256, tree_sha256
 
 KINDS = ("model", "run", "file", "external")
 FAILED = ("changed", "missing", "damaged")
 """Statuses that fail a verify."""
 MODEL_ROLES = {"base_model", "adapter", "teacher", "judge", "target", "attacker", "model", "feedback"}
+OUTPUT_MODEL_ROLES = ("model", "adapter", "reward_model")
+"""The outputs that are models: a run directory's lineage re-hashes them with verify."""
 FINGERPRINT_STAGES = {"eval", "redteam", "constitute"}
 """Stages whose model inputs carry a fingerprint of the weights and loading settings, not a content hash."""
 EMPTY_SHA = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -108,6 +114,10 @@ class Lineage:
     def upstream(self, node_id: str) -> list[tuple[Edge, Node]]:
         """What `node_id` was made from, in the order the records list it."""
         return [(edge, self.nodes[edge.upstream]) for edge in self.edges if edge.downstream == node_id]
+
+    def downstream(self, node_id: str) -> list[tuple[Edge, Node]]:
+        """What was made from (or by) `node_id` in the graph: for a run directory's lineage, the run's models."""
+        return [(edge, self.nodes[edge.downstream]) for edge in self.edges if edge.upstream == node_id]
 
     @property
     def summary(self) -> dict[str, int]:
@@ -183,9 +193,12 @@ class _Walk:
             path = path.parent
         if path.is_dir() and (path / RUN_FILE).is_file():
             run = read_run(path)
-            if not (path / "config.json").is_file():  # a merged model directory is its own run directory
-                return self._run_node(run).id
-            return self._model_node(path, made_by=run).id
+            if (path / "config.json").is_file():  # a merged model directory is its own run directory
+                return self._model_node(path, made_by=run).id
+            for role, output, _ in run.outputs():  # its models, with the weights hashes training recorded
+                if role in OUTPUT_MODEL_ROLES and output != path:
+                    self._model_node(output, made_by=run, hashed_as="weights")
+            return self._run_node(run).id
         if path.is_dir() and _looks_like_model(path):
             enclosing = enclosing_run_dir(path.parent)
             return self._model_node(path, made_by=read_run(enclosing) if enclosing else None).id
@@ -200,21 +213,36 @@ class _Walk:
     def _registry_target(self, ref: str) -> str:
         version = _registry_version(ref)
         model_path = Path(version.model_path).expanduser().resolve()
-        run_dir = Path(version.run_dir).expanduser().resolve()
-        copy = getattr(version, "record", None)
-        if (run_dir / RUN_FILE).is_file():
-            run = read_run(run_dir)
-        elif isinstance(copy, dict):  # the directory is gone: walk on from the registry's copy of its record
-            run = RunRecord(run_dir, copy, working_dir(run_dir, copy), from_registry=True)
-        else:
-            run = None
+        run, problem = self._registered_run(version)
         node = self._model_node(model_path, made_by=run, sha=version.weights_sha256, hashed_as="weights",
-                                role=getattr(version, "kind", None))
-        node.details.update({"registry": f"{version.name}@{version.version}",
-                             "aliases": list(getattr(version, "aliases", []) or [])})
-        if run is None:
-            self._edge(node.id, self._missing_run(run_dir, None, None).id, "made_by")
+                                role=version.kind)
+        node.details.update({"registry": f"{version.name}@{version.version}", "aliases": list(version.aliases)})
+        if problem:  # the run directory holds a record that is not the registered one
+            run_node = self.nodes[run.node_id]
+            run_node.status = problem.pop("status")
+            run_node.details.update(problem)
         return node.id
+
+    def _registered_run(self, version: Version) -> tuple[RunRecord, dict[str, Any]]:
+        """The registered run: its run.json on disk when that is the registered run's record, else the registry's
+        copy (the directory is gone, its record is damaged, or it now holds another run's record), with what is
+        wrong with the record on disk (its status, why, and the run id it holds)."""
+        run_dir = Path(version.run_dir).expanduser().resolve()
+        registered_id = version.run_id or version.record.get("run_id")
+        problem: dict[str, Any] = {}
+        if (run_dir / RUN_FILE).is_file():
+            try:
+                on_disk = read_run(run_dir)
+            except HoningError as err:
+                problem = {"status": "damaged", "why": f"{err}; the registry's copy is walked"}
+            else:
+                if not (registered_id and on_disk.run_id and on_disk.run_id != registered_id):
+                    return on_disk, {}
+                problem = {"status": "changed", "on_disk_run_id": on_disk.run_id,
+                           "why": f"{run_dir / RUN_FILE} is now the record of run {on_disk.run_id}, not of the "
+                                  f"registered run {registered_id}; the registry's copy is walked"}
+                self.index.runs.pop(run_dir, None)  # the copy answers for this directory, not the record there
+        return RunRecord(run_dir, version.record, working_dir(run_dir, version.record), from_registry=True), problem
 
     def _is_recorded_data_dir(self, path: Path) -> bool:
         """A data directory some indexed run wrote (or wrote into), or read."""
@@ -434,19 +462,10 @@ def _is_external(text: str, sha: str | None, kind: Any) -> bool:
     return sha is None and "/" not in text and "." not in text and not Path(text).exists()
 
 
-def _registry_version(ref: str) -> Any:
-    """The registered version as the registry holds it. Lineage must answer for a version whose files were moved
-    or deleted (and --verify says what changed), so this reads the registry without resolve_ref's checks that
-    the files are still there and unchanged, where the registry lets it."""
-    try:
-        from honing.registry.refs import resolve_ref
-    except ImportError:
-        raise HoningError(f"{ref}: this honing has no model registry; give a model, run directory or data file") from None
-    try:
-        from honing.registry.refs import parse_ref
-        from honing.registry.store import Registry, default_path
-    except ImportError:
-        return resolve_ref(ref)
+def _registry_version(ref: str) -> Version:
+    """The registered version as the registry holds it, without resolve_ref's checks that its files are still there
+    and unchanged: lineage answers for a version whose files were moved or deleted, and --verify says what changed.
+    A one-line HoningError for a bad reference or an unknown registry, name, version or alias."""
     name, which = parse_ref(ref)
     with Registry(default_path(), create=False) as registry:
         return registry.get(name, which)

@@ -1,8 +1,9 @@
 """A lineage graph as text: a tree for the terminal (rich), JSON (the shape `honing.registry.lineage`
 documents), and Graphviz DOT (`dot -Tsvg lineage.dot -o lineage.svg`).
 
-The tree starts at the target and goes upstream; a node reached a second time is named again, marked
-`(shown above)`, and not expanded twice. Paths under the working directory are shown relative to it.
+The tree starts at the target (a run directory's own models first, `role →`) and goes upstream; a node reached a
+second time is named again, marked `(shown above)`, and not expanded twice. Paths under the working directory are
+shown relative to it.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ def tree(lineage: Lineage) -> Tree:
     """Depth first, in the order the records list their inputs."""
     root = Tree(describe(lineage.nodes[lineage.root]))
     shown = {lineage.root}
+    for edge, node in lineage.downstream(lineage.root):  # a run's own models, first
+        root.add(f"[dim]{escape(edge.role)} →[/] " + describe(node))
+        shown.add(node.id)
     pending = [(root, iter(lineage.upstream(lineage.root)))]
     while pending:
         branch, children = pending[-1]
@@ -72,6 +76,8 @@ def describe(node: Node) -> str:
             parts.append(escape(str(node.details["status"])))
         if node.details.get("record_from"):
             parts.append(f"[dim](record from the {node.details['record_from']})[/]")
+        if node.details.get("why"):
+            parts.append(f"[dim]({escape(str(node.details['why']))})[/]")
     else:
         parts.append(escape(_where(node)))
         if node.sha256:
