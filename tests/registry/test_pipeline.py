@@ -16,7 +16,8 @@ import yaml
 from honing.config.loader import load_config
 from honing.config.pipeline import PipelineConfig
 from honing.errors import ConfigError, HoningError
-from honing.registry.pipeline import run_pipeline
+from honing.registry.pipeline import Step, _stage, load_step, run_pipeline, step_key
+from honing.registry.refs import resolve_ref
 from honing.registry.store import Registry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,6 +83,7 @@ def test_a_pipeline_runs_skips_what_is_unchanged_and_reruns_what_changed(tmp_pat
     state = json.loads((tmp_path / "pipe" / "state.json").read_text())
     assert {name: entry["status"] for name, entry in state["steps"].items()} == dict.fromkeys(_statuses(first), "done")
     assert Path(state["steps"]["sft"]["outputs"]["adapter"]).is_dir()
+    first_sft = state["steps"]["sft"]["run_dir"]
     dirs = _dirs(tmp_path)
 
     second = _run(path)
@@ -97,10 +99,57 @@ def test_a_pipeline_runs_skips_what_is_unchanged_and_reruns_what_changed(tmp_pat
     with Registry() as registry:
         assert registry.get("bot", "production").version == 2
 
+    state = json.loads((tmp_path / "pipe" / "state.json").read_text())
+    v2_dir = Path(state["steps"]["sft"]["run_dir"])
+    v2_record = (v2_dir / "run.json").read_bytes()
+    alias = _stats_step("registry:bot@production")  # a reference to an alias is keyed by the version it names
+    key_before = _key_of(alias, tmp_path)
+
     forced = _run(changed, "from_step=sft")
     assert _statuses(forced) == {"clean": "skipped", "sft": "ran", "promote": "ran"}
+    state = json.loads((tmp_path / "pipe" / "state.json").read_text())
+    assert state["steps"]["sft"]["run_dir"] == f"{v2_dir}-2"  # same key, fresh directory: the finished run stays
+    assert (v2_dir / "run.json").read_bytes() == v2_record
+    assert not list((tmp_path / "pipe").glob("*.attempt-*"))
+    assert {resolve_ref(f"registry:bot@{n}").run_dir for n in (1, 2, 3)} == {
+        str(Path(p).resolve()) for p in (first_sft, v2_dir, f"{v2_dir}-2")}
+    assert _key_of(alias, tmp_path) != key_before  # production moved from v2 to v3
     log = [json.loads(line) for line in (tmp_path / "pipe" / "log.jsonl").read_text().splitlines()]
     assert [e["event"] for e in log if e["step"] == "clean"] == ["started", "finished", "skipped", "skipped", "skipped"]
+
+
+def _stats_step(field: str, name: str = "stats") -> dict:
+    return {"name": name, "command": "data stats",
+            "overrides": {"input": str(CHAT), "field": field, "pii": False, "workers": 1}}
+
+
+def _key_of(settings: dict, tmp_path: Path) -> str:
+    cfg = PipelineConfig.model_validate({"name": "keys", "steps": [settings]})
+    step = Step(cfg.steps[0], _stage(cfg.steps[0]))
+    return step_key(step, load_step(step, {}, "@pipeline-step-dir@"), tmp_path / "keys")[0]
+
+
+def test_config_strings_naming_the_working_or_pipeline_directory_are_not_hashed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the pipeline's directory is runs/pipeline-paths, under the working directory
+    (tmp_path / "runs").mkdir()
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump({"name": "paths", "steps": [
+        _stats_step(".", "here"), _stats_step("..", "up"), _stats_step("runs", "runs")]}))
+    first = _run(path)
+    assert set(_statuses(first).values()) == {"ran"}
+    state = json.loads((tmp_path / "runs" / "pipeline-paths" / "state.json").read_text())
+    assert all(entry["inputs"] == {str(CHAT): entry["inputs"][str(CHAT)]} for entry in state["steps"].values())
+    assert set(_statuses(_run(path)).values()) == {"skipped"}
+
+
+def test_a_gate_name_is_checked_before_anything_runs(tmp_path, tiny_model_dir):
+    document = yaml.safe_load(_pipeline(tmp_path, tiny_model_dir).read_text())
+    document["steps"][2]["gate"]["name"] = "bad/name"
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(document))
+    with pytest.raises(ConfigError, match="steps.promote.gate.name: model name 'bad/name'"):
+        _run(path)
+    assert not (tmp_path / "pipe").exists()
 
 
 def test_a_failed_gate_rejects_the_candidate_keeps_production_and_exits_3(tmp_path, tiny_model_dir):
@@ -121,7 +170,8 @@ def test_a_failed_gate_rejects_the_candidate_keeps_production_and_exits_3(tmp_pa
         assert len(registry.versions("bot")) == 2
 
 
-def test_a_failing_step_stops_with_one_line_and_a_rerun_continues_from_it(tmp_path, tiny_model_dir):
+def test_a_failing_step_stops_with_one_line_and_a_rerun_continues_from_it(tmp_path, tiny_model_dir, monkeypatch,
+                                                                         capsys):
     path = _pipeline(tmp_path, tiny_model_dir, sft={"data.format": "instruction"})  # chat data read as alpaca records
     with pytest.raises(HoningError) as err:
         _run(path)
@@ -129,8 +179,15 @@ def test_a_failing_step_stops_with_one_line_and_a_rerun_continues_from_it(tmp_pa
     state = json.loads((tmp_path / "pipe" / "state.json").read_text())
     assert state["steps"]["clean"]["status"] == "done" and state["steps"]["sft"]["status"] == "failed"
     assert "promote" not in state["steps"] and not (tmp_path / "reg" / "registry.sqlite").exists()
-    fixed = _run(_pipeline(tmp_path, tiny_model_dir))
+    def unreachable(*args, **kwargs):
+        raise HoningError("MLflow is not reachable")
+
+    monkeypatch.setattr("honing.registry.mirror.mirror_model", unreachable)
+    fixed = _run(_pipeline(tmp_path, tiny_model_dir), "registry.mlflow_uri=sqlite:///nowhere.db")
     assert _statuses(fixed) == {"clean": "skipped", "sft": "ran", "promote": "ran"}
+    assert "MLflow is not reachable" in capsys.readouterr().err  # a warning: the gate's verdict is recorded
+    state = json.loads((tmp_path / "pipe" / "state.json").read_text())
+    assert state["steps"]["promote"]["status"] == "done"
 
 
 @pytest.mark.parametrize("reference, message", [

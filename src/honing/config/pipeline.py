@@ -64,7 +64,8 @@ class PipelineConfig(StrictModel):
     steps: list[PipelineStepConfig] = Field(min_length=1)
     """The steps, in the order they run (override one as steps.<step name>.overrides.<key>=value)."""
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
-    """The registry gate steps write to (path, default gate settings, mlflow_uri)."""
+    """The registry gate steps write to (path, default gate settings, mlflow_uri); a path given here is also
+    HONING_REGISTRY while the pipeline runs, so the steps' registry: references read the same registry."""
     output: PipelineOutputConfig = PipelineOutputConfig()
     from_step: str | None = None
     """Force this step and every later one to run even when unchanged (the --from option)."""

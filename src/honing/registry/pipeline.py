@@ -2,22 +2,29 @@
 
     plan      every step's command, and every ${steps.<step>.<output>} reference checked, before anything runs
     key       a step's identity: its command, its fully resolved config and the sha256 of every file it reads
-    run       each step in its own run directory <pipeline dir>/<step>-<key[:10]>; a step whose key matches the
-              state and whose outputs still exist is skipped; --from STEP forces it and every later one
+    run       each step in its own run directory <pipeline dir>/<step>-<key[:10]> (-2, -3, ... when a finished run
+              already holds that name); a step whose key matches the state and whose outputs still exist is
+              skipped; --from STEP forces it and every later one
     state     <pipeline dir>/state.json (written atomically after every change) and log.jsonl (one line per event)
 
-A step's run directory carries its key, so a step rerun after a change never collides with its old run, and the
-old run stays where the registry (or a later step's record) may still point. A step that crashed or was
-interrupted is recorded as such, never as done: the next run starts again from it. A gate step writes to the
-registry only after its evaluation finished (`register_through_gate`), so a crash before leaves it untouched.
+A finished run's directory is never moved or reused: a rerun (a change, --from STEP, or a config back at an earlier
+key) gets a fresh directory, so the old run stays where the registry (or a later step's record) points. A step that
+crashed or was interrupted is recorded as such, never as done: the next run starts again from it, and its directory
+is moved aside to <dir>.attempt-<n>. A gate step writes to the registry only after its evaluation finished
+(`register_through_gate`), so a crash before leaves it untouched; it is recorded as done before MLflow is mirrored.
+A pipeline with registry.path sets HONING_REGISTRY to it while it runs, so steps, references and gates share one
+registry.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +36,7 @@ from honing.config.registry import RegistryGateConfig
 from honing.config.stages import DATA_STAGES, STAGES, Stage
 from honing.errors import ConfigError, HoningError
 from honing.io import append_jsonl, write_json_atomic
+from honing.registry.store import default_path, now
 from honing.runs import tree_sha256
 from honing.ui import console
 
@@ -51,6 +59,7 @@ KNOWN_OUTPUTS: dict[str, tuple[str, ...]] = {
 """What each command can record in run.json "outputs" (checked before anything runs; any other command's
 references are checked when the step it names has run). Every step also has run_dir."""
 _DIRECTORY_OUTPUT = {"data split"}
+_FINISHED_RUN = ("completed", "early_stopped")
 
 
 @dataclass
@@ -78,11 +87,22 @@ def plan(cfg: PipelineConfig) -> list[Step]:
     steps: list[Step] = []
     for settings in cfg.steps:
         step = Step(settings, None if settings.gate is not None else _stage(settings))
+        if settings.gate is not None:
+            _check_gate_name(settings)
         for where, text in _strings(settings):
             for ref_step, key in REFERENCE.findall(text):
                 _check_reference(steps, names, step, where, ref_step, key)
         steps.append(step)
     return steps
+
+
+def _check_gate_name(settings: PipelineStepConfig) -> None:
+    from honing.registry.actions import check_name
+
+    try:
+        check_name(settings.gate.name)
+    except HoningError as err:
+        raise ConfigError(f"steps.{settings.name}.gate.name: {err}") from None
 
 
 def _stage(settings: PipelineStepConfig) -> Stage:
@@ -204,31 +224,62 @@ def load_step(step: Step, done: dict[str, dict[str, Any]], step_dir: str) -> Str
     return cfg
 
 
-def step_key(step: Step, cfg: StrictModel) -> tuple[str, dict[str, str]]:
-    """(sha256 key, {input path: sha256}) of a command step: its command, resolved config and the files it reads."""
+def step_key(step: Step, cfg: StrictModel, directory: Path) -> tuple[str, dict[str, str]]:
+    """(sha256 key, inputs) of a command step: its command, resolved config, the sha256 of the files it reads and
+    the version (NAME@V) each registry:NAME@alias it names points at now. inputs: {path: sha256, reference: NAME@V}."""
+    from honing.registry.refs import is_ref, pin
+
     skip = {run_dir_key(step.stage), step.stage.output}
-    inputs = {path: tree_sha256(path) for path in _paths(cfg.model_dump(mode="json"), skip)}
+    strings = _strings_of(cfg.model_dump(mode="json"), skip)
+    try:
+        pins = {text: pin(text) for text in strings if is_ref(text)}
+    except HoningError as err:
+        raise HoningError(f"step {step.name} ({step.command}): {err}") from None
+    excluded = _not_inputs(directory)
+    inputs = {path: tree_sha256(path) for path in strings if not is_ref(path) and _is_input(path, excluded)}
+    inputs.update(pins)
     return _digest({"command": step.command, "config": dump_config(cfg), "inputs": inputs}), inputs
 
 
-def _paths(value: Any, skip: set[str | None], prefix: str = "") -> list[str]:
-    """Every string of a config that names an existing file or directory (not the step's own outputs)."""
+def _strings_of(value: Any, skip: set[str | None], prefix: str = "") -> list[str]:
+    """Every one-line string of a config (not the step's own outputs, not the step's run directory placeholder)."""
     if prefix.rstrip(".") in skip:
         return []
     if isinstance(value, dict):
-        return [p for key, item in value.items() for p in _paths(item, skip, f"{prefix}{key}.")]
+        return [p for key, item in value.items() for p in _strings_of(item, skip, f"{prefix}{key}.")]
     if isinstance(value, list):
-        return [p for item in value for p in _paths(item, skip, prefix)]
+        return [p for item in value for p in _strings_of(item, skip, prefix)]
     if isinstance(value, str) and value and STEP_DIR not in value and "\n" not in value and len(value) < 4096:
-        try:
-            return [value] if Path(value).exists() and Path(value).resolve() != Path.cwd().resolve() else []
-        except OSError:
-            return []
+        return [value]
     return []
+
+
+def _not_inputs(directory: Path) -> set[Path]:
+    """Directories a config string may name but the key never hashes: the filesystem root, the working directory
+    and its ancestors, the pipeline's own directory and its ancestors (hashing them would hash the whole disk, or
+    the pipeline's own state, which changes every run)."""
+    cwd = Path.cwd().resolve()
+    return {cwd, *cwd.parents, (own := directory.resolve()), *own.parents}
+
+
+def _is_input(text: str, excluded: set[Path]) -> bool:
+    """`text` names an existing file or directory the step reads (not a URL, not one of `excluded`)."""
+    if "://" in text:
+        return False
+    try:
+        path = Path(text).expanduser()
+        return path.exists() and path.resolve() not in excluded
+    except (OSError, RuntimeError, ValueError):
+        return False
 
 
 def _digest(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def registry_path(cfg: PipelineConfig) -> Path:
+    """The registry the pipeline's gates write to, absolute: registry.path, else HONING_REGISTRY or the default."""
+    return (Path(cfg.registry.path) if cfg.registry.path else default_path()).expanduser().resolve()
 
 
 def gate_settings(cfg: PipelineConfig, step: Step) -> RegistryGateConfig:
@@ -264,7 +315,7 @@ class State:
         write_json_atomic(self.path, self.data)
 
     def log(self, **event: Any) -> None:
-        append_jsonl(self.log_path, [{"time": _now(), **event}])
+        append_jsonl(self.log_path, [{"time": now(), **event}])
 
 
 def finished(entry: dict[str, Any] | None, key: str) -> bool:
@@ -286,6 +337,28 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     """Run the steps in order (skipping finished ones). Returns {"dir", "status", "steps": [...], "gate"?};
     status is completed, gate_failed or interrupted."""
     steps = plan(cfg)
+    with _registry_env(cfg):
+        return _run_steps(cfg, steps)
+
+
+@contextmanager
+def _registry_env(cfg: PipelineConfig) -> Iterator[None]:
+    """HONING_REGISTRY set to registry.path while the pipeline runs (when given), restored after."""
+    if not cfg.registry.path:
+        yield
+        return
+    before = os.environ.get("HONING_REGISTRY")
+    os.environ["HONING_REGISTRY"] = str(registry_path(cfg))
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("HONING_REGISTRY", None)
+        else:
+            os.environ["HONING_REGISTRY"] = before
+
+
+def _run_steps(cfg: PipelineConfig, steps: list[Step]) -> dict[str, Any]:
     directory = pipeline_dir(cfg)
     for step in steps:  # every command's config validates before anything runs (references stand in as text)
         if step.stage is not None:
@@ -298,7 +371,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     for index, step in enumerate(steps, 1):
         forced = forced or step.name == cfg.from_step
         prefix = f"[{index}/{len(steps)}] {step.name} ({step.command})"
-        key, inputs = _prepare(cfg, step, done)
+        key, inputs = _prepare(cfg, step, done, directory)
         entry = state.get(step.name)
         if not forced and finished(entry, key):
             done[step.name] = entry
@@ -340,7 +413,8 @@ class _Anything(dict):
         return f"{self.base}/{key}"
 
 
-def _prepare(cfg: PipelineConfig, step: Step, done: dict[str, dict[str, Any]]) -> tuple[str, dict[str, str]]:
+def _prepare(cfg: PipelineConfig, step: Step, done: dict[str, dict[str, Any]],
+             directory: Path) -> tuple[str, dict[str, str]]:
     """(key, inputs) of a step: its command, its resolved config (a gate: its settings) and the files it reads."""
     if step.stage is None:
         gate = step.settings.gate
@@ -348,17 +422,17 @@ def _prepare(cfg: PipelineConfig, step: Step, done: dict[str, dict[str, Any]]) -
         settings = gate_settings(cfg, step)
         inputs = {candidate: tree_sha256(candidate)} if Path(candidate).exists() else {}
         key = _digest({"command": "gate", "candidate": candidate, "name": gate.name, "reason": gate.reason,
-                       "registry": cfg.registry.path, "gate": settings.model_dump(mode="json"), "inputs": inputs})
+                       "registry": str(registry_path(cfg)), "gate": settings.model_dump(mode="json"),
+                       "inputs": inputs})
         return key, inputs
-    return step_key(step, load_step(step, done, STEP_DIR))
+    return step_key(step, load_step(step, done, STEP_DIR), directory)
 
 
 def _run_step(cfg: PipelineConfig, step: Step, key: str, inputs: dict[str, str], done: dict[str, dict[str, Any]],
               directory: Path, state: State, prefix: str) -> dict[str, Any]:
-    step_dir = directory / f"{step.name}-{key[:10]}"
-    _move_aside(step_dir)
+    step_dir = _fresh_dir(directory / f"{step.name}-{key[:10]}", state)
     entry = {"key": key, "command": step.command, "status": "running", "run_dir": str(step_dir), "inputs": inputs,
-             "started": _now(), "outputs": {}, "paths": []}
+             "started": now(), "outputs": {}, "paths": []}
     state.put(step.name, entry)
     state.log(step=step.name, event="started", key=key, run_dir=str(step_dir))
     console.print(f"{prefix}: running → {step_dir}")
@@ -389,7 +463,26 @@ def _run_step(cfg: PipelineConfig, step: Step, key: str, inputs: dict[str, str],
     _close(state, step, entry, "done", started)
     state.log(step=step.name, event="finished", seconds=entry["seconds"])
     console.print(f"{prefix}: done in {entry['seconds']} s")
+    if step.stage is None and cfg.registry.mlflow_uri:
+        _mirror(cfg, step, state)
     return entry
+
+
+def _mirror(cfg: PipelineConfig, step: Step, state: State) -> None:
+    """MLflow brought up to date after a gate step was recorded as done: a failure is a warning, not a failed step
+    (the registry change is saved; `honing registry mirror` retries)."""
+    from honing.registry.mirror import mirror_model
+    from honing.registry.store import Registry
+
+    name = step.settings.gate.name
+    try:
+        with Registry(registry_path(cfg)) as registry:
+            mirror_model(registry, name, cfg.registry.mlflow_uri)
+    except Exception as err:  # noqa: BLE001 — any failure of the mirror leaves the registry as it is
+        message = str(err) or type(err).__name__
+        state.log(step=step.name, event="mirror_failed", error=message)
+        console.print(f"[yellow]warning: {message} (the registry change is saved; run `honing registry mirror "
+                      f"{name}` to retry)[/yellow]")
 
 
 def _run_gate(cfg: PipelineConfig, step: Step, candidate: str, step_dir: Path):
@@ -398,13 +491,9 @@ def _run_gate(cfg: PipelineConfig, step: Step, candidate: str, step_dir: Path):
 
     settings = gate_settings(cfg, step)
     gate = step.settings.gate
-    with Registry(cfg.registry.path) as registry:
+    with Registry(registry_path(cfg)) as registry:
         outcome = register_through_gate(registry, candidate, gate.name, settings, eval_dir=step_dir,
                                         reason=gate.reason or f"pipeline {cfg.name}, step {step.name}")
-        if cfg.registry.mlflow_uri:
-            from honing.registry.mirror import mirror_model
-
-            mirror_model(registry, gate.name, cfg.registry.mlflow_uri)
     verdict = outcome["gate"]
     eval_run = verdict["eval_run"]
     outputs = {"run_dir": eval_run, "version": outcome["version"], "promoted": outcome["promoted"],
@@ -452,15 +541,39 @@ def _stop_after(cfg: PipelineConfig, step: Step, entry: dict[str, Any], report: 
 
 def _close(state: State, step: Step, entry: dict[str, Any], status: str, started: float,
            error: str | None = None) -> dict[str, Any]:
-    entry.update(status=status, finished=_now(), seconds=round(time.perf_counter() - started, 1))
+    entry.update(status=status, finished=now(), seconds=round(time.perf_counter() - started, 1))
     if error:
         entry["error"] = error
     state.put(step.name, entry)
     return entry
 
 
+def _fresh_dir(base: Path, state: State) -> Path:
+    """The step's run directory: `base`, or base-2, base-3, ... when a finished run holds the name (a finished run
+    is never moved or reused: a registered version or a later step may point at it). A directory an unfinished
+    attempt left is moved aside."""
+    step_dir, n = base, 1
+    while _holds_finished_run(step_dir, state):
+        n += 1
+        step_dir = base.with_name(f"{base.name}-{n}")
+    _move_aside(step_dir)
+    return step_dir
+
+
+def _holds_finished_run(step_dir: Path, state: State) -> bool:
+    """Its run.json says completed or early_stopped, or the state records a finished step there."""
+    if any(entry.get("status") == "done" and entry.get("run_dir") == str(step_dir)
+           for entry in state.data["steps"].values()):
+        return True
+    try:
+        record = json.loads((step_dir / "run.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(record, dict) and record.get("status") in _FINISHED_RUN
+
+
 def _move_aside(step_dir: Path) -> None:
-    """A run directory left by a crashed or interrupted attempt with the same key goes to <dir>.attempt-<n>."""
+    """A run directory left by a crashed or interrupted attempt goes to <dir>.attempt-<n>."""
     if not step_dir.exists():
         return
     n = 1
@@ -471,10 +584,5 @@ def _move_aside(step_dir: Path) -> None:
 
 
 def _json_safe(value: Any) -> Any:
+    """What a stage returned, as state.json can hold it (a Path or other object as its str)."""
     return json.loads(json.dumps(value, default=str))
-
-
-def _now() -> str:
-    import datetime as _dt
-
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
