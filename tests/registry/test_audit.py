@@ -267,6 +267,33 @@ def test_bad_references_are_one_line(chain, cli, monkeypatch, tmp_path):
     assert not (tmp_path / "runs").exists()  # nothing half-written
 
 
+def test_an_output_that_names_a_file_is_one_line(chain, audited, cli, tmp_path):
+    from honing.errors import HoningError
+    from honing.registry.audit_report import write_audit
+
+    facts, _, _ = audited()
+    taken = tmp_path / "report.md"
+    taken.write_text("mine")
+    for out in (taken, taken / "below"):
+        code, _, err = cli("audit", "bot@1", "-o", str(out))
+        assert code == 1 and "names a file" in one_error_line(err) and "give a directory" in err, err
+        with pytest.raises(HoningError, match="names a file"):
+            write_audit(facts, out)
+    assert taken.read_text() == "mine"
+
+
+def test_the_latest_scan_is_the_one_that_started_last():
+    from honing.registry.audit import _latest
+
+    def scan(run_id: str, started: str | None) -> dict:
+        return {"run_id": run_id, "record": {"started": started} if started else {}}
+
+    later, earlier = scan("later", "2026-12-01T10:00:00+00:00"), scan("earlier", "2026-11-30T10:00:00+00:00")
+    assert _latest([later, earlier])["run_id"] == "later"  # attached first, ran last
+    assert _latest([earlier, scan("undated", None)])["run_id"] == "earlier"  # a dated scan over an undated one
+    assert _latest([scan("a", None), scan("b", "not a time")])["run_id"] == "b"  # no times: attachment order
+
+
 def test_the_audit_answers_from_the_registry_when_run_directories_are_gone(chain, audited):
     """Last in the module: it deletes the training and eval runs of the shared chain."""
     sft_run = record(chain / "runs/sft/run.json")

@@ -12,9 +12,9 @@ When run directories were moved or deleted the audit falls back to the registry'
 
 Sections: the model card (registry entry, base model, method, hyperparameters, compute, final metrics, history),
 the data card (honing.workbench.card over the data runs of the lineage; PII, decontamination), every attached
-evaluation (scores with intervals, paired differences, the gate's checks), the latest red-team scan (ASR per
-category and overall), the lineage (graph and every hash) and the verification of each file (recorded hash vs the
-file on disk now).
+evaluation (scores with intervals, paired differences, the gate's checks), the latest red-team scan (the one whose
+run record's `started` is latest; ASR per category and overall), the lineage (graph and every hash) and the
+verification of each file (recorded hash vs the file on disk now).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from honing.errors import HoningError
+from honing.registry.diff import config_of
 from honing.registry.refs import parse_spec
+from honing.registry.run_index import parse_time, read_run
 from honing.registry.store import Registry, Version, default_path
 
 FORMAT = "honing-audit"
@@ -39,6 +39,7 @@ HYPERPARAMETERS = {
 """The config keys the model card lists as hyperparameters (every other key is in config.yaml, shown whole)."""
 COMPUTE_METRICS = ("steps", "train_seconds", "tokens_seen", "target_tokens_seen", "tokens_per_s", "skipped_steps")
 ADAPTER_KEYS = ("method", "rank", "alpha", "dropout", "target_modules")
+_EPOCH = _dt.datetime.min.replace(tzinfo=_dt.timezone.utc)
 
 
 # --------------------------------------------------------------------------- the facts
@@ -79,7 +80,7 @@ def gather(spec: str, *, search: list[str] | tuple[str, ...] = (), verify: bool 
         "training_log": _training_log(version),
         "data": _data_card(graph),
         "evaluations": [_evaluation(a) for a in evaluations],
-        "redteam": _redteam(redteams[-1], len(redteams)) if redteams else None,
+        "redteam": _redteam(_latest(redteams), len(redteams)) if redteams else None,
         "lineage": lineage,
         "lineage_tree": _tree(graph),
         "verification": _verification(version, lineage),
@@ -90,17 +91,12 @@ def gather(spec: str, *, search: list[str] | tuple[str, ...] = (), verify: bool 
 
 def _model_card(version: Version, history: list[dict[str, Any]]) -> dict[str, Any]:
     record = version.record
-    config = _config(version.config)
+    config = config_of(version)  # flat: "train.lr" → value
     inputs = [i for i in record.get("inputs") or [] if isinstance(i, dict)]
     base = next((i for i in inputs if i.get("role") == "base_model"), None)
-    adapter = config.get("adapter") if isinstance(config.get("adapter"), dict) else None
-    saved = (config.get("output") or {}).get("save") if isinstance(config.get("output"), dict) else None
-    if adapter is not None:
-        method = {key: adapter.get(key) for key in ADAPTER_KEYS if key in adapter}
-        if method.get("method") == "full":
-            method = {"method": "full"}
-    else:
-        method = {"method": None}
+    method = {key: config[f"adapter.{key}"] for key in ADAPTER_KEYS if f"adapter.{key}" in config}
+    if not method or method.get("method") == "full":
+        method = {"method": method.get("method")}
     metrics = record.get("metrics") if isinstance(record.get("metrics"), dict) else {}
     return {
         "source": "the registry's copies of run.json and config.yaml (as registered)",
@@ -111,11 +107,10 @@ def _model_card(version: Version, history: list[dict[str, Any]]) -> dict[str, An
         "run": {key: record.get(key) for key in ("run_id", "stage", "status", "started", "finished", "command")},
         "base_model": base,
         "inputs": inputs,
-        "saved": saved,
+        "saved": config.get("output.save"),
         "method": method,
-        "hyperparameters": {f"{section}.{key}": (config.get(section) or {}).get(key)
-                            for section, keys in HYPERPARAMETERS.items() if isinstance(config.get(section), dict)
-                            for key in keys if key in config[section]},
+        "hyperparameters": {f"{section}.{key}": config[f"{section}.{key}"] for section, keys in HYPERPARAMETERS.items()
+                            for key in keys if f"{section}.{key}" in config},
         "seeds": record.get("seeds"),
         "compute": {"metrics": {key: metrics[key] for key in COMPUTE_METRICS if key in metrics},
                     "plan": record.get("plan"), "host": record.get("host"), "code": record.get("code"),
@@ -126,14 +121,6 @@ def _model_card(version: Version, history: list[dict[str, Any]]) -> dict[str, An
         "history": [{key: event.get(key) for key in ("at", "action", "who", "alias", "from_version", "reason")}
                     for event in history],
     }
-
-
-def _config(text: str | None) -> dict[str, Any]:
-    try:
-        loaded = yaml.safe_load(text) if text else {}
-    except yaml.YAMLError:
-        return {}
-    return loaded if isinstance(loaded, dict) else {}
 
 
 def _training_log(version: Version) -> dict[str, Any]:
@@ -154,7 +141,6 @@ def _training_log(version: Version) -> dict[str, Any]:
 def _data_card(graph) -> dict[str, Any]:
     """The data runs of the lineage, oldest first, read from their run.json (a run whose directory is gone is named
     in `missing`), and the Markdown of honing.workbench.card over them."""
-    from honing.registry.run_index import read_run
     from honing.workbench.card import sections
 
     depth = _depths(graph)
@@ -222,6 +208,16 @@ def _evaluation(attached: dict[str, Any]) -> dict[str, Any]:
             "present": Path(attached.get("run_dir") or "").is_dir(),
             "record": {key: record.get(key) for key in ("stage", "status", "started", "finished", "code", "inputs")},
             "results": attached.get("results") or {}}
+
+
+def _latest(scans: list[dict[str, Any]]) -> dict[str, Any]:
+    """The scan that ran last, by its run record's `started` (attachment order breaks ties and stands in for
+    records with no time)."""
+    def key(item: tuple[int, dict[str, Any]]) -> tuple[bool, _dt.datetime, int]:
+        started = parse_time((item[1].get("record") or {}).get("started"))
+        return started is not None, started or _EPOCH, item[0]
+
+    return max(enumerate(scans), key=key)[1]
 
 
 def _redteam(attached: dict[str, Any], count: int) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from honing.errors import HoningError
 from honing.evals.charts import finite, interval_chart
 from honing.evals.report import Block, blocks_html, blocks_markdown
 from honing.io import write_text_atomic
@@ -42,9 +43,23 @@ def write_audit(facts: dict[str, Any], directory: str | Path) -> dict[str, Path]
     """report.md, report.html and audit.json in `directory` (rendered first, then each written atomically)."""
     texts = {"markdown": ("report.md", render_markdown(facts)), "html": ("report.html", render_html(facts)),
              "facts": ("audit.json", json.dumps(facts, indent=2, default=str) + "\n")}
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = check_output(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise HoningError(f"-o {directory}: cannot make the directory ({err.strerror or err}); give a directory "
+                          "that can be written") from None
     return {kind: write_text_atomic(directory / name, text) for kind, (name, text) in texts.items()}
+
+
+def check_output(directory: str | Path) -> Path:
+    """`directory` as a Path; a one-line HoningError when it (or a folder above it) is a file."""
+    directory = Path(directory)
+    taken = next((p for p in [directory, *directory.parents] if p.exists() and not p.is_dir()), None)
+    if taken is not None:
+        raise HoningError(f"-o {directory} names a file ({taken}); give a directory (report.md, report.html and "
+                          "audit.json go in it)")
+    return directory
 
 
 def _title(facts: dict[str, Any]) -> str:
@@ -275,7 +290,8 @@ def _redteam_blocks(scan: dict[str, Any] | None, html: bool) -> list[Block]:
     results = scan["results"]
     summary = results.get("summary") or {}
     settings = results.get("settings") or {}
-    blocks.append(Block("p", f"The latest of {scan['attached_scans']} attached scan(s): run {scan['run_id']}, from "
+    blocks.append(Block("p", f"The latest of {scan['attached_scans']} attached scan(s) (by its run record's started): "
+                             f"run {scan['run_id']}, from "
                              f"{scan['source']}; run directory {scan['run_dir']}{'' if scan['present'] else ' (missing)'};"
                              f" attached {scan['attached']}; target {num(settings.get('target'))}; attempts "
                              f"{num(settings.get('attempts'))}; mutators {num(settings.get('mutators'))}; judge "

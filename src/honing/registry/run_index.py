@@ -45,7 +45,7 @@ class RunRecord:
 
     @property
     def started(self) -> _dt.datetime | None:
-        return _when(self.record.get("started"))
+        return parse_time(self.record.get("started"))
 
     def resolve(self, text: str) -> Path:
         """A recorded path on this machine: as recorded when absolute, else from the run's working directory
@@ -120,11 +120,13 @@ def working_dir(directory: Path, record: dict[str, Any]) -> Path:
     return Path(recorded) if isinstance(recorded, str) and Path(recorded).is_dir() else Path.cwd()
 
 
-def _when(text: Any) -> _dt.datetime | None:
+def parse_time(text: Any) -> _dt.datetime | None:
+    """A recorded ISO time (`started`, `finished`), as UTC when it names no zone; None when it is not one."""
     try:
-        return _dt.datetime.fromisoformat(text) if isinstance(text, str) else None
+        when = _dt.datetime.fromisoformat(text) if isinstance(text, str) else None
     except ValueError:
         return None
+    return when.replace(tzinfo=_dt.timezone.utc) if when is not None and when.tzinfo is None else when
 
 
 class RunIndex:

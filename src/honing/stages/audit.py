@@ -16,8 +16,10 @@ from honing.ui import console
 
 def audit(cfg: AuditConfig) -> dict[str, Any]:
     from honing.registry.audit import default_output, gather
-    from honing.registry.audit_report import write_audit
+    from honing.registry.audit_report import check_output, write_audit
 
+    if cfg.output:
+        check_output(cfg.output)  # before the lineage is re-hashed
     facts = gather(cfg.target, search=cfg.search, verify=cfg.verify)
     model = facts["model"]["registry"]
     directory = cfg.output or default_output(model["name"], model["version"])
