@@ -195,6 +195,59 @@ def test_a_pipeline_gate_registers_only_after_its_evaluation(runs, tmp_path, mon
         assert all(after[t] == before[t] for t in ("versions", "aliases", "events", "attachments"))
 
 
+def test_moves_are_checked_inside_their_transaction(runs):
+    with Registry() as registry:
+        for run in ("a", "b"):
+            actions.register(registry, runs[run], "bot")
+        actions.promote(registry, "bot", 1, gate=None)
+
+        def gate_meanwhile_rejected(candidate, production):  # another process rejects v2 while its gate runs
+            with Registry() as other:
+                actions.reject(other, "bot", 2, reason="found a leak")
+            return {"passed": True, "summary": "ok"}
+
+        with pytest.raises(HoningError, match="v2 was rejected; production stays on v1"):
+            actions.promote(registry, "bot", 2, gate=gate_meanwhile_rejected)
+        assert registry.get("bot", "production").version == 1
+        with pytest.raises(HoningError, match="is production"):
+            registry.set_status("bot", 1, "rejected", action="reject", reason="x")  # the check is in the transaction
+
+
+def test_rollback_never_lands_on_the_version_it_leaves(runs):
+    with Registry() as registry:
+        for run in ("a", "b"):
+            actions.register(registry, runs[run], "bot")
+        for number in (1, 2, 1):
+            actions.promote(registry, "bot", number, gate=None)
+        actions.reject(registry, "bot", 2, reason="bad")
+        with pytest.raises(HoningError, match="nothing to roll back"):
+            actions.rollback(registry, "bot", reason="again")
+
+
+def test_a_gate_that_checks_nothing_is_refused():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="checks nothing"):
+        RegistryGateConfig(tasks=[EvalTaskConfig(name="t", data="builtin:quickstart")])
+
+
+def test_careless_names_and_imports_are_one_line(runs, tmp_path):
+    assert _honing("registry", "register", str(runs["a"]), "--name", "bot").returncode == 0
+    cases = [(("registry", "show", "bot@²"), "no alias '²'"),
+             (("registry", "register", str(runs["a"]), "--name", "x\ty"), "model name"),
+             (("registry", "alias", "bot", "é", "1"), "alias 'é'")]
+    for number, (shape, message) in enumerate([({"versions": 5}, "not a list of rows"),
+                                               ({"models": [{"name": "m", "nope": 1}]}, "unknown column(s) 'nope'"),
+                                               ({"versions": [{"name": "m", "record": "{bad"}]}, "record must be JSON")]):
+        export = tmp_path / f"bad{number}.json"
+        export.write_text(json.dumps({"format": "honing-registry", "schema_version": SCHEMA_VERSION, **shape}))
+        cases.append((("registry", "import", str(export), f"path={tmp_path / f'new{number}.sqlite'}"), message))
+    for args, message in cases:
+        out = _honing(*args)
+        assert out.returncode == 1 and message in out.stderr and "Traceback" not in out.stderr, (args, out.stderr)
+    assert not list(tmp_path.glob("new*.sqlite*"))  # a failed import leaves no empty registry behind
+
+
 def test_the_cli_promote_exits_3_on_a_failed_gate(runs, tmp_path):
     data = tmp_path / "gate.jsonl"
     data.write_text(json.dumps({"prompt": "Say yes.", "answer": "yes"}) + "\n")
@@ -232,10 +285,13 @@ def test_an_eval_of_a_registered_model_attaches_itself_pinned_to_the_version(run
     with Registry() as registry:
         actions.register(registry, runs["a"], "bot")
         actions.promote(registry, "bot", 1, gate=None)
+        actions.register(registry, runs["b"], "bot")
     task = _gate_task(tmp_path).tasks[0]
-    out = _honing("eval", "models=[{name: served, path: 'registry:bot@production'}]",
+    relative = os.path.relpath(runs["b"], tmp_path)  # as typed, from where the eval runs
+    out = _honing("eval", f"models=[{{name: served, path: 'registry:bot@production', role: base}}, "
+                  f"{{name: other, path: {relative}}}]",
                   f"tasks=[{{name: probe, data: {task.data}, metrics: [exact_match], max_new_tokens: 4}}]",
-                  f"output.dir={tmp_path / 'ev'}", "cache=false")
+                  f"output.dir={tmp_path / 'ev'}", "cache=false", cwd=tmp_path)
     assert out.returncode == 0 and "attached to bot@1" in out.stderr, out.stderr
     record = json.loads((tmp_path / "ev" / "run.json").read_text())
     assert [i["registry"] for i in record["inputs"] if i["role"] == "model_served"] == ["bot@1"]
@@ -244,6 +300,11 @@ def test_an_eval_of_a_registered_model_attaches_itself_pinned_to_the_version(run
         assert [a["run_id"] for a in attached] == [record["run_id"]]
         assert "served" in attached[0]["results"]["scores"]
         assert set(scores_of(registry, registry.get("bot", 1))) == {"probe · exact_match"}
+        registry.attach("bot", 2, actions.attachment(tmp_path / "ev"))  # v2 was the other model (named by a relative path)
+        results = json.loads((tmp_path / "ev" / "results.json").read_text())["scores"]
+        for number, model in ((1, "served"), (2, "other")):
+            score = scores_of(registry, registry.get("bot", number))["probe · exact_match"]
+            assert score["mean"] == results[model]["probe"]["exact_match"]["mean"]
 
 
 def test_a_training_run_from_a_registered_model_records_the_reference(runs, tiny_model_dir, tmp_path):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from honing.config.base import StrictModel
 from honing.config.evaluation import EvalConfig, EvalTaskConfig
@@ -26,6 +26,13 @@ class RegistryGateConfig(StrictModel):
     """Prompts (or sequences) evaluated together."""
     cache: bool = True
     """Reuse answers computed before for the same weights and examples (production's are usually cached)."""
+
+    @model_validator(mode="after")
+    def _checks_something(self) -> RegistryGateConfig:
+        if not any(task.regression or task.min for task in self.tasks):
+            raise ValueError("gate.tasks checks nothing: give at least one task with regression: true or a min: "
+                             "threshold (a gate that checks nothing would pass everything)")
+        return self
 
 
 class RegistryConfig(StrictModel):

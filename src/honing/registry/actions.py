@@ -7,10 +7,12 @@ number, they copy what the runs recorded.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Callable
 
 from honing.errors import HoningError
+from honing.registry.refs import ALIAS, NAME
 from honing.registry.store import PRODUCTION, Registry, Version
 
 MODEL_OUTPUTS = ("model", "adapter", "reward_model")
@@ -51,10 +53,11 @@ def model_output(run_dir: Path, record: dict[str, Any]) -> tuple[str, Path]:
     status = record.get("status")
     if status not in ("completed", "early_stopped"):
         raise HoningError(f"{run_dir} did not finish (status {status!r}); only a finished run can be registered")
-    outputs = record.get("outputs") or {}
+    outputs = record.get("outputs") if isinstance(record.get("outputs"), dict) else {}
     for kind in MODEL_OUTPUTS:
         entry = outputs.get(kind)
-        recorded = Path(entry["path"] if isinstance(entry, dict) else entry) if entry else None
+        text = entry.get("path") if isinstance(entry, dict) else entry
+        recorded = Path(text) if isinstance(text, str) and text else None
         # The run's own folder first: a run directory that was copied or moved still names its old paths.
         for path in (run_dir / kind, recorded):
             if path is not None and ((path / "config.json").is_file() or (path / "adapter_config.json").is_file()):
@@ -74,7 +77,8 @@ def prepare(run_dir: str | Path, *, search: list[Path] | None = None) -> dict[st
     if not files:
         raise HoningError(f"{model_path} holds no weights (*.safetensors or *.bin)")
     digest = weights_sha256(files)
-    saved = (record.get("output_sha256") or {}).get(kind)
+    hashes = record.get("output_sha256")
+    saved = hashes.get(kind) if isinstance(hashes, dict) else None
     if saved and saved != digest:
         raise HoningError(f"the weights in {model_path} are not the ones the run saved (sha256 {digest[:12]}… ≠ "
                           f"{saved[:12]}… in run.json); they were changed after training, so this run cannot vouch "
@@ -101,8 +105,10 @@ def register(registry: Registry, run_dir: str | Path, name: str, *, reason: str 
 
 
 def check_name(name: str) -> None:
-    if not name or any(c in name for c in "@:/\\ ") or name.startswith("."):
-        raise HoningError(f"model name {name!r}: use letters, digits, '-', '_' and '.' (no '@', ':', '/' or spaces)")
+    """A name registry:NAME@V can spell (ASCII letters, digits, '.', '_', '-')."""
+    if not isinstance(name, str) or not re.fullmatch(NAME, name):
+        raise HoningError(f"model name {name!r}: use ASCII letters, digits, '.', '_' and '-', starting with a letter "
+                          "or digit (no '@', ':', '/' or spaces)")
 
 
 # --------------------------------------------------------------------------- attachments
@@ -133,7 +139,8 @@ def attach_to_registered(run_dir: str | Path) -> list[str]:
     from honing.registry.store import default_path
 
     record = read_record(Path(run_dir))
-    pinned = sorted({e["registry"] for e in record.get("inputs") or [] if isinstance(e, dict) and e.get("registry")})
+    pinned = sorted({entry["registry"] for entry in _evaluated_inputs(record)
+                     if isinstance(entry.get("registry"), str) and re.fullmatch(rf"{NAME}@\d+", entry["registry"])})
     if not pinned:
         return []
     found = attachment(run_dir)
@@ -162,16 +169,27 @@ def find_evaluations(entry: dict[str, Any], roots: list[Path]) -> list[Path]:
     return found
 
 
+def _evaluated_inputs(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The inputs of an eval or redteam record that are models under evaluation (not an attacker or a judge)."""
+    inputs = record.get("inputs") if isinstance(record.get("inputs"), list) else []
+    return [entry for entry in inputs if isinstance(entry, dict)
+            and (str(entry.get("role", "")).startswith("model_") or entry.get("role") == "target")]
+
+
+def evaluated_paths(record: dict[str, Any], entry: dict[str, Any]) -> set[str]:
+    """The local paths a model input names, resolved where the run ran (its recorded cwd)."""
+    where = Path(record["cwd"]) if isinstance(record.get("cwd"), str) else Path.cwd()
+    found = set()
+    for key in ("adapter", "path", "base"):
+        value = entry.get(key)
+        if isinstance(value, str) and value and not value.startswith(("registry:", "http:", "https:")):
+            path = Path(value).expanduser()
+            found.add(str((path if path.is_absolute() else where / path).resolve()))
+    return found
+
+
 def _evaluated(record: dict[str, Any], targets: set[str]) -> bool:
-    for entry in record.get("inputs") or []:
-        if not isinstance(entry, dict) or entry.get("role") in ("probes", "judge") or str(entry.get("role", "")).startswith("task_"):
-            continue
-        for key in ("adapter", "path", "base"):
-            value = entry.get(key)
-            if isinstance(value, str) and value and not value.startswith(("registry:", "http")) and \
-                    str(Path(value).expanduser().resolve()) in targets:
-                return True
-    return False
+    return any(evaluated_paths(record, entry) & targets for entry in _evaluated_inputs(record))
 
 
 # --------------------------------------------------------------------------- aliases
@@ -183,8 +201,8 @@ def set_alias(registry: Registry, name: str, alias: str, version: int, *, reason
     if alias == PRODUCTION:
         raise HoningError("production moves only through the gate: honing registry promote NAME VERSION "
                           "(or honing registry rollback NAME)")
-    if not alias or not alias.replace("-", "").replace("_", "").isalnum() or alias.isdigit():
-        raise HoningError(f"alias {alias!r}: use letters, digits, '-' and '_', and not only digits")
+    if not re.fullmatch(ALIAS, alias or "") or alias.isdigit():
+        raise HoningError(f"alias {alias!r}: use ASCII letters, digits, '-' and '_', and not only digits")
     target = registry.get(name, version)
     _usable(target)
     registry.move_alias(name, alias, target.version, action="alias", reason=reason, actor=actor)
@@ -239,7 +257,8 @@ def rollback(registry: Registry, name: str, *, reason: str, actor: str | None = 
     current = registry.alias_target(name, PRODUCTION)
     if current is None:
         raise HoningError(f"{name} has no production version to roll back")
-    earlier = [v for v in production_stack(registry, name)[:-1] if registry.get(name, v).status != "rejected"]
+    earlier = [v for v in production_stack(registry, name)[:-1]
+               if v != current.version and registry.get(name, v).status != "rejected"]
     if not earlier:
         raise HoningError(f"{name} v{current.version} is the first production version; there is nothing to roll back "
                           "to (promote another version instead)")
@@ -253,8 +272,6 @@ def reject(registry: Registry, name: str, version: int | str, *, reason: str, ac
            details: dict[str, Any] | None = None) -> Version:
     """Mark a version rejected (it keeps its record; it loses its aliases). Production cannot be rejected."""
     target = registry.get(name, version)
-    if PRODUCTION in target.aliases:
-        raise HoningError(f"{name} v{target.version} is production: roll it back first (honing registry rollback {name})")
     if target.status == "rejected":
         raise HoningError(f"{name} v{target.version} is already rejected")
     registry.set_status(name, target.version, "rejected", action="reject", reason=reason, actor=actor, details=details)

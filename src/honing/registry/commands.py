@@ -361,9 +361,19 @@ def import_(file: str, settings: tuple[str, ...]) -> None:
         raise HoningError(f"{file}:{err.lineno}: not valid JSON ({err.msg})") from None
     if not isinstance(dump, dict):
         raise HoningError(f"{file}: not a honing registry export (a JSON object)")
-    with _open(cfg, create=True) as registry:
-        counts = registry.load(dump)
-        where = registry.path
+    from honing.registry.store import Registry, default_path
+
+    target = Path(cfg.path) if cfg.path else default_path()
+    fresh = not target.exists()
+    try:
+        with Registry(target, create=True) as registry:
+            counts = registry.load(dump)
+            where = registry.path
+    except HoningError:
+        if fresh:  # a failed import into a new file leaves no empty registry behind
+            for leftover in (target, Path(f"{target}-wal"), Path(f"{target}-shm")):
+                leftover.unlink(missing_ok=True)
+        raise
     _say(f"imported {counts.get('versions', 0)} versions and {counts.get('events', 0)} events into {where}")
 
 

@@ -4,6 +4,7 @@ with their intervals."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -63,19 +64,22 @@ def scores_of(registry: Registry, version: Version) -> dict[str, dict[str, Any]]
 
 
 def _name_in_eval(results: dict[str, Any], version: Version, record: dict[str, Any]) -> str | None:
-    """The name this version had in an evaluation: the model named by a reference pinned to this version, else
-    the model whose source or adapter is this version's run or weights."""
+    """The name this version had in an evaluation: the model input pinned to this version (registry:NAME@…), else
+    the one whose path, resolved where the eval ran, is this version's run or weights; an eval of one model only
+    names it. None when the version is not found there (its scores are then not this version's)."""
+    from honing.registry.actions import evaluated_paths
+
     pinned = f"{version.name}@{version.version}"
-    for entry in record.get("inputs") or []:
-        if isinstance(entry, dict) and entry.get("registry") == pinned and str(entry.get("role")).startswith("model_"):
+    targets = {str(Path(version.run_dir).resolve()), str(Path(version.model_path).resolve())}
+    inputs = [e for e in record.get("inputs") or [] if isinstance(e, dict) and str(e.get("role")).startswith("model_")]
+    for entry in inputs:
+        if entry.get("registry") == pinned:
             return entry["role"].removeprefix("model_")
-    paths = {version.run_dir, version.model_path, version.ref}
+    for entry in inputs:
+        if evaluated_paths(record, entry) & targets:
+            return entry["role"].removeprefix("model_")
     models = results.get("models") or []
-    for model in models:
-        if {model.get("source"), model.get("adapter"), model.get("run_dir")} & paths:
-            return model.get("name")
-    candidates = [m.get("name") for m in models if m.get("role") == "candidate"]
-    return candidates[0] if len(candidates) == 1 else (models[0].get("name") if len(models) == 1 else None)
+    return models[0].get("name") if len(models) == 1 else None
 
 
 def diff(registry: Registry, a: Version, b: Version) -> dict[str, Any]:

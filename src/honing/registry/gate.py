@@ -15,7 +15,8 @@ from typing import Any
 from honing.config.evaluation import EvalConfig, EvalModelConfig, GateConfig
 from honing.config.output import OutputConfig
 from honing.config.registry import RegistryGateConfig
-from honing.registry.store import PRODUCTION, Registry, Version
+from honing.errors import HoningError
+from honing.registry.store import Registry, Version
 
 
 def base_of(record: dict[str, Any]) -> EvalModelConfig:
@@ -49,13 +50,17 @@ def evaluate(candidate_dir: str, label: str, record: dict[str, Any], production:
     {"passed", "summary", "eval_run", "against", "checks"}."""
     from honing.config.stages import STAGES
 
+    if production is not None and Path(production.run_dir).resolve() == Path(candidate_dir).resolve():
+        raise HoningError(f"the candidate {candidate_dir} is production v{production.version} itself; a gate needs "
+                          "another model to compare")
     result = STAGES["eval"].run(gate_config(candidate_dir, label, record, production, gate, run_dir))
-    verdict = result.get("gate") or {"passed": True, "checks": []}
-    failed = [f"{c['task']} {c['kind']}: {c['message']}" for c in verdict["checks"] if not c["passed"]]
+    checks = (result.get("gate") or {}).get("checks") or []
+    failed = [f"{c['task']} {c['kind']}: {c['message']}" for c in checks if not c["passed"]]
     against = f"production v{production.version}" if production else "the model it was trained from"
-    return {"passed": bool(verdict["passed"]), "eval_run": result["run_dir"], "against": against,
-            "summary": "; ".join(failed) if failed else f"no regression against {against}",
-            "checks": verdict["checks"]}
+    if not checks:  # fail closed: a gate that checked nothing passes nothing
+        failed = ["the gate checked nothing (no regression task could be compared, no min: threshold)"]
+    return {"passed": not failed, "eval_run": result["run_dir"], "against": against,
+            "summary": "; ".join(failed) if failed else f"no regression against {against}", "checks": checks}
 
 
 def run_gate(registry: Registry, candidate: Version, production: Version | None, gate: RegistryGateConfig, *,
@@ -72,9 +77,10 @@ def run_gate(registry: Registry, candidate: Version, production: Version | None,
 def register_through_gate(registry: Registry, run_dir: str | Path, name: str, gate: RegistryGateConfig, *,
                           eval_dir: str | Path | None = None, reason: str | None = None,
                           actor: str | None = None) -> dict[str, Any]:
-    """A pipeline's gate: evaluate a finished run against production, then register it and promote it (pass) or
-    register it as rejected with the report (fail; production stays where it was). Nothing is written to the
-    registry until the evaluation has finished, so a crash or Ctrl-C during it leaves the registry untouched.
+    """A pipeline's gate: evaluate a finished run against production, then, in one transaction, register it and
+    promote it (pass) or register it as rejected with the report (fail; production stays where it was). Nothing
+    is written to the registry until the evaluation has finished, so a crash or Ctrl-C during it leaves the
+    registry untouched.
     Returns {"version", "promoted", "previous", "gate"}."""
     from honing.registry.actions import attachment, check_name, prepare, production_version
 
@@ -88,7 +94,6 @@ def register_through_gate(registry: Registry, run_dir: str | Path, name: str, ga
         version = registry.add_version(name, entry, actor=actor, reason=reason, status="rejected",
                                        rejection=f"gate failed: {verdict['summary']}", details={"gate": verdict})
         return {"version": version.version, "promoted": False, "previous": before, "gate": verdict}
-    version = registry.add_version(name, entry, actor=actor, reason=reason)
-    registry.move_alias(name, PRODUCTION, version.version, action="promote", reason=reason or "gate passed",
-                        actor=actor, expect=before, details={"gate": verdict})
+    version = registry.add_version(name, entry, actor=actor, reason=reason, details={"gate": verdict},
+                                   promote_over=before)
     return {"version": version.version, "promoted": True, "previous": before, "gate": verdict}

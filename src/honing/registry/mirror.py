@@ -201,8 +201,11 @@ def _create_run(mlflow_client, registry: Registry, experiment_id: str, version: 
     from mlflow.entities import Param, RunTag
 
     record = version.record
+    # honing.ref, by which a later mirror finds this run, is set last: a mirror that fails half-way leaves a run
+    # the next one does not mistake for a finished copy (it makes a whole new one).
+    tags = {key: value for key, value in _run_tags(version).items() if key != REF}
     run = mlflow_client.create_run(experiment_id, start_time=_millis(record.get("started")),
-                                   tags=_run_tags(version), run_name=f"{version.name}-v{version.version}")
+                                   tags=tags, run_name=f"{version.name}-v{version.version}")
     run_id = run.info.run_id
     params, long_keys = [], []
     for key, value in config_of(version).items():
@@ -222,6 +225,7 @@ def _create_run(mlflow_client, registry: Registry, experiment_id: str, version: 
         mlflow_client.log_batch(run_id, tags=notes, synchronous=True)
     status = "FINISHED" if record.get("status") in ("completed", "early_stopped", None) else "FAILED"
     mlflow_client.set_terminated(run_id, status=status, end_time=_millis(record.get("finished")))
+    mlflow_client.set_tag(run_id, REF, version.ref)
     return mlflow_client.get_run(run_id)
 
 

@@ -13,7 +13,11 @@ from honing.errors import HoningError
 from honing.registry.store import Registry, Version, default_path
 
 PREFIX = "registry:"
-_REF = re.compile(r"^registry:(?P<name>[^@:/\\\s]+)(@(?P<which>[A-Za-z0-9_-]+))?$")
+NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+"""A model name: ASCII letters, digits, '.', '_' and '-', starting with a letter or digit."""
+ALIAS = r"[A-Za-z0-9_-]+"
+"""A version number or an alias: ASCII letters, digits, '_' and '-'."""
+_REF = re.compile(rf"^registry:(?P<name>{NAME})(@(?P<which>{ALIAS}))?$")
 
 
 def is_ref(text: object) -> bool:

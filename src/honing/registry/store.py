@@ -268,7 +268,7 @@ class Registry:
                               + (f"it has {', '.join(known)}" if known else "it is empty"))
 
     def _number(self, name: str, which: int | str) -> int:
-        if isinstance(which, int) or str(which).isdigit():
+        if isinstance(which, int) or (str(which).isascii() and str(which).isdigit()):
             return int(which)
         aliases = self.aliases(name)
         if which not in aliases:
@@ -280,10 +280,11 @@ class Registry:
 
     def add_version(self, name: str, entry: dict[str, Any], *, actor: str | None = None, reason: str | None = None,
                     status: str = "registered", rejection: str | None = None,
-                    details: dict[str, Any] | None = None) -> Version:
-        """A new version of `name` (created if new) from a prepared entry (see actions.prepare); status
-        rejected also records the rejection (why, and details such as the gate's verdict), in the same
-        transaction."""
+                    details: dict[str, Any] | None = None, promote_over: int | None | bool = False) -> Version:
+        """A new version of `name` (created if new) from a prepared entry (see actions.prepare), in one
+        transaction with what follows from it: status rejected records the rejection (why, and details such
+        as the gate's verdict); promote_over (the production version the gate compared with, None for none)
+        moves production to the new version, refused if production has moved since."""
         actor = actor or who()
         at = now()
         with self.transaction() as db:
@@ -302,6 +303,9 @@ class Registry:
                 self._attach(db, name, number, attachment, at)
             if status == "rejected":
                 self._event(db, name, number, "reject", actor=actor, at=at, reason=rejection, details=details)
+            elif promote_over is not False:
+                self._move(db, name, PRODUCTION, number, action="promote", reason=reason or "gate passed", actor=actor,
+                           expect=promote_over, details=details)
         return self.get(name, number)
 
     def attach(self, name: str, version: int, attachment: dict[str, Any], *, actor: str | None = None) -> bool:
@@ -321,26 +325,39 @@ class Registry:
 
         expect: the version the alias must still point at (None: unset), so a move decided on
         stale facts (a gate run against a production that has since moved) is refused; False: any."""
-        actor = actor or who()
         with self.transaction() as db:
-            row = db.execute("SELECT version FROM aliases WHERE name = ? AND alias = ?", (name, alias)).fetchone()
-            before = row["version"] if row else None
-            if expect is not False and before != expect:
-                raise HoningError(f"{name}@{alias} moved to {_v(before)} while this {action} was deciding (it was "
-                                  f"{_v(expect)}); run it again")
-            if version is None:
-                db.execute("DELETE FROM aliases WHERE name = ? AND alias = ?", (name, alias))
-            else:
-                db.execute("INSERT INTO aliases (name, alias, version) VALUES (?, ?, ?) "
-                           "ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version", (name, alias, version))
-            self._event(db, name, version, action, alias=alias, from_version=before, actor=actor, at=now(),
-                        reason=reason, details=details)
+            self._move(db, name, alias, version, action=action, reason=reason, actor=actor or who(), expect=expect,
+                       details=details)
+
+    def _move(self, db: sqlite3.Connection, name: str, alias: str, version: int | None, *, action: str,
+              reason: str | None, actor: str, expect: int | None | bool, details: dict[str, Any] | None) -> None:
+        """Inside a transaction: the checks that must hold at the moment of the move, then the move."""
+        row = db.execute("SELECT version FROM aliases WHERE name = ? AND alias = ?", (name, alias)).fetchone()
+        before = row["version"] if row else None
+        if expect is not False and before != expect:
+            raise HoningError(f"{name}@{alias} moved to {_v(before)} while this {action} was deciding (it was "
+                              f"{_v(expect)}); run it again")
+        if version is None:
+            db.execute("DELETE FROM aliases WHERE name = ? AND alias = ?", (name, alias))
+        else:
+            status = db.execute("SELECT status FROM versions WHERE name = ? AND version = ?", (name, version)).fetchone()
+            if status is None or status["status"] == "rejected":
+                raise HoningError(f"{name} v{version} " + ("does not exist" if status is None else "was rejected")
+                                  + f"; {alias} stays on {_v(before)}")
+            db.execute("INSERT INTO aliases (name, alias, version) VALUES (?, ?, ?) "
+                       "ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version", (name, alias, version))
+        self._event(db, name, version, action, alias=alias, from_version=before, actor=actor, at=now(),
+                    reason=reason, details=details)
 
     def set_status(self, name: str, version: int, status: str, *, action: str, reason: str | None,
                    actor: str | None = None, details: dict[str, Any] | None = None) -> None:
         """Mark a version (rejected) and record why; a rejected version loses its aliases."""
         actor = actor or who()
         with self.transaction() as db:
+            on = db.execute("SELECT 1 FROM aliases WHERE name = ? AND alias = ? AND version = ?",
+                            (name, PRODUCTION, version)).fetchone()
+            if on is not None:
+                raise HoningError(f"{name} v{version} is production: roll it back first (honing registry rollback {name})")
             db.execute("UPDATE versions SET status = ? WHERE name = ? AND version = ?", (status, name, version))
             for row in db.execute("SELECT alias FROM aliases WHERE name = ? AND version = ?", (name, version)).fetchall():
                 db.execute("DELETE FROM aliases WHERE name = ? AND alias = ?", (name, row["alias"]))
@@ -376,12 +393,13 @@ class Registry:
     def dump(self) -> dict[str, Any]:
         """Everything, as JSON-ready data (`honing registry export`)."""
         tables = {}
-        for table in ("models", "versions", "attachments", "aliases", "events"):
+        for table in TABLES:
             tables[table] = [dict(row) for row in self.db.execute(f"SELECT * FROM {table} ORDER BY rowid")]
         return {"format": "honing-registry", "schema_version": self.schema_version, "exported": now(), **tables}
 
     def load(self, dump: dict[str, Any]) -> dict[str, int]:
-        """Restore an export into an empty registry, row for row (ids and history kept)."""
+        """Restore an export into an empty registry, row for row (ids and history kept). Every row is checked
+        first (its table a list, its keys known columns, its JSON columns JSON), so a bad export changes nothing."""
         if dump.get("format") != "honing-registry":
             raise HoningError("not a honing registry export (no \"format\": \"honing-registry\")")
         if dump.get("schema_version") != SCHEMA_VERSION:
@@ -391,19 +409,51 @@ class Registry:
         with self.transaction() as db:
             if db.execute("SELECT COUNT(*) FROM models").fetchone()[0]:
                 raise HoningError(f"the registry {self.path} is not empty; import into a new one (set HONING_REGISTRY)")
-            for table in ("models", "versions", "attachments", "aliases", "events"):
+            for table in TABLES:
+                columns = [row["name"] for row in db.execute(f"PRAGMA table_info({table})")]
                 rows = dump.get(table) or []
-                for row in rows:
-                    if not isinstance(row, dict):
-                        raise HoningError(f"the export's {table} holds a non-object row")
-                    columns = ", ".join(row)
+                if not isinstance(rows, list):
+                    raise HoningError(f"the export's {table} is not a list of rows")
+                for number, row in enumerate(rows, 1):
+                    _check_row(table, number, row, columns)
+                    names = ", ".join(f'"{key}"' for key in row)
                     marks = ", ".join("?" for _ in row)
                     try:
-                        db.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", tuple(row.values()))
+                        db.execute(f"INSERT INTO {table} ({names}) VALUES ({marks})", tuple(row.values()))
                     except sqlite3.Error as err:
-                        raise HoningError(f"the export's {table} row {row.get('id') or row.get('name')}: {err}") from None
+                        raise HoningError(f"the export's {table} row {number}: {err}") from None
                 counts[table] = len(rows)
         return counts
+
+
+TABLES = ("models", "versions", "attachments", "aliases", "events")
+_JSON_COLUMNS = {"versions": ("record",), "attachments": ("record", "results"), "events": ("details",)}
+
+
+def _check_row(table: str, number: int, row: Any, columns: list[str]) -> None:
+    where = f"the export's {table} row {number}"
+    if not isinstance(row, dict):
+        raise HoningError(f"{where} is not an object")
+    unknown = sorted(set(row) - set(columns))
+    if unknown:
+        raise HoningError(f"{where} has unknown column(s) {', '.join(map(repr, unknown))}; {table} has "
+                          f"{', '.join(columns)}")
+    for key, value in row.items():
+        if value is not None and not isinstance(value, (str, int, float)):
+            raise HoningError(f"{where}: {key} must be text or a number, not {type(value).__name__}")
+    for key in _JSON_COLUMNS.get(table, ()):
+        if row.get(key) is not None and not _is_json_text(row[key]):
+            raise HoningError(f"{where}: {key} must be JSON text")
+
+
+def _is_json_text(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        json.loads(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _statements(script: str) -> list[str]:
