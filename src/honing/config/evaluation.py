@@ -36,7 +36,9 @@ class EvalTaskConfig(StrictModel):
     pairwise: a judge compares each candidate's answer with the base's, twice with the order swapped;
     rubric: a judge grades each answer against a rubric; lm_eval: a task of lm-evaluation-harness (the lm-eval extra)."""
     data: str | None = None
-    """The examples: a .jsonl/.json/.csv/.parquet file, or builtin:quickstart / builtin:general (bundled)."""
+    """The examples: a .jsonl/.json/.csv/.parquet file, or bundled data: builtin:quickstart (the quickstart's
+    held-out tickets), builtin:general_mc, builtin:general_refusal and builtin:general (the general-capability suite,
+    GENERAL_SUITE)."""
     metrics: list[str] = []
     """generation: metric names (exact_match, exact_match_normalized, token_f1, rouge_l, bleu, chrf, regex_match,
     json_valid, json_schema) or module:function; empty: the kind's defaults."""
@@ -79,8 +81,22 @@ class EvalTaskConfig(StrictModel):
             if not self.lm_eval_task:
                 raise ValueError(f"task {self.name}: kind lm_eval needs lm_eval_task (the harness's task name)")
         elif not self.data:
-            raise ValueError(f"task {self.name}: data is required (a file, or builtin:quickstart / builtin:general)")
+            raise ValueError(f"task {self.name}: data is required (a file, or builtin:quickstart / builtin:general_mc / "
+                             "builtin:general)")
         return self
+
+
+GENERAL_SUITE: list[EvalTaskConfig] = [
+    EvalTaskConfig(name="general_mc", kind="multiple_choice", data="builtin:general_mc", regression=True),
+    EvalTaskConfig(name="general_refusal", kind="multiple_choice", data="builtin:general_refusal", chat_template=True,
+                   regression=True),
+    EvalTaskConfig(name="general", data="builtin:general", metrics=["regex_match"], max_new_tokens=32, regression=True),
+]
+"""The general-capability suite: the regression tasks of the eval gate, the quickstart and promotion. general_mc
+(495 questions by log-likelihood: facts, arithmetic, reading comprehension) is the one sized to see a 5-point
+drop; general_refusal (40 harmful requests and 40 harmless twins, in the chat template) and general (118 short
+generations: instruction following, formatting) cover what plain-text questions cannot. Written by
+`python -m honing.evals.make_general`; its numbers on the embedded model are in the README (`honing eval`)."""
 
 
 class JudgeConfig(ChatModelConfig):
@@ -115,9 +131,9 @@ class EvalConfig(StrictModel):
     tasks: list[EvalTaskConfig] = [
         EvalTaskConfig(name="quickstart", data="builtin:quickstart", primary="honing.quickstart.task:field_accuracy",
                        metrics=["exact_match", "honing.quickstart.task:field_accuracy", "honing.quickstart.task:format_valid"]),
-        EvalTaskConfig(name="general", data="builtin:general", metrics=["regex_match"], regression=True),
+        *GENERAL_SUITE,
     ]
-    """The tasks."""
+    """The tasks (default: the quickstart's held-out tickets and the general-capability suite, GENERAL_SUITE)."""
     judge: JudgeConfig | None = None
     """Needed by pairwise and rubric tasks."""
     sampling: SamplingConfig = SamplingConfig(max_new_tokens=128)

@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from honing.config.base import StrictModel
 from honing.config.data import DataConfig
+from honing.config.evaluation import GENERAL_SUITE, EvalTaskConfig
 from honing.config.model import AdapterConfig, ModelConfig, no_adapter_to_load, starts_from_trained
 from honing.config.output import OutputConfig
 from honing.config.train import TrainConfig
@@ -84,6 +85,10 @@ class QuickstartConfig(StrictModel):
     """Prompts generated together during scoring."""
     max_new_tokens: int = Field(64, ge=8)
     """Longest answer generated while scoring."""
-    general_examples: int = Field(48, ge=0)
-    """Prompts of the bundled general-capability set (builtin:general) scored before and after, to show the
-    fine-tune did not make the model worse at the rest; 0 skips it."""
+    general_tasks: list[EvalTaskConfig] = GENERAL_SUITE
+    """The general-capability tasks scored before and after, each with the paired interval of the change, to show
+    the fine-tune did not make the model worse at the rest (default: the eval gate's suite, GENERAL_SUITE: facts,
+    arithmetic, reading comprehension, refusal, instruction following, formatting); [] skips them."""
+    general_examples: int | None = Field(None, ge=0)
+    """Use only the first N examples of each general task (the bundled files interleave their categories, so a
+    slice keeps every one); 0 skips the check; null: every example."""

@@ -199,6 +199,7 @@ def _task_blocks(results: dict, task: dict, numbers: _Numbers, charts: bool) -> 
     rows = [[model] + [numbers.interval(metric, _score(results, model, name, metric)) for metric in metrics]
             for model in models]
     blocks.append(Block("table", (header, rows)))
+    blocks += _category_blocks(results, name, models, numbers)
     if charts and primary:
         blocks.append(Block("html", _interval_svg(results, name, primary, numbers)))
     if charts:
@@ -208,6 +209,26 @@ def _task_blocks(results: dict, task: dict, numbers: _Numbers, charts: bool) -> 
                 blocks += [Block("h3", f"Confusion matrix: {model} (rows gold, columns predicted)"),
                            Block("html", confusion_table(confusion[model][name]))]
     return blocks
+
+
+def _category_blocks(results: dict, task: str, models: list[str], numbers: _Numbers) -> list[Block]:
+    """The primary metric per example category (when the examples have one), with each candidate's paired difference."""
+    by_category = (results.get("categories") or {}).get(task)
+    if not by_category:
+        return []
+    metric, scores, differences = by_category["metric"], by_category.get("scores") or {}, by_category.get("differences") or {}
+    shown = [m for m in models if m in scores]
+    candidates = [m for m in models if m in differences]
+    header = ["category", "n"] + shown + [f"{m} − base" for m in candidates]
+    rows = [[name, str(n)] + [numbers.interval(metric, scores[m].get(name)) for m in shown]
+            + [numbers.diff(metric, _as_diff(differences[m].get(name))) for m in candidates]
+            for name, n in (by_category.get("n") or {}).items()]
+    return [Block("p", f"{metric} by category", "meta"), Block("table", (header, rows))]
+
+
+def _as_diff(interval: dict | None) -> dict:
+    interval = interval or {}
+    return {"diff": interval.get("mean"), "low": interval.get("low"), "high": interval.get("high")}
 
 
 def _interval_svg(results: dict, task: str, metric: str, numbers: _Numbers) -> str:

@@ -143,6 +143,12 @@ def run_task(model: ModelUnderTest, task: EvalTaskConfig, examples: list[Example
     return TaskOutputs(raw=raw, seconds=seconds, cached=len(examples) - len(missing), new_tokens=new_tokens)
 
 
+def compute_outputs(chat: ChatModel, task: EvalTaskConfig, examples: list[Example], cfg: EvalConfig) -> list[dict[str, Any]]:
+    """The raw outputs of a model already in memory (no cache: its weights may be changing), as run_task computes
+    them; for callers that hold the weights themselves (the quickstart, before and after training)."""
+    return _compute(chat, task, examples, cfg, examples)
+
+
 def _harness(model: ModelUnderTest, task: EvalTaskConfig, cfg: EvalConfig) -> TaskOutputs:
     """A harness task runs whole (the harness keeps its own request cache); per-document scores come back."""
     from honing.evals.harness import run_harness_task

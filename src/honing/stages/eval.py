@@ -22,6 +22,7 @@ from honing.evals.cache import AnswerCache, key_of
 from honing.evals.runner import ModelUnderTest, TaskOutputs, run_task
 from honing.evals.scoring import (difference, disagreements, gate_checks, higher_is_better, interval, metric_rows,
                                   predicted_labels, prompt_text)
+from honing.evals.stats import bootstrap_mean, bootstrap_paired_difference
 from honing.evals.tasks import Example, data_path, label_set, load_examples, metric_names, primary_metric
 from honing.io import write_json_atomic
 from honing.registry.actions import attach_to_registered
@@ -90,6 +91,7 @@ def _run_models(models: list[ModelUnderTest], cfg: EvalConfig, tasks: dict[str, 
     outputs: dict[str, dict[str, TaskOutputs]] = {}
     for model in models:
         outputs[model.name] = {}
+        pinned = pinned_in_registry(model.cfg)  # the version a registry alias names now, before it loads
         for task in cfg.tasks:
             result = run_task(model, task, tasks[task.name], cfg, cache)
             outputs[model.name][task.name] = result
@@ -107,7 +109,7 @@ def _run_models(models: list[ModelUnderTest], cfg: EvalConfig, tasks: dict[str, 
         else:
             run.add_input(f"model_{model.name}", model.cfg.adapter or model.cfg.path or "embedded default",
                           sha256=model.fingerprint, base=model.cfg.path or "embedded default", adapter=model.cfg.adapter,
-                          role_in_eval=model.cfg.role, **pinned_in_registry(model.cfg))
+                          role_in_eval=model.cfg.role, **pinned)
         model.release()
     return outputs
 
@@ -166,7 +168,7 @@ def _results(cfg: EvalConfig, tasks: dict[str, list[Example]], models: list[Mode
 
     base = baseline_name(cfg)
     scores: dict[str, dict[str, dict[str, dict]]] = {m.name: {} for m in cfg.models}
-    differences, examples, confusion, extra = [], {}, {}, {}
+    differences, examples, confusion, extra, categories = [], {}, {}, {}, {}
     for task in cfg.tasks:
         items = tasks[task.name]
         per_model = {}
@@ -199,6 +201,9 @@ def _results(cfg: EvalConfig, tasks: dict[str, list[Example]], models: list[Mode
                                             "diff": diff.mean, "low": diff.low, "high": diff.high,
                                             "higher_is_better": higher_is_better(metric)})
         examples[task.name] = disagreements(task, items, per_model, cfg.report_examples) if len(per_model) > 1 else []
+        by_category = _by_category(cfg, task, items, per_model, base)
+        if by_category:
+            categories[task.name] = by_category
     checks = gate_checks(cfg, scores, differences, base)
     curves = {m.name: load_curves(m.run_dir()) for m in models if m.run_dir() is not None}
     results = {
@@ -211,11 +216,38 @@ def _results(cfg: EvalConfig, tasks: dict[str, list[Example]], models: list[Mode
         "scores": scores, "differences": differences, "examples": examples,
         "throughput": {m: {t: o.throughput() for t, o in per.items()} for m, per in outputs.items()},
         "judge": judge_identity, "confusion": confusion, "curves": curves, "pairwise_outcomes": extra,
-        "bootstrap": {"resamples": cfg.resamples, "confidence": cfg.confidence},
+        "bootstrap": {"resamples": cfg.resamples, "confidence": cfg.confidence}, "categories": categories,
     }
     if checks:
         results["gate"] = {"enabled": cfg.gate.enabled, "passed": all(c["passed"] for c in checks), "checks": checks}
     return results
+
+
+def _by_category(cfg: EvalConfig, task: EvalTaskConfig, items: list[Example], per_model: dict[str, dict],
+                 base: str) -> dict[str, Any] | None:
+    """The primary metric per `category` of the examples (when they have one): each model's score and each
+    candidate's paired difference from the base, with intervals. Only for metrics that are means of per-example
+    scores; examples without a category are left out of this breakdown (not of the task's score)."""
+    labels = [e.record.get("category") for e in items]
+    if not per_model or not any(isinstance(label, str) for label in labels):
+        return None
+    metric = primary_metric(task, list(next(iter(per_model.values()))["rows"]))
+    if not all(metric in data["rows"] and data["rows"][metric].is_mean for data in per_model.values()):
+        return None
+    names = sorted({label for label in labels if isinstance(label, str)})
+    rows = {model: {name: [s for s, label in zip(data["rows"][metric].per_example, labels) if label == name]
+                    for name in names} for model, data in per_model.items()}
+    out: dict[str, Any] = {"metric": metric, "n": {name: labels.count(name) for name in names}, "scores": {},
+                           "differences": {}}
+    for model, by_name in rows.items():
+        out["scores"][model] = {name: bootstrap_mean([s for s in v if s is not None], confidence=cfg.confidence,
+                                                     resamples=cfg.resamples).as_dict() for name, v in by_name.items()}
+        if model != base and base in rows:
+            out["differences"][model] = {
+                name: bootstrap_paired_difference(v, rows[base][name], confidence=cfg.confidence,
+                                                  resamples=cfg.resamples).as_dict()
+                for name, v in by_name.items() if None not in v and None not in rows[base][name]}
+    return out
 
 
 def _json_safe(value: Any) -> Any:

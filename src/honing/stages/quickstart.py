@@ -1,8 +1,8 @@
 """`honing quickstart`: the whole loop on the embedded model in a few minutes on a laptop CPU.
 
-    load SmolLM2-135M-Instruct ─▶ score it on held-out support tickets (before)
+    load SmolLM2-135M-Instruct ─▶ score it on held-out support tickets and the general-capability suite (before)
     ─▶ LoRA fine-tune on the bundled training tickets (the sft stage's own code)
-    ─▶ score again (after) ─▶ before/after table, one example, where everything went
+    ─▶ score both again (after) ─▶ before/after table, the suite's paired changes, one example, where everything went
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from typing import Any
 
 from rich.table import Table
 
-from honing.config import QuickstartConfig, SamplingConfig
+from honing.config import EvalTaskConfig, QuickstartConfig, SamplingConfig
+from honing.evals.tasks import Example, data_path
 from honing.stages.common import train_and_save
 from honing.stages.sft import setup_parts
 from honing.train.distributed import setup, teardown
@@ -44,32 +45,62 @@ def _held_out(cfg: QuickstartConfig) -> tuple[list[list[dict]], list[dict], str]
     return prompts, labels, str(task.DATA_DIR / "test.jsonl")
 
 
-def _general(model, tokenizer, cfg: QuickstartConfig, what: str) -> list[float]:
-    """Per-prompt scores (regex match) on the bundled general-capability set."""
-    from honing.config import EvalTaskConfig
-    from honing.evals.metrics import regex_match
+def _general_suite(cfg: QuickstartConfig) -> list[tuple[EvalTaskConfig, list[Example]]]:
+    """The general-capability tasks and their examples, read before any scoring (a bad file stops the run now)."""
     from honing.evals.tasks import load_examples
+
+    if cfg.general_examples == 0:
+        return []
+    tasks = [t.model_copy(update={"max_examples": cfg.general_examples}) if cfg.general_examples else t
+             for t in cfg.general_tasks]
+    return [(task, load_examples(task)) for task in tasks]
+
+
+def _general(model, tokenizer, cfg: QuickstartConfig, suite: list[tuple[EvalTaskConfig, list[Example]]],
+             what: str) -> dict[str, list[float]]:
+    """Per-example scores (each task's primary metric) on the general-capability suite, computed and scored by
+    the eval's own code, so the numbers are those `honing eval` gives the same weights."""
+    from honing.config import EvalConfig
+    from honing.evals.runner import compute_outputs
+    from honing.evals.scoring import metric_rows
+    from honing.evals.tasks import primary_metric
     from honing.models.chat import ChatModel
 
-    started = time.perf_counter()
-    task = EvalTaskConfig(name="general", data="builtin:general", metrics=["regex_match"], max_examples=cfg.general_examples)
-    examples = load_examples(task)
-    sampling = SamplingConfig(max_new_tokens=96, temperature=0.0)
+    eval_cfg = EvalConfig(tasks=[task for task, _ in suite], batch_size=cfg.batch_size)
     chat = ChatModel.wrap(model, tokenizer, role=what, batch_size=cfg.batch_size, progress=True)
-    answers = chat.texts([e.prompt for e in examples], sampling)
-    console.print(f"scored {what} on {len(examples)} general-capability prompts in {time.perf_counter() - started:.0f} s")
-    return [regex_match(answer, e.record) for answer, e in zip(answers, examples)]
+    scores = {}
+    for task, examples in suite:
+        started = time.perf_counter()
+        rows = metric_rows(task, examples, compute_outputs(chat, task, examples, eval_cfg))
+        scores[task.name] = [float(s) for s in rows[primary_metric(task)].per_example]
+        console.print(f"scored {what} on {task.name} ({len(examples)} {task.kind} examples) "
+                      f"in {time.perf_counter() - started:.0f} s")
+    return scores
 
 
-def _general_summary(before: list[float], after: list[float]) -> dict[str, Any]:
+def _general_summary(suite: list[tuple[EvalTaskConfig, list[Example]]], before: dict[str, list[float]],
+                     after: dict[str, list[float]]) -> dict[str, Any]:
+    """Per task: before, after and the paired change (95% bootstrap intervals), overall and per category."""
     from honing.evals.stats import bootstrap_mean, bootstrap_paired_difference
+    from honing.evals.tasks import primary_metric
 
-    change = bootstrap_paired_difference(after, before)
-    return {"examples": len(before), "before": bootstrap_mean(before).as_dict(), "after": bootstrap_mean(after).as_dict(),
-            "change": change.as_dict(), "regressed": change.high < 0}
+    summary = {}
+    for task, examples in suite:
+        old, new = before[task.name], after[task.name]
+        change = bootstrap_paired_difference(new, old)
+        categories: dict[str, Any] = {}
+        for name in sorted({str(e.record["category"]) for e in examples if e.record.get("category") is not None}):
+            rows = [i for i, e in enumerate(examples) if str(e.record.get("category")) == name]
+            categories[name] = {"examples": len(rows), "before": sum(old[i] for i in rows) / len(rows),
+                                "after": sum(new[i] for i in rows) / len(rows),
+                                "change": bootstrap_paired_difference([new[i] for i in rows], [old[i] for i in rows]).as_dict()}
+        summary[task.name] = {"examples": len(old), "metric": primary_metric(task), "before": bootstrap_mean(old).as_dict(),
+                              "after": bootstrap_mean(new).as_dict(), "change": change.as_dict(),
+                              "regressed": change.high < 0, "categories": categories}
+    return summary
 
 
-def _general_line(general: dict[str, Any]) -> str:
+def _general_line(name: str, general: dict[str, Any]) -> str:
     b, a, c = general["before"], general["after"], general["change"]
     if general["regressed"]:
         verdict = "[red]worse: the whole interval of the change is below zero[/]"
@@ -77,8 +108,8 @@ def _general_line(general: dict[str, Any]) -> str:
         verdict = "[green]better: the whole interval of the change is above zero[/]"
     else:
         verdict = "no significant change (the interval of the change contains zero)"
-    return (f"general-capability set ({general['examples']} prompts, 95% intervals): before {b['mean']:.1%} "
-            f"[{b['low']:.1%}, {b['high']:.1%}], after {a['mean']:.1%} [{a['low']:.1%}, {a['high']:.1%}], "
+    return (f"general-capability {name} ({general['examples']} examples, {general['metric']}, 95% intervals): before "
+            f"{b['mean']:.1%} [{b['low']:.1%}, {b['high']:.1%}], after {a['mean']:.1%} [{a['low']:.1%}, {a['high']:.1%}], "
             f"change {c['mean'] * 100:+.1f} points [{c['low'] * 100:+.1f}, {c['high'] * 100:+.1f}]: {verdict}")
 
 
@@ -108,8 +139,9 @@ def quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
         console.print("loading the base model (the first run converts the embedded GGUF once; later runs use a cache)")
         loaded = load_model(sft_cfg.model, device=ctx.device, adapter=sft_cfg.adapter)
         prompts, labels, test_path = _held_out(cfg)
+        suite = _general_suite(cfg)
         before, before_answers = _score(loaded.model, loaded.tokenizer, prompts, labels, cfg, "the base model")
-        general_before = _general(loaded.model, loaded.tokenizer, cfg, "the base model") if cfg.general_examples else None
+        general_before = _general(loaded.model, loaded.tokenizer, cfg, suite, "the base model") if suite else None
 
         parts = setup_parts(sft_cfg, ctx, loaded=loaded)
         run, result = train_and_save("quickstart", cfg, parts, sft_cfg.train, sft_cfg.output, ctx, resume=None,
@@ -117,7 +149,8 @@ def quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
         after, after_answers = _score(parts.model, parts.tokenizer, prompts, labels, cfg, "the fine-tuned model")
         general = None
         if general_before is not None:
-            general = _general_summary(general_before, _general(parts.model, parts.tokenizer, cfg, "the fine-tuned model"))
+            general_after = _general(parts.model, parts.tokenizer, cfg, suite, "the fine-tuned model")
+            general = _general_summary(suite, general_before, general_after)
 
         run_dir = Path(result["run_dir"])
         report = {"held_out": test_path, "examples": len(prompts), "before": before, "after": after,
@@ -126,13 +159,15 @@ def quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
                   "general_capability": general}
         (run_dir / "quickstart_eval.json").write_text(json.dumps(report, indent=2) + "\n")
         run.add_input("data_held_out", test_path)
+        for task, _ in suite:
+            run.add_input(f"data_general_{task.name}", data_path(task))
         run.add_output("evaluation", run_dir / "quickstart_eval.json")
         run.finish(status=result["status"], metrics={"held_out_before": before, "held_out_after": after,
                                                      "general_capability": general})
 
         console.print(_table(before, after))
-        if general is not None:
-            console.print(_general_line(general))
+        for name, summary in (general or {}).items():
+            console.print(_general_line(name, summary))
         pick = next((i for i, (b, a) in enumerate(zip(before_answers, after_answers)) if b != a), 0)
         console.print(f"[bold]ticket:[/] {prompts[pick][-1]['content']}")
         console.print(f"[bold]before:[/] {before_answers[pick]}")
