@@ -5,12 +5,12 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from honing.config.base import StrictModel
-from honing.config.evaluation import EvalConfig, EvalTaskConfig
+from honing.config.evaluation import GENERAL_SUITE, EvalTaskConfig
 
 
 def default_gate_tasks() -> list[EvalTaskConfig]:
-    """The regression tasks of `honing eval`'s defaults: the general-capability suite."""
-    return [task for task in EvalConfig().tasks if task.regression]
+    """The general-capability suite (GENERAL_SUITE), as regression tasks."""
+    return [task.model_copy() for task in GENERAL_SUITE]
 
 
 class RegistryGateConfig(StrictModel):
