@@ -159,8 +159,8 @@ def quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
                   "general_capability": general}
         (run_dir / "quickstart_eval.json").write_text(json.dumps(report, indent=2) + "\n")
         run.add_input("data_held_out", test_path)
-        for task, _ in suite:
-            run.add_input(f"data_general_{task.name}", data_path(task))
+        for general_task, _ in suite:  # not `task`: that name is the quickstart's task module here
+            run.add_input(f"data_general_{general_task.name}", data_path(general_task))
         run.add_output("evaluation", run_dir / "quickstart_eval.json")
         run.finish(status=result["status"], metrics={"held_out_before": before, "held_out_after": after,
                                                      "general_capability": general})
