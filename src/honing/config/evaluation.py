@@ -90,7 +90,7 @@ GENERAL_SUITE: list[EvalTaskConfig] = [
     EvalTaskConfig(name="general_mc", kind="multiple_choice", data="builtin:general_mc", regression=True),
     EvalTaskConfig(name="general_refusal", kind="multiple_choice", data="builtin:general_refusal", chat_template=True,
                    regression=True),
-    EvalTaskConfig(name="general", data="builtin:general", metrics=["regex_match"], max_new_tokens=24, regression=True),
+    EvalTaskConfig(name="general", data="builtin:general", metrics=["regex_match"], max_new_tokens=32, regression=True),
 ]
 """The general-capability suite: the regression tasks of the eval gate, the quickstart and promotion. general_mc
 (495 questions by log-likelihood: facts, arithmetic, reading comprehension) is the one sized to see a 5-point
