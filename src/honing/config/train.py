@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from honing.config.base import StrictModel
 
@@ -68,3 +68,20 @@ class TrainConfig(StrictModel):
     """How the output head and loss are computed on target tokens: plain (whole tokens × vocab logits),
     chunked (never all logits at once: a fraction of the memory, about as fast), liger (Liger's
     fused kernel; CUDA and liger-kernel); auto: liger where available, else chunked."""
+    shared_prefix: Literal["auto", "off"] = "auto"
+    """Where the padded rows of a micro-batch begin with the same tokens and none of them is a target (a common
+    system prompt in SFT; the prompt of a DPO pair), run those tokens through the model once, forward and backward,
+    and attend every row's remainder to them; the losses and gradients equal the per-row computation up to float
+    rounding. auto: on when rows share at least 16 such tokens, except with activation_checkpointing or compile,
+    under FSDP, for models whose attention is not plain full attention (sliding windows, linear or state-space
+    layers, logit soft-capping) and for packed rows (which hold many examples); the run record's metrics say how
+    many prefix tokens were computed once and how many the rows would have computed. off: every row computes its
+    own prefix."""
+
+    @field_validator("prefetch", "shared_prefix", mode="before")
+    @classmethod
+    def _switch_words(cls, value):
+        """YAML 1.1 reads an unquoted on / off as true / false; they mean the words."""
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return value

@@ -35,6 +35,7 @@ from honing.train.optim import build_optimizer, build_scheduler
 from honing.train.compilation import compile_blocks
 from honing.train.loader import for_config as step_batches
 from honing.train.parallel import as_float, block_modules, gradient_sync, wrap
+from honing.train.shared_prefix import MIN_SHARED_TOKENS, unsupported_reason
 from honing.ui import console, progress_bar
 
 Collate = Callable[[Sequence[Any]], dict[str, torch.Tensor]]
@@ -67,6 +68,8 @@ class TrainState:
     best_step: int | None = None
     evals_without_improvement: int = 0
     skipped_steps: int = 0
+    prefix_tokens_computed_once: int = 0  # shared-prefix training: prefix tokens each computed for a group of rows
+    prefix_tokens_per_row: int = 0  # the same prefixes as every row would have computed them
     items_per_step: int = 0
     elapsed_s: float = 0.0
     last_train_loss: float | None = None
@@ -184,6 +187,31 @@ def _tokens_in(batch: dict[str, torch.Tensor]) -> int:
     return int(batch["input_ids"].numel())
 
 
+def _shared_prefix_tokens(objective: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[int, int]:
+    """(prefix tokens computed once, the same as every row would compute them) of a micro-batch; (0, 0)
+    where the objective shares nothing. Planned with the objective's own function, so it counts what ran."""
+    plan = objective.prefix_plan(batch) if getattr(objective, "shared_prefix", False) else None
+    return (plan.computed_once, plan.per_row) if plan is not None else (0, 0)
+
+
+def enable_shared_prefix(objective: nn.Module, model: nn.Module, cfg: TrainConfig, ctx: Dist) -> str:
+    """Switch shared-prefix training on where train.shared_prefix=auto and nothing prevents it; returns
+    what the run record says about it."""
+    if not hasattr(objective, "prefix_plan"):
+        if cfg.shared_prefix == "auto":
+            return f"off: {type(objective).__name__} does not share prefixes"
+        return "off"
+    objective.shared_prefix = False
+    if cfg.shared_prefix == "off":
+        return "off"
+    reason = unsupported_reason(model, activation_checkpointing=cfg.activation_checkpointing, compile=cfg.compile,
+                                fsdp=ctx.enabled and cfg.distributed == "fsdp")
+    if reason is not None:
+        return f"off: {reason}"
+    objective.shared_prefix = True
+    return f"auto: rows of a padded micro-batch that share at least {MIN_SHARED_TOKENS} leading non-target tokens compute them once"
+
+
 def train_step(
     module: nn.Module,
     micro_batches: list[dict[str, torch.Tensor]],
@@ -224,13 +252,15 @@ def train_step(
     if finite:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    counts = torch.tensor([sum(_tokens_in(b) for b in micro_batches), sum(_real_targets(b) for b in micro_batches)],
-                          dtype=torch.float64)
-    tokens, target_tokens = (int(n) for n in all_reduce_sum(counts, ctx).tolist())
+    shared = [_shared_prefix_tokens(objective, b) for b in micro_batches]
+    counts = torch.tensor([sum(_tokens_in(b) for b in micro_batches), sum(_real_targets(b) for b in micro_batches),
+                           sum(once for once, _ in shared), sum(per_row for _, per_row in shared)], dtype=torch.float64)
+    tokens, target_tokens, prefix_once, prefix_per_row = (int(n) for n in all_reduce_sum(counts, ctx).tolist())
     # units: what the loss was divided by (target tokens for causal LM, pairs for preference);
     # target_tokens: the real count of tokens the loss covers, whatever the units.
     return {"loss": loss, "grad_norm": grad_norm, "units": global_targets, "target_tokens": target_tokens,
-            "tokens": tokens, "finite": finite, "metrics": metrics}
+            "tokens": tokens, "finite": finite, "metrics": metrics,
+            "prefix_tokens_computed_once": prefix_once, "prefix_tokens_per_row": prefix_per_row}
 
 
 def optimizer_step(module: nn.Module, micro_batches: list[dict[str, torch.Tensor]], optimizer: torch.optim.Optimizer,
@@ -319,6 +349,7 @@ def fit(
         compile_blocks(block_modules(model), ctx.device)
     if objective is None:
         objective = TargetedCausalLM(model, loss_kernel=cfg.loss_kernel)
+    shared_prefix = enable_shared_prefix(objective, model, cfg, ctx)
     module = wrap(objective, cfg.distributed, ctx)  # FSDP2 shards `model` in place
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, plan.total_steps)
@@ -327,7 +358,7 @@ def fit(
     state = TrainState(items_per_step=plan.items_per_step)
     if resume:
         state = ckpt.resume_latest(store, optimizer, scheduler, run, lambda saved: _resumed_state(saved, plan))
-    _describe_plan(model, plan, cfg, ctx, run, state)
+    _describe_plan(model, plan, cfg, ctx, run, state, shared_prefix)
 
     module.train()
     last_eval_step = -1
@@ -355,6 +386,8 @@ def fit(
             state.tokens_seen += result["tokens"]
             state.target_tokens_seen += result["target_tokens"]
             state.units_seen += result["units"]
+            state.prefix_tokens_computed_once += result["prefix_tokens_computed_once"]
+            state.prefix_tokens_per_row += result["prefix_tokens_per_row"]
             state.last_train_loss = result["loss"]
             state.elapsed_s = time.perf_counter() - started
             window_tokens += result["tokens"]
@@ -364,6 +397,7 @@ def fit(
                 run.log_metrics(state.step, {
                     "loss": result["loss"], "lr": lr, "grad_norm": result["grad_norm"], "tokens": result["tokens"],
                     **_counts(objective, result["target_tokens"], result["units"]),
+                    **_prefix_counts(objective, result["prefix_tokens_computed_once"], result["prefix_tokens_per_row"]),
                     "tokens_per_s": tps, "epoch": state.step / plan.steps_per_epoch, **result["metrics"],
                 })
             bar.update(task, completed=state.step, loss=result["loss"], lr=lr, tps=tps)
@@ -396,6 +430,7 @@ def fit(
         "best_step": state.best_step,
         "tokens_seen": state.tokens_seen,
         **_counts(objective, state.target_tokens_seen, state.units_seen, "_seen"),
+        **_prefix_counts(objective, state.prefix_tokens_computed_once, state.prefix_tokens_per_row, state.tokens_seen),
         "skipped_steps": state.skipped_steps,
         "train_seconds": round(state.elapsed_s, 2),
         "tokens_per_s": state.tokens_seen / state.elapsed_s if state.elapsed_s else None,
@@ -435,6 +470,17 @@ def _counts(objective: nn.Module, target_tokens: int, units: int, suffix: str = 
     return counts
 
 
+def _prefix_counts(objective: nn.Module, computed_once: int, per_row: int, tokens: int | None = None) -> dict[str, Any]:
+    """What shared-prefix training saved, where it is on: prefix tokens computed once, the tokens the rows
+    would have computed for the same prefixes, and (over a run) the share of all tokens that were not computed."""
+    if not getattr(objective, "shared_prefix", False):
+        return {}
+    counts: dict[str, Any] = {"prefix_tokens_computed_once": computed_once, "prefix_tokens_per_row": per_row}
+    if tokens is not None:
+        counts["prefix_tokens_saved_share"] = round((per_row - computed_once) / tokens, 4) if tokens else 0.0
+    return counts
+
+
 def _resumed_state(saved: dict[str, Any], plan: StepPlan) -> TrainState:
     state = TrainState(**saved)
     if state.items_per_step and state.items_per_step != plan.items_per_step:
@@ -446,7 +492,8 @@ def _resumed_state(saved: dict[str, Any], plan: StepPlan) -> TrainState:
     return state
 
 
-def _describe_plan(model: nn.Module, plan: StepPlan, cfg: TrainConfig, ctx: Dist, run: Run, state: TrainState) -> None:
+def _describe_plan(model: nn.Module, plan: StepPlan, cfg: TrainConfig, ctx: Dist, run: Run, state: TrainState,
+                   shared_prefix: str) -> None:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     info = {
@@ -458,6 +505,7 @@ def _describe_plan(model: nn.Module, plan: StepPlan, cfg: TrainConfig, ctx: Dist
         "world_size": ctx.world_size,
         "dropped_items_per_epoch": plan.dropped_per_epoch,
         "precision": "bf16 autocast" if uses_bf16(cfg.precision, ctx.device) else "fp32",
+        "shared_prefix": shared_prefix,
     }
     if ctx.is_main:
         run.set("plan", info)
@@ -465,7 +513,8 @@ def _describe_plan(model: nn.Module, plan: StepPlan, cfg: TrainConfig, ctx: Dist
             f"parameters: {total:,} total, {trainable:,} trainable ({100 * trainable / max(total, 1):.2f}%)\n"
             f"steps: {plan.total_steps} of {plan.items_per_step} sequences "
             f"({cfg.micro_batch_size} × {cfg.grad_accum} accumulation × {ctx.world_size} processes), "
-            f"{plan.steps_per_epoch} per epoch over {plan.items} items; {info['precision']}; run directory: {run.dir}"
+            f"{plan.steps_per_epoch} per epoch over {plan.items} items; {info['precision']}; run directory: {run.dir}\n"
+            f"shared prefix: {shared_prefix}"
         )
         if plan.dropped_per_epoch:
             console.print(f"[yellow]{plan.dropped_per_epoch} items per epoch do not fill a step and are left out of that epoch (the order changes every epoch)[/]")

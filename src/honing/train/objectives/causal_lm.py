@@ -19,6 +19,7 @@ from torch import nn
 
 from honing.data.types import IGNORE_INDEX
 from honing.train.kernels import LossKernel, select_loss_kernel
+from honing.train.shared_prefix import PrefixPlan, backbone_with_shared_prefix, plan_prefix, whole_batch
 
 # Config attributes that mean the head's logits are transformed after the matmul; such
 # models go through their own forward so the transformation is applied exactly.
@@ -34,12 +35,14 @@ class TargetedCausalLM(nn.Module):
     """Wraps a causal LM so that forward returns (summed loss, target count).
 
     Wrap this module (not the inner model) in DDP, so gradient synchronisation sees the
-    whole computation.
+    whole computation. With `shared_prefix` (the engine sets it where train.shared_prefix applies),
+    the tokens that begin every row of a padded batch are computed once (honing.train.shared_prefix).
     """
 
-    def __init__(self, model: nn.Module, loss_kernel: str = "auto"):
+    def __init__(self, model: nn.Module, loss_kernel: str = "auto", shared_prefix: bool = False):
         super().__init__()
         self.model = model
+        self.shared_prefix = shared_prefix
         lm = causal_lm_of(model)
         config = lm.config
         self.head_only_on_targets = not any(getattr(config, name, None) for name in _LOGIT_TRANSFORMS)
@@ -52,6 +55,12 @@ class TargetedCausalLM(nn.Module):
             self._kernels[device] = select_loss_kernel(self.loss_kernel, device)
         return self._kernels[device]
 
+    def prefix_plan(self, batch: dict[str, torch.Tensor]) -> PrefixPlan | None:
+        """The rows that share a prefix in this batch, or None (sharing off, packed rows, nothing common)."""
+        if not (self.shared_prefix and self.head_only_on_targets):
+            return None
+        return plan_prefix(batch["input_ids"], batch["labels"], batch.get("attention_mask"), whole_batch(len(batch["input_ids"])))
+
     def forward(
         self,
         input_ids: torch.Tensor,  # (B, T)
@@ -59,14 +68,18 @@ class TargetedCausalLM(nn.Module):
         position_ids: torch.Tensor | None = None,  # (B, T); restarting per packed example
         attention_mask: torch.Tensor | None = None,  # (B, T); None for packed rows
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        targets = labels[:, 1:]  # (B, T-1): token t+1 is predicted at position t
-        mask = targets != IGNORE_INDEX
-        n_targets = mask.sum()
+        n_targets = (labels[:, 1:] != IGNORE_INDEX).sum()
         inputs = dict(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask, use_cache=False)
         if self.head_only_on_targets:
             lm = causal_lm_of(self.model)
             backbone = getattr(lm, lm.base_model_prefix)
-            hidden = backbone(**inputs).last_hidden_state  # (B, T, H)
+            plan = self.prefix_plan(dict(input_ids=input_ids, labels=labels, attention_mask=attention_mask))
+            if plan is not None:  # (B, S, H) of each row's suffix, and the labels aligned with it
+                hidden, labels = backbone_with_shared_prefix(backbone, plan, input_ids, labels, attention_mask, position_ids)
+            else:
+                hidden = backbone(**inputs).last_hidden_state  # (B, T, H)
+            targets = labels[:, 1:]  # (B, T-1): token t+1 is predicted at position t
+            mask = targets != IGNORE_INDEX
             selected = hidden[:, :-1][mask]  # (N, H)
             head = lm.get_output_embeddings()
             if _is_plain_linear(head):
@@ -76,6 +89,8 @@ class TargetedCausalLM(nn.Module):
                 logits = head(selected)  # (N, V)
                 loss_sum = F.cross_entropy(logits.float(), targets[mask], reduction="sum")
         else:
+            targets = labels[:, 1:]
+            mask = targets != IGNORE_INDEX
             logits = self.model(**inputs).logits[:, :-1][mask]  # (N, V)
             loss_sum = F.cross_entropy(logits.float(), targets[mask], reduction="sum")
         return loss_sum, n_targets

@@ -32,6 +32,7 @@ from honing.data.packing import collate_padded
 from honing.data.templating import tokenize_conversation
 from honing.data.types import IGNORE_INDEX, TokenizedExample
 from honing.train.objectives.causal_lm import _LOGIT_TRANSFORMS, causal_lm_of
+from honing.train.shared_prefix import PrefixPlan, backbone_with_shared_prefix, plan_prefix, whole_batch_or_pairs
 
 PreferenceLoss = Literal["sigmoid", "ipo", "simpo", "orpo"]
 """sigmoid: DPO (Rafailov et al. 2023), with optional label smoothing (conservative DPO);
@@ -86,12 +87,25 @@ def collate_preference(examples: Sequence[PreferenceExample], pad_id: int) -> di
 # --------------------------------------------------------------------------- log-probabilities
 
 
-def sequence_logps(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def sequence_logps(
+    model: nn.Module, batch: dict[str, torch.Tensor], plan: PrefixPlan | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-probability of each row's target tokens (shifted; IGNORE_INDEX excluded), and their count.
 
-    Returns (logp_sum (R,) float32, n_tokens (R,) int64) for the R rows of the batch.
+    Returns (logp_sum (R,) float32, n_tokens (R,) int64) for the R rows of the batch. With a `plan`
+    the rows' shared prefixes are computed once (honing.train.shared_prefix); the model must then
+    not transform its logits.
     """
     input_ids, labels = batch["input_ids"], batch["labels"]  # (R, T)
+    n_tokens = (labels[:, 1:] != IGNORE_INDEX).sum(dim=1)  # (R,)
+    lm = causal_lm_of(model)
+    if plan is not None:
+        backbone = getattr(lm, lm.base_model_prefix)
+        hidden, labels = backbone_with_shared_prefix(backbone, plan, input_ids, labels, batch["attention_mask"],
+                                                     batch.get("position_ids"))  # (R, S, H), (R, S): each row's suffix
+        targets = labels[:, 1:]
+        mask = targets != IGNORE_INDEX
+        return _summed_logps(lm.get_output_embeddings()(hidden[:, :-1][mask]), targets, mask), n_tokens
     targets = labels[:, 1:]  # (R, T-1): token t+1 is predicted at position t
     mask = targets != IGNORE_INDEX
     inputs = dict(
@@ -100,26 +114,31 @@ def sequence_logps(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[to
         position_ids=batch.get("position_ids"),
         use_cache=False,
     )
-    lm = causal_lm_of(model)
     if any(getattr(lm.config, name, None) for name in _LOGIT_TRANSFORMS):
         logits = model(**inputs).logits[:, :-1][mask]  # (N, V): the model's own logit transform applies
     else:
         backbone = getattr(lm, lm.base_model_prefix)
         hidden = backbone(**inputs).last_hidden_state  # (R, T, H)
         logits = lm.get_output_embeddings()(hidden[:, :-1][mask])  # (N, V): head only where a target is
+    return _summed_logps(logits, targets, mask), n_tokens
+
+
+def _summed_logps(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(R,) float32 sums of the target tokens' log-probs; `logits` (N, V) are those of mask's True entries."""
     token_logps = -F.cross_entropy(logits.float(), targets[mask], reduction="none")  # (N,)
-    rows = torch.arange(len(labels), device=labels.device).unsqueeze(1).expand_as(targets)[mask]  # (N,)
-    logp_sum = torch.zeros(len(labels), dtype=torch.float32, device=token_logps.device)
-    logp_sum = logp_sum.index_add(0, rows.to(token_logps.device), token_logps)  # (R,)
-    return logp_sum, mask.sum(dim=1)
+    rows = torch.arange(len(targets), device=targets.device).unsqueeze(1).expand_as(targets)[mask]  # (N,)
+    logp_sum = torch.zeros(len(targets), dtype=torch.float32, device=token_logps.device)
+    return logp_sum.index_add(0, rows.to(token_logps.device), token_logps)  # (R,)
 
 
 @torch.no_grad()
 def reference_logps(
-    model: nn.Module, batch: dict[str, torch.Tensor], reference_model: nn.Module | None = None
+    model: nn.Module, batch: dict[str, torch.Tensor], reference_model: nn.Module | None = None,
+    plan: PrefixPlan | None = None,
 ) -> torch.Tensor:
     """Summed answer log-probabilities (R,) under the reference: `reference_model` when given,
-    else `model` itself with its PEFT adapter disabled (no second copy of the weights).
+    else `model` itself with its PEFT adapter disabled (no second copy of the weights); with the
+    rows' shared prefixes computed once where `plan` says.
 
     Computed in eval mode (no dropout), so the reference is deterministic; the training mode
     of the module is restored afterwards.
@@ -133,10 +152,10 @@ def reference_logps(
     scorer.eval()
     try:
         if reference_model is not None:
-            logps, _ = sequence_logps(reference_model, batch)
+            logps, _ = sequence_logps(reference_model, batch, plan)
         else:
             with model.disable_adapter():
-                logps, _ = sequence_logps(model, batch)
+                logps, _ = sequence_logps(model, batch, plan)
     finally:
         for module, training in modes.items():
             module.training = training
@@ -318,6 +337,7 @@ class PreferenceObjective(nn.Module):
         self.beta, self.label_smoothing = beta, label_smoothing
         self.simpo_gamma, self.orpo_lambda = simpo_gamma, orpo_lambda
         self.ipo_normalize = ipo_normalize
+        self.shared_prefix = False  # set by the engine where train.shared_prefix applies
         if reference_model is not None:
             reference_model.requires_grad_(False).eval()
         self.__dict__["reference_model"] = reference_model  # not a submodule: never trained, never saved
@@ -332,6 +352,14 @@ class PreferenceObjective(nn.Module):
     def count(batch: dict[str, torch.Tensor]) -> int:
         return int(batch["input_ids"].shape[0]) // 2  # chosen rows, then rejected rows
 
+    def prefix_plan(self, batch: dict[str, torch.Tensor]) -> PrefixPlan | None:
+        """The rows that share a prefix: all of them (a common system prompt) or each pair (its prompt),
+        whichever saves more; None where sharing is off or nothing is common."""
+        if not self.shared_prefix or any(getattr(causal_lm_of(self.model).config, name, None) for name in _LOGIT_TRANSFORMS):
+            return None
+        return plan_prefix(batch["input_ids"], batch["labels"], batch.get("attention_mask"),
+                           whole_batch_or_pairs(len(batch["input_ids"])))
+
     def forward(
         self,
         input_ids: torch.Tensor,  # (2B, T): chosen rows, then rejected rows
@@ -342,7 +370,8 @@ class PreferenceObjective(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask, "position_ids": position_ids}
         pairs = len(input_ids) // 2
-        policy, n_tokens = sequence_logps(self.model, batch)  # (2B,), (2B,)
+        plan = self.prefix_plan(batch)
+        policy, n_tokens = sequence_logps(self.model, batch, plan)  # (2B,), (2B,)
         policy_chosen, policy_rejected = policy[:pairs], policy[pairs:]
         n_tokens = n_tokens.to(policy.dtype).clamp(min=1)
         chosen_tokens, rejected_tokens = n_tokens[:pairs], n_tokens[pairs:]
@@ -352,7 +381,7 @@ class PreferenceObjective(nn.Module):
             losses, metrics = orpo_loss(policy_chosen, policy_rejected, chosen_tokens, rejected_tokens, self.orpo_lambda)
         else:
             if reference_logps is None:
-                reference_logps = _reference_logps(self.model, batch, self.reference_model)
+                reference_logps = _reference_logps(self.model, batch, self.reference_model, plan)
             reference_logps = reference_logps.to(policy.device, policy.dtype)
             reference_chosen, reference_rejected = reference_logps[:pairs], reference_logps[pairs:]
             if self.loss == "sigmoid":
