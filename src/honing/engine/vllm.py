@@ -302,7 +302,11 @@ def _tokenizer(cfg: ChatModelConfig, source: dict[str, Any], adapter_dir: Path |
                model_dir: Path) -> tuple[Any, Path]:
     """honing's tokenizer (the torch path's choice: model.tokenizer, else the adapter's own, else the model's)
     and the directory vLLM reads the same one from."""
-    from honing.models.load import _has_tokenizer, _tokenizer_for_source, _tokenizer_from_dir
+    from honing.models.load import (
+        _has_tokenizer,
+        _tokenizer_for_source,
+        _tokenizer_from_dir,
+    )
 
     if cfg.tokenizer:
         directory = Path(cfg.tokenizer).expanduser()
