@@ -3,10 +3,15 @@
     python -m bench.train --size cpu-small --modes full,lora
     python -m bench.train --size llama-1b --modes full,lora --liger            # on a GPU
     python -m bench.train --size llama-1b --modes full,lora --liger --find-max-seq
+    python -m bench.train --workload quickstart --steps 6 --warmup 1     # train.shared_prefix off vs auto
 
 Phases: measure the matmul peak → run every (mode, framework) leg in a fresh process → compare
 (tokens/s, memory, MFU, loss curves) → print the tables and write the JSON. What both legs do
 is in bench/workload.py and bench/legs.py; bench/RESULTS.md records the measurements.
+
+`--workload quickstart` instead trains `honing quickstart`'s fine-tune (the embedded model, its bundled
+tickets, padded micro-batches of 8 with a common system prompt) with train.shared_prefix off and auto,
+each in a fresh process, and compares tokens/s, step time, the prefix tokens shared and the losses.
 """
 
 from __future__ import annotations
@@ -32,6 +37,11 @@ LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workload", choices=["random", "quickstart"], default="random",
+                        help="random: packed random tokens on --size's model, honing against TRL; quickstart: the "
+                             "quickstart's fine-tune on the embedded model, train.shared_prefix off against auto")
+    parser.add_argument("--model-path", help="quickstart workload: a model directory with the embedded model's "
+                                             "tokenizer to train instead of the embedded model")
     parser.add_argument("--size", choices=sorted(SIZES), default="cpu-small")
     parser.add_argument("--modes", default="full,lora", help="comma-separated: full, lora")
     parser.add_argument("--steps", type=int, help="timed optimiser steps (default: the size's)")
@@ -161,8 +171,8 @@ def wait_until_idle(timeout: float, threshold: float = 0.15) -> float | None:
     return busy
 
 
-def run_child(spec: dict[str, Any], workdir: Path, name: str) -> dict[str, Any]:
-    """Run one spec in a fresh interpreter; its log stays in workdir and is shown on failure."""
+def run_child(spec: dict[str, Any], workdir: Path, name: str, entry: tuple[str, ...] = ("bench.worker",)) -> dict[str, Any]:
+    """Run one spec in a fresh interpreter (`python -m *entry SPEC OUT`); its log stays in workdir and is shown on failure."""
     spec_path, out_path, log_path = workdir / f"{name}.spec.json", workdir / f"{name}.out.json", workdir / f"{name}.log"
     spec_path.write_text(json.dumps(spec))
     # A fixed hash seed: peft iterates a set of module names when it adds LoRA, so the adapters'
@@ -170,7 +180,7 @@ def run_child(spec: dict[str, Any], workdir: Path, name: str) -> dict[str, Any]:
     env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     started, cpu_before = time.perf_counter(), _children_cpu()
     with log_path.open("w") as log:
-        proc = subprocess.run([sys.executable, "-m", "bench.worker", str(spec_path), str(out_path)],
+        proc = subprocess.run([sys.executable, "-m", *entry, str(spec_path), str(out_path)],
                               cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     result = json.loads(out_path.read_text()) if out_path.is_file() else {
         "status": "error", "error": f"worker exited with {proc.returncode} and no result"}
@@ -268,6 +278,126 @@ def find_max_seq(size: Size, frameworks: list[str], args, device: str, precision
             found.append({"framework": framework, "mode": mode, "max_seq": good, "first_failing": bad,
                           "tried": tried})
     return found
+
+
+# --------------------------------------------------------------------------- the quickstart workload
+
+QUICKSTART_LEG = "--quickstart-leg"  # python -m bench.train --quickstart-leg SPEC OUT: one leg, in its own process
+
+
+def quickstart_leg(spec: dict[str, Any]) -> dict[str, Any]:
+    """One quickstart fine-tune of warmup + steps optimiser steps with the spec's train.shared_prefix."""
+    import resource
+
+    import torch
+
+    from bench.workload import quickstart_config
+    from honing.runs import Run
+    from honing.stages.sft import setup_parts
+    from honing.train.distributed import Dist
+    from honing.train.engine import fit
+
+    warmup, steps = spec["warmup"], spec["steps"]
+    cfg = quickstart_config(warmup + steps, spec["shared_prefix"], spec["seed"], spec.get("model_path"))
+    ctx = Dist()
+    parts = setup_parts(cfg, ctx)
+    step_end: dict[int, float] = {}
+
+    def after_step(state) -> None:
+        step_end[state.step] = time.perf_counter()
+
+    run = Run.create("bench", cfg, spec["run_dir"])
+    result = fit(parts.model, parts.train_items, [], parts.collate, cfg.train, run=run, ctx=ctx, show_progress=False,
+                 after_step=after_step)
+    logged = [json.loads(line) for line in (run.dir / "metrics.jsonl").read_text().splitlines()]
+    tokens = {entry["step"]: entry["tokens"] for entry in logged if "tokens" in entry}
+    seconds = [step_end[s] - step_end[s - 1] for s in range(warmup + 1, warmup + steps + 1)]
+    timed_tokens = sum(tokens[s] for s in range(warmup + 1, warmup + steps + 1))
+    rates = sorted(tokens[s] / seconds[s - warmup - 1] for s in range(warmup + 1, warmup + steps + 1))
+    metrics = result.metrics
+    return {
+        "shared_prefix": spec["shared_prefix"], "plan": run.record.get("plan", {}).get("shared_prefix"),
+        "real_tokens_per_s": timed_tokens / sum(seconds), "timed_real_tokens": timed_tokens,
+        "median_step_tokens_per_s": rates[len(rates) // 2],  # robust to a neighbour's burst on a shared machine
+        "step_seconds": [round(s, 3) for s in seconds], "median_step_seconds": sorted(seconds)[len(seconds) // 2],
+        "losses": [entry["loss"] for entry in logged if "loss" in entry],
+        "prefix_tokens_computed_once": metrics.get("prefix_tokens_computed_once", 0),
+        "prefix_tokens_per_row": metrics.get("prefix_tokens_per_row", 0),
+        "prefix_tokens_saved_share": metrics.get("prefix_tokens_saved_share", 0.0),
+        "tokens_seen": metrics["tokens_seen"], "torch_threads": torch.get_num_threads(),
+        "peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "status": "ok",
+    }
+
+
+def run_quickstart(args, workdir: Path) -> list[dict[str, Any]]:
+    """The off and auto legs, `args.repeats` times, interleaved; each reports its fastest repeat."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for repeat in range(args.repeats):
+        for mode in ("off", "auto"):
+            print(f"running quickstart shared_prefix={mode} (repeat {repeat + 1}/{args.repeats}) ...", flush=True)
+            spec = {"shared_prefix": mode, "warmup": args.warmup or 1, "steps": args.steps or 6, "seed": args.seed,
+                    "model_path": args.model_path, "run_dir": str(workdir / f"run-quickstart-{mode}-{repeat}")}
+            busy = wait_until_idle(args.wait_idle)
+            result = run_child(spec, workdir, f"quickstart-{mode}-{repeat}", entry=("bench.train", QUICKSTART_LEG))
+            result["machine_busy_before"] = busy
+            runs.setdefault(mode, []).append(result)
+            rate = f", {result['real_tokens_per_s']:,.0f} real tokens/s" if result.get("status") == "ok" else ""
+            print(f"  shared_prefix={mode}: {result.get('status')} in {result['wall_seconds']} s{rate}", flush=True)
+    results = []
+    for mode, attempts in runs.items():
+        ok = [r for r in attempts if r.get("status") == "ok"]
+        best = dict(max(ok, key=lambda r: r["real_tokens_per_s"]) if ok else attempts[-1])
+        best["repeats"] = [{k: r.get(k) for k in ("status", "real_tokens_per_s", "median_step_seconds", "wall_seconds",
+                                                  "cpu_seconds", "machine_busy_before")} for r in attempts]
+        results.append(best)
+    return results
+
+
+def quickstart_comparison(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """auto ÷ off in tokens/s and step time, step by step (both legs train the same batches in the same order,
+    so step i of one is the same work as step i of the other), and the largest per-step loss difference."""
+    ok = {r["shared_prefix"]: r for r in results if r.get("status") == "ok"}
+    if set(ok) != {"off", "auto"}:
+        return {}
+    off, auto = ok["off"], ok["auto"]
+    speedups = [a / b for a, b in zip(off["step_seconds"], auto["step_seconds"])]  # > 1: auto was faster on that batch
+    return {"tokens_per_s_ratio": auto["real_tokens_per_s"] / off["real_tokens_per_s"],
+            "median_step_tokens_per_s_ratio": auto["median_step_tokens_per_s"] / off["median_step_tokens_per_s"],
+            "median_step_ratio": auto["median_step_seconds"] / off["median_step_seconds"],
+            "fastest_step_ratio": min(auto["step_seconds"]) / min(off["step_seconds"]),
+            "same_step_speedups": [round(x, 3) for x in speedups],
+            "max_abs_loss_diff": max(abs(a - b) for a, b in zip(auto["losses"], off["losses"]))}
+
+
+def render_quickstart(report: dict[str, Any], console=None):
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or (Console() if sys.stdout.isatty() else Console(width=150))
+    table = Table(title=f"quickstart fine-tune · embedded model · LoRA r16 · batch 8 padded · {report['precision']} · "
+                        f"{report['device']} · matmul peak {report['matmul_peak']['flops_per_s'] / 1e9:,.1f} GFLOP/s")
+    for column in ("shared_prefix", "real tokens/s", "median step tokens/s", "median step", "prefix tokens once / per row",
+                   "saved share",
+                   "first loss", "final loss", "peak memory", "status"):
+        table.add_column(column, justify="left" if column in ("shared_prefix", "status") else "right")
+    for r in report["results"]:
+        if r.get("status") != "ok":
+            table.add_row(r.get("shared_prefix", "?"), *["-"] * 8, r.get("status", "?"))
+            continue
+        table.add_row(r["shared_prefix"], f"{r['real_tokens_per_s']:,.0f}", f"{r['median_step_tokens_per_s']:,.0f}",
+                      f"{r['median_step_seconds']:.2f} s",
+                      f"{r['prefix_tokens_computed_once']:,} / {r['prefix_tokens_per_row']:,}",
+                      f"{100 * r['prefix_tokens_saved_share']:.1f}%", f"{r['losses'][0]:.4f}", f"{r['losses'][-1]:.4f}",
+                      _gib(r["peak_memory_bytes"]), "ok")
+    console.print(table)
+    c = report.get("comparison")
+    if c:
+        console.print(f"auto ÷ off: {c['tokens_per_s_ratio']:.2f}× tokens/s ({c['median_step_tokens_per_s_ratio']:.2f}× "
+                      f"the median step's), {c['median_step_ratio']:.2f}× median step time, {c['fastest_step_ratio']:.2f}× "
+                      f"the fastest step's; off ÷ auto time on the same batches, step by step: "
+                      f"{' '.join(f'{x:.2f}×' for x in c['same_step_speedups'])}; largest per-step loss difference "
+                      f"{c['max_abs_loss_diff']:.2e}")
+    return console
 
 
 # --------------------------------------------------------------------------- comparing
@@ -374,8 +504,35 @@ def measure_peak(device: str, dtype: str, workdir: Path, when: str) -> dict[str,
     return peak
 
 
+def main_quickstart(args, argv: list[str] | None) -> dict[str, Any]:
+    import torch
+
+    from honing.train.engine import uses_bf16
+
+    device = "cpu" if not torch.cuda.is_available() else "cuda"
+    precision = "bf16" if uses_bf16("auto", torch.device(device)) else "fp32"  # what the quickstart itself uses
+    out = Path(args.out or REPO / "bench" / f"results-quickstart-{precision}.json")
+    report: dict[str, Any] = {
+        "command": "python -m bench.train " + " ".join(sys.argv[1:] if argv is None else argv),
+        "workload": "quickstart", "device": device, "precision": precision, "seed": args.seed,
+        "hardware": hardware(device), "versions": versions(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    with tempfile.TemporaryDirectory(prefix="honing-bench-") as tmp:
+        workdir = Path(tmp)
+        report["matmul_peak"] = measure_peak(device, "bfloat16" if precision == "bf16" else "float32", workdir, "before")
+        report["results"] = run_quickstart(args, workdir)
+    report["comparison"] = quickstart_comparison(report["results"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    render_quickstart(report)
+    print(f"wrote {out}")
+    return report
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.workload == "quickstart":
+        return main_quickstart(args, argv)
     size, device, precision, frameworks = resolve(args)
     out = Path(args.out or REPO / "bench" / f"results-{size.name}-{precision}.json")
     report: dict[str, Any] = {
@@ -413,4 +570,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == [QUICKSTART_LEG]:
+        leg_spec_path, leg_out = Path(sys.argv[2]), Path(sys.argv[3])
+        try:
+            leg_result = quickstart_leg(json.loads(leg_spec_path.read_text()))
+        except Exception as err:  # reported to the parent like bench.worker's legs
+            import traceback
+
+            leg_result = {"status": "error", "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
+        leg_out.write_text(json.dumps(leg_result))
+    else:
+        main()

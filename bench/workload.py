@@ -240,3 +240,23 @@ def _sync(device: str) -> None:
         import torch
 
         torch.cuda.synchronize()
+
+
+# --------------------------------------------------------------------------- the quickstart workload
+
+
+def quickstart_config(steps: int, shared_prefix: str, seed: int = 42, model_path: str | None = None):
+    """`honing quickstart`'s fine-tune (the embedded SmolLM2-135M-Instruct, LoRA r16 on all linear layers,
+    micro-batches of 8 padded rows, max_length 256, loss on the assistant turns) on its bundled training
+    tickets, cut to `steps` optimiser steps, without validation or checkpoints. Every row begins with the
+    same system prompt, so this is the workload where train.shared_prefix has something to share.
+    `model_path`: another model with the same tokenizer instead of the embedded one (the tests' tiny model)."""
+    from honing.config import QuickstartConfig
+    from honing.quickstart import task
+
+    cfg = QuickstartConfig().sft
+    data = cfg.data.model_copy(update={"train": str(task.DATA_DIR / "train.jsonl")})
+    train = cfg.train.model_copy(update={"max_steps": steps, "eval_every": None, "save_every": None, "seed": seed,
+                                         "shared_prefix": shared_prefix})
+    model = cfg.model.model_copy(update={"path": model_path}) if model_path else cfg.model
+    return cfg.model_copy(update={"data": data, "train": train, "model": model})

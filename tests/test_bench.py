@@ -80,3 +80,21 @@ def test_find_max_seq_doubles_then_bisects(monkeypatch, tmp_path):
     (found,) = bench_train.find_max_seq(size, ["honing"], args, "cpu", "fp32", tmp_path)
     assert found["max_seq"] == 4096 and found["first_failing"] == 5120
     assert all(seq == 1024 * (seq // 1024) for seq in found["tried"])
+
+
+def test_quickstart_workload_compares_shared_prefix_off_and_auto(tmp_path, tiny_model_dir, monkeypatch):
+    """The quickstart workload's two legs on the tiny model (the embedded model's tokenizer): auto shares the
+    system prompt and ends with the same losses as off."""
+    monkeypatch.setenv("HONING_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "quickstart.json"
+    report = bench_train.main(["--workload", "quickstart", "--model-path", str(tiny_model_dir), "--steps", "2",
+                               "--warmup", "1", "--out", str(out)])
+    legs = {r["shared_prefix"]: r for r in json.loads(out.read_text())["results"]}
+    assert set(legs) == {"off", "auto"} and all(r["status"] == "ok" for r in legs.values())
+    assert legs["off"]["prefix_tokens_per_row"] == 0 and legs["auto"]["plan"].startswith("auto")
+    assert legs["auto"]["prefix_tokens_per_row"] == 8 * legs["auto"]["prefix_tokens_computed_once"] > 0
+    assert legs["auto"]["prefix_tokens_saved_share"] > 0.3
+    assert report["comparison"]["max_abs_loss_diff"] < 1e-4 and len(legs["auto"]["losses"]) == 3
+    from rich.console import Console
+
+    bench_train.render_quickstart(report, Console(file=io.StringIO(), width=150))
