@@ -1,8 +1,14 @@
-"""Batched generation: the local backend of honing.models.chat.ChatModel (and RL's sampler).
+"""Generation of a local model: the door behind honing.models.chat.ChatModel (and RL's sampler).
 
-Prompts are rendered with the tokenizer's chat template (ChatML when it has none), sorted by
-length so each batch wastes little padding, padded on the LEFT, generated with the KV cache,
-and returned in the caller's order with only the new text, special tokens removed.
+Prompts are rendered with the tokenizer's chat template (ChatML when it has none) and answered by
+honing's engine (honing.engine: continuous batching, shared prefixes prefilled once) where it runs the
+model's family, else, or with generation.backend=transformers, by transformers' `generate`: sorted by
+length so each batch wastes little padding, padded on the LEFT, generated with the KV cache. Either way
+the answers come back in the caller's order with only the new text, special tokens removed.
+
+Seeds. With the engine, prompt i of a call draws from its own random stream seeded with seed + i (and
+sample j of prompt i with seed + i·samples + j), so an answer does not depend on what else is in the
+batch. transformers' path seeds one stream for the whole call.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from honing.config import SamplingConfig
+from honing.config import GenerationConfig, SamplingConfig
 from honing.data.prompts import Prompt, encode_prompts
 
 # End-of-turn markers of common chat templates; generation stops at whichever the template uses.
@@ -59,14 +65,44 @@ def generation_kwargs(sampling: SamplingConfig, tokenizer: Any, model: Any = Non
     return kwargs
 
 
+def _requests(model: Any, tokenizer: Any, prompt_ids: Sequence[list[int]], sampling: SamplingConfig, seed: int,
+              samples: int = 1) -> list[Any]:
+    from honing.engine import Request, Sampling
+
+    settings = Sampling(sampling.temperature, sampling.top_p, sampling.top_k, sampling.repetition_penalty)
+    stops = frozenset(stop_token_ids(tokenizer, model))
+    return [Request(list(ids), sampling.max_new_tokens, settings, seed + i * samples + j, tuple(sampling.stop), stops)
+            for i, ids in enumerate(prompt_ids) for j in range(samples)]
+
+
+def _engine(model: Any, tokenizer: Any, prompt_ids: Sequence[list[int]], sampling: SamplingConfig,
+            generation: GenerationConfig | None, batch_size: int) -> Any:
+    """The engine for this call, or None when transformers generates."""
+    from honing.engine import backend_for, engine_for
+
+    generation = generation or GenerationConfig()
+    longest = max(len(ids) for ids in prompt_ids) + sampling.max_new_tokens
+    backend, _ = backend_for(model, generation, longest)
+    return engine_for(model, tokenizer, generation, batch_size) if backend == "torch" else None
+
+
 def sample_tokens(model: Any, tokenizer: Any, prompt_ids: Sequence[list[int]], sampling: SamplingConfig, *,
-                  samples: int = 1, batch_size: int = 8, seed: int | None = None) -> list[list[list[int]]]:
+                  samples: int = 1, batch_size: int = 8, seed: int | None = None,
+                  generation: GenerationConfig | None = None) -> list[list[list[int]]]:
     """`samples` completions of each tokenised prompt, as token ids: result[i][j] is prompt i's
     j-th sample, cut after its first stop token (which is kept, so a trainer sees the model
-    learning to stop) or at max_new_tokens. The rows of one prompt are generated together;
-    prompts are batched left-padded, longest first. `seed` overrides sampling.seed."""
+    learning to stop) or at max_new_tokens. The samples of one prompt share its prefilled prompt
+    (engine) or are generated together (transformers: left-padded, longest first). `seed`
+    overrides sampling.seed."""
     import torch
 
+    if not prompt_ids:
+        return []
+    engine = _engine(model, tokenizer, prompt_ids, sampling, generation, batch_size)
+    if engine is not None:
+        results = engine.run(_requests(model, tokenizer, prompt_ids, sampling,
+                                       sampling.seed if seed is None else seed, samples))
+        return [[results[i * samples + j].token_ids for j in range(samples)] for i in range(len(prompt_ids))]
     stops = set(stop_token_ids(tokenizer, model))
     kwargs = generation_kwargs(sampling, tokenizer, model)
     order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]), reverse=True)
@@ -101,12 +137,12 @@ def _cut_at_stop(tokens: list[int], stops: set[int]) -> list[int]:
 
 def generate(model: Any, tokenizer: Any, prompts: Sequence[Prompt], sampling: SamplingConfig, *,
              batch_size: int = 8, chat_template: bool = True, system_prompt: str | None = None,
-             progress: bool = True, streamer: Any = None) -> list[str]:
+             progress: bool = True, streamer: Any = None, generation: GenerationConfig | None = None) -> list[str]:
     """One answer per prompt, in the prompts' order. A streamer (transformers TextStreamer)
     needs a single prompt."""
     return [answer.text for answer in generate_answers(
         model, tokenizer, prompts, sampling, batch_size=batch_size, chat_template=chat_template,
-        system_prompt=system_prompt, progress=progress, streamer=streamer)]
+        system_prompt=system_prompt, progress=progress, streamer=streamer, generation=generation)]
 
 
 @dataclass
@@ -118,11 +154,13 @@ class Answer:
     token_ids: list[int]
     stopped: bool
     prompt_tokens: int
+    cached_tokens: int = 0
 
 
 def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[Prompt], sampling: SamplingConfig, *,
                      batch_size: int = 8, chat_template: bool = True, system_prompt: str | None = None,
-                     progress: bool = True, streamer: Any = None) -> list[Answer]:
+                     progress: bool = True, streamer: Any = None,
+                     generation: GenerationConfig | None = None) -> list[Answer]:
     """`generate`, with each answer's token ids, how it ended and its prompt's length."""
     import torch
 
@@ -131,8 +169,13 @@ def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[Prompt], samp
     if streamer is not None and len(prompts) != 1:
         raise ValueError("a streamer can follow only one prompt at a time")
     encoded = encode_prompts(tokenizer, prompts, chat_template=chat_template, system_prompt=system_prompt)
+    engine = _engine(model, tokenizer, encoded, sampling, generation, batch_size)
+    if engine is not None:
+        return _engine_answers(engine, model, tokenizer, encoded, sampling, progress, streamer)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)  # longest first: OOM shows at once
     kwargs = generation_kwargs(sampling, tokenizer, model)
+    if sampling.stop:
+        kwargs.update(stop_strings=list(sampling.stop), tokenizer=tokenizer)
     stops = set(stop_token_ids(tokenizer, model))
     answers: list[Answer | None] = [None] * len(prompts)
     device = next(model.parameters()).device
@@ -154,12 +197,43 @@ def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[Prompt], samp
                 new_tokens = output[:, input_ids.shape[1]:]
                 for index, tokens in zip(chunk, new_tokens):
                     kept = _cut_at_stop(tokens.tolist(), stops)
-                    answers[index] = Answer(tokenizer.decode(tokens, skip_special_tokens=True).strip(), kept,
-                                            bool(kept) and kept[-1] in stops, len(encoded[index]))
+                    text, cut = _before_stop(tokenizer.decode(tokens, skip_special_tokens=True), sampling.stop)
+                    answers[index] = Answer(text.strip(), kept, cut or (bool(kept) and kept[-1] in stops),
+                                            len(encoded[index]))
                 advance(len(chunk))
     finally:
         model.train(was_training)
     return answers  # type: ignore[return-value]  (every slot is filled)
+
+
+def _before_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    """The text before the first stop string, and whether there was one."""
+    found = [text.find(s) for s in stops if s and s in text]
+    return (text[:min(found)], True) if found else (text, False)
+
+
+def _engine_answers(engine: Any, model: Any, tokenizer: Any, encoded: list[list[int]], sampling: SamplingConfig,
+                    progress: bool, streamer: Any) -> list[Answer]:
+    import torch
+
+    requests = _requests(model, tokenizer, encoded, sampling, sampling.seed)
+    if streamer is not None:
+        streamer.put(torch.tensor([encoded[0]]))  # the prompt (a TextStreamer with skip_prompt skips it)
+        requests[0].on_token = lambda token: streamer.put(torch.tensor([token]))
+    try:
+        with _progress(len(encoded), progress) as advance:
+            results = engine.run(requests, progress=advance)
+    finally:
+        if streamer is not None:
+            streamer.end()
+    answers = []
+    for result in results:
+        text = tokenizer.decode(result.token_ids, skip_special_tokens=True)
+        if result.stop_text is not None:
+            text = text[:result.stop_text]
+        answers.append(Answer(text.strip(), result.token_ids, result.finish_reason == "stop", result.prompt_tokens,
+                              result.cached_tokens))
+    return answers
 
 
 def _left_pad(tokenizer: Any, sequences: list[list[int]]) -> dict[str, Any]:

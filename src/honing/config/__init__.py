@@ -18,7 +18,7 @@ from honing.config.data import DataConfig
 from honing.config.loader import dump_config, format_validation_error, load_config, parse_override
 from honing.config.model import AdapterConfig, ChatModelConfig, ModelConfig, ScratchModelConfig
 from honing.config.output import OutputConfig
-from honing.config.sampling import SamplingConfig
+from honing.config.sampling import GenerationConfig, SamplingConfig
 from honing.config.train import TrainConfig
 from honing.config.help import describe_fields  # noqa: E402  (after loader, which it uses)
 from honing.config.training import PretrainConfig, QuickstartConfig, SFTConfig
@@ -35,6 +35,6 @@ __all__ = [
     "LabelConfig", "LabelSourceConfig", "MergeConfig", "ModelConfig", "OutputConfig", "PreferenceObjectiveConfig",
     "PretrainConfig", "QuickstartConfig", "RLConfig", "RLDataConfig", "RLObjectiveConfig", "RedteamConfig",
     "RedteamMutator", "RewardConfig", "RewardObjectiveConfig", "RewardSpec", "RolloutConfig", "SFTConfig",
-    "SamplingConfig", "ScoreConfig", "ScratchModelConfig", "StrictModel", "TaskKind", "TrainConfig",
+    "GenerationConfig", "SamplingConfig", "ScoreConfig", "ScratchModelConfig", "StrictModel", "TaskKind", "TrainConfig",
     "describe_fields", "dump_config", "format_validation_error", "load_config", "parse_override",
 ]

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from honing.config.base import StrictModel
+from honing.config.sampling import GenerationConfig
 
 
 class ScratchModelConfig(StrictModel):
@@ -85,6 +86,8 @@ class ChatModelConfig(StrictModel):
     """Weight dtype of a local model on load: auto is float32 on CPU and bfloat16 on GPUs that support it."""
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
     """Attention kernel of a local model, passed to transformers."""
+    generation: GenerationConfig = GenerationConfig()
+    """How a local model generates (engine, sequences in flight, prefix cache)."""
 
     @model_validator(mode="after")
     def _one_source(self) -> ChatModelConfig:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from honing.config.base import StrictModel
@@ -22,3 +24,22 @@ class SamplingConfig(StrictModel):
     """Penalty on tokens already present (1.0 disables)."""
     seed: int = 0
     """Seed for sampling."""
+    stop: list[str] = []
+    """Strings that end an answer (OpenAI's `stop`); the answer stops before the first one."""
+
+
+class GenerationConfig(StrictModel):
+    """How a local model generates: which engine, and how many sequences it keeps in flight."""
+
+    backend: Literal["auto", "torch", "transformers", "vllm"] = "auto"
+    """torch: honing's engine (continuous batching over a static KV cache, shared prefixes prefilled once) for
+    llama, mistral, qwen2 and qwen3 models; transformers: `model.generate` in fixed batches; vllm: vLLM, on a CUDA
+    machine where it is installed; auto: vllm there for a model loaded from disk, else torch where the model's
+    family is supported, else transformers."""
+    max_batch: int | None = Field(None, ge=1)
+    """Sequences in flight at once (default: the stage's batch_size)."""
+    prefix_cache_mb: int = Field(512, ge=0)
+    """Memory for prefilled shared prefixes (system prompts, few-shot blocks, a GRPO group's prompt), kept between
+    calls until the weights change; 0 turns prefix caching off (every prompt is prefilled whole)."""
+    kv_cache_mb: int = Field(4096, ge=64)
+    """Most memory the engine's KV cache may take; fewer sequences run at once when it would take more."""

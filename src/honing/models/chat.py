@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from honing.config import ChatModelConfig, ModelConfig, SamplingConfig
+from honing.config import ChatModelConfig, GenerationConfig, ModelConfig, SamplingConfig
 from honing.data.prompts import Prompt, as_messages
 from honing.errors import HoningError
 
@@ -73,6 +73,8 @@ class ChatModel:
         self.source: dict[str, Any] = {}
         self.endpoint: _Endpoint | None = None
         self.answer: Callable[[Messages, int | None], str] | None = None
+        self.generation = GenerationConfig()
+        self.vllm: Any = None  # a honing.engine.vllm.VLLMModel when vLLM answers
         self.calls = 0  # complete() calls answered (scripted models count them for tests)
 
     # ------------------------------------------------------------------ construction
@@ -88,6 +90,15 @@ class ChatModel:
             return chat
         import torch
 
+        from honing.engine.vllm import vllm_wanted
+
+        if vllm_wanted(cfg):
+            from honing.engine.vllm import VLLMModel
+
+            vllm = VLLMModel(cfg)
+            chat = cls("local", vllm.identity, role=role, sampling=sampling, batch_size=batch_size, progress=progress)
+            chat.vllm, chat.tokenizer, chat.generation = vllm, vllm.tokenizer, cfg.generation
+            return chat
         loaded = load_local(cfg)
         if torch.cuda.is_available():
             loaded.model.to("cuda")
@@ -95,17 +106,19 @@ class ChatModel:
         identity = {"kind": "local", "path": cfg.path or "embedded default", "adapter": cfg.adapter,
                     "sha256": loaded.source.get("sha256"), "adapter_sha256": loaded.source.get("adapter_sha256")}
         chat = cls.wrap(loaded.model, loaded.tokenizer, sampling, role=role, batch_size=batch_size, identity=identity,
-                        progress=progress)
+                        progress=progress, generation=cfg.generation)
         chat.source = loaded.source
         return chat
 
     @classmethod
     def wrap(cls, model: Any, tokenizer: Any, sampling: SamplingConfig | None = None, *, role: str = "policy",
-             batch_size: int = 8, identity: dict[str, Any] | None = None, progress: bool = False) -> ChatModel:
+             batch_size: int = 8, identity: dict[str, Any] | None = None, progress: bool = False,
+             generation: GenerationConfig | None = None) -> ChatModel:
         """A model already in memory; its weights are shared, not copied (a training step shows in the next answer)."""
         chat = cls("local", identity or {"kind": "local", "path": getattr(model, "name_or_path", None) or "in memory"},
                    role=role, sampling=sampling, batch_size=batch_size, progress=progress)
         chat.model, chat.tokenizer = model, tokenizer
+        chat.generation = generation or GenerationConfig()
         return chat
 
     @classmethod
@@ -170,9 +183,14 @@ class ChatModel:
             raise HoningError(f"{self.role}: sampling token ids needs a local model, not {self.kind}")
         from honing.generate import sample_tokens, stop_token_ids
 
+        if self.vllm is not None:
+            groups = self.vllm.sample(prompt_ids, sampling or self.sampling, samples=samples, seed=seed)
+            stops = set(self.vllm.stop_ids)
+            return [[self._completion(tokens, len(ids), stops) for tokens in group]
+                    for ids, group in zip(prompt_ids, groups)]
         stops = set(stop_token_ids(self.tokenizer, self.model))
         groups = sample_tokens(self.model, self.tokenizer, prompt_ids, sampling or self.sampling, samples=samples,
-                               batch_size=self.batch_size, seed=seed)
+                               batch_size=self.batch_size, seed=seed, generation=self.generation)
         return [[self._completion(tokens, len(ids), stops) for tokens in group] for ids, group in zip(prompt_ids, groups)]
 
     def _completion(self, tokens: list[int], prompt_tokens: int, stops: set[int]) -> Completion:
@@ -184,9 +202,12 @@ class ChatModel:
                         system_prompt: str | None, streamer: Any) -> list[Completion]:
         from honing.generate import generate_answers
 
+        if self.vllm is not None:
+            return self.vllm.complete(list(prompts), sampling, chat_template=chat_template, system_prompt=system_prompt,
+                                      streamer=streamer)
         answers = generate_answers(self.model, self.tokenizer, list(prompts), sampling, batch_size=self.batch_size,
                                    chat_template=chat_template, system_prompt=system_prompt, progress=self.progress,
-                                   streamer=streamer)
+                                   streamer=streamer, generation=self.generation)
         return [Completion(a.text, a.token_ids, "stop" if a.stopped else "length", a.prompt_tokens, len(a.token_ids))
                 for a in answers]
 
@@ -213,6 +234,8 @@ class _Endpoint:
 
     def complete(self, conversations: list[Messages], sampling: SamplingConfig, seed: int | None) -> list[Completion]:
         params: dict[str, Any] = {"temperature": sampling.temperature, "max_tokens": sampling.max_new_tokens}
+        if sampling.stop:
+            params["stop"] = list(sampling.stop)
         if sampling.temperature > 0:
             params["top_p"] = sampling.top_p
 

@@ -1,0 +1,303 @@
+"""The scheduler: continuous batching over a static KV cache, with shared prefixes prefilled once.
+
+    Engine(model, tokenizer, settings).run(requests, progress=...) -> list[Result], in the requests' order
+
+A run keeps up to `max_batch` sequences in flight. Each step decodes one token for every live row; a row
+that ends (a stop token, a stop string, its max_new_tokens) leaves at once and the next queued request
+takes its slot, so the batch never waits for its longest answer and no row is computed after it ends.
+
+Prefixes. Before a run, the prompts are sorted and each one's longest common prefix with its neighbours
+found; a prefix that two or more requests share (a system prompt, a few-shot block, a GRPO group's prompt)
+is prefilled once, its keys and values kept, and copied into each slot that starts with it. The prompt's
+last token is always computed in the request's own prefill, so its first answer token comes from its own
+forward pass. Kept prefixes outlive the run (up to `prefix_cache_mb`) and are dropped when the weights
+change (an optimiser step, a merge, a move to another device): each entry records the weights' version.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from honing.engine.decoder import Decoder, KVCache
+from honing.engine.sampling import Sampling, next_tokens
+
+MIN_SHARED_PREFIX = 16
+"""Fewer shared tokens than this are not worth a cache entry and a copy."""
+
+
+@dataclass
+class Request:
+    """One prompt to answer, with its own settings."""
+
+    prompt_ids: list[int]
+    max_new_tokens: int = 256
+    sampling: Sampling = Sampling()
+    seed: int = 0
+    stop: tuple[str, ...] = ()
+    """Strings that end the answer; the answer's text stops before the first one (OpenAI's `stop`)."""
+    stop_token_ids: frozenset[int] = frozenset()
+    """Tokens that end the answer; the one that ends it is kept in the token ids."""
+    on_token: Callable[[int], None] | None = None
+    """Called with each new token as it is chosen (streaming)."""
+
+
+@dataclass
+class Result:
+    """The answer to one Request."""
+
+    token_ids: list[int]
+    finish_reason: Literal["stop", "length"]
+    prompt_tokens: int
+    cached_tokens: int = 0
+    """Prompt tokens that came from a shared prefix instead of being computed for this request."""
+    stop_text: int | None = None
+    """When a stop string ended the answer: the length of the text before it."""
+    first_token_s: float = 0.0
+    """Seconds from the start of the run to this request's first token."""
+    total_s: float = 0.0
+    """Seconds from the start of the run to its last token."""
+
+
+@dataclass
+class RunStats:
+    """What a run computed: prompt tokens prefilled, prompt tokens taken from shared prefixes, decode steps."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    generated_tokens: int = 0
+    decode_steps: int = 0
+    rows_per_step: float = 0.0
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Live:
+    index: int
+    request: Request
+    tokens: list[int]
+    generator: torch.Generator | None
+    seen: torch.Tensor | None
+    cached: int
+    first_token_s: float = 0.0
+
+
+class PrefixCache:
+    """Prefilled prefixes (token ids -> per-layer keys and values), least recently used dropped first."""
+
+    def __init__(self, budget_bytes: int):
+        self.budget = budget_bytes
+        self.entries: OrderedDict[tuple[int, ...], tuple[list[torch.Tensor], list[torch.Tensor]]] = OrderedDict()
+        self.version: Any = None
+        self.used = 0
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.used = 0
+
+    def check_version(self, version: Any) -> None:
+        if version != self.version:
+            self.clear()
+            self.version = version
+
+    def get(self, ids: tuple[int, ...]) -> tuple[list[torch.Tensor], list[torch.Tensor]] | None:
+        entry = self.entries.get(ids)
+        if entry is not None:
+            self.entries.move_to_end(ids)
+        return entry
+
+    def longest(self, ids: Sequence[int]) -> tuple[int, ...] | None:
+        """The longest kept prefix of `ids`."""
+        for key in sorted(self.entries, key=len, reverse=True):
+            if len(key) <= len(ids) and tuple(ids[:len(key)]) == key:
+                return key
+        return None
+
+    def put(self, ids: tuple[int, ...], keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
+        size = sum(t.numel() * t.element_size() for t in keys + values)
+        if size > self.budget:
+            return
+        while self.used + size > self.budget and self.entries:
+            _, (old_k, old_v) = self.entries.popitem(last=False)
+            self.used -= sum(t.numel() * t.element_size() for t in old_k + old_v)
+        self.entries[ids] = (keys, values)
+        self.used += size
+
+
+def shared_prefixes(prompts: Sequence[Sequence[int]], minimum: int = MIN_SHARED_PREFIX) -> list[int]:
+    """For each prompt, how many of its first tokens it shares with another prompt of the list (0 when fewer
+    than `minimum`), never its last token."""
+    order = sorted(range(len(prompts)), key=lambda i: prompts[i])
+    shared = [0] * len(prompts)
+    for a, b in zip(order, order[1:]):
+        x, y = prompts[a], prompts[b]
+        n = 0
+        limit = min(len(x), len(y))
+        while n < limit and x[n] == y[n]:
+            n += 1
+        shared[a] = max(shared[a], n)
+        shared[b] = max(shared[b], n)
+    return [min(n, len(p) - 1) if n >= minimum else 0 for n, p in zip(shared, prompts)]
+
+
+def weights_version(model: torch.nn.Module) -> int:
+    """Changes whenever a parameter is replaced or modified in place (torch counts in-place writes)."""
+    return hash(tuple((id(p), p._version) for p in model.parameters()))
+
+
+class Engine:
+    """Generation for one local model. `run` is not re-entrant: one run at a time per engine."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, *, max_batch: int = 16, prefix_cache_mb: int = 512,
+                 kv_cache_mb: int = 4096):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.decoder = Decoder(model)
+        self.max_batch = max_batch
+        self.kv_budget = kv_cache_mb * 2**20
+        self.prefixes = PrefixCache(prefix_cache_mb * 2**20)
+        self.last: RunStats = RunStats()
+
+    def run(self, requests: Sequence[Request], *, progress: Callable[[int], None] | None = None,
+            max_batch: int | None = None) -> list[Result]:
+        """Answer every request; results in the requests' order."""
+        if not requests:
+            return []
+        for i, request in enumerate(requests):
+            if not request.prompt_ids:
+                raise ValueError(f"request {i} has an empty prompt")
+        started = time.perf_counter()
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                results = self._run(requests, max_batch or self.max_batch, progress, started)
+        finally:
+            self.model.train(was_training)
+        self.last.seconds = time.perf_counter() - started
+        return results
+
+    # ------------------------------------------------------------------ the loop
+
+    def _run(self, requests: Sequence[Request], max_batch: int, progress, started: float) -> list[Result]:
+        decoder = self.decoder
+        self.prefixes.check_version(weights_version(self.model))
+        prompts = [r.prompt_ids for r in requests]
+        shared = shared_prefixes(prompts) if self.prefixes.budget else [0] * len(prompts)
+        capacity = max(len(r.prompt_ids) + r.max_new_tokens for r in requests)
+        slots = max(1, min(max_batch, len(requests), self.kv_budget // max(1, capacity * decoder.bytes_per_token())))
+        cache = decoder.new_cache(slots, capacity)
+        stats = RunStats(requests=len(requests))
+        self.last = stats
+        results: list[Result | None] = [None] * len(requests)
+        queue = deque(range(len(requests)))
+        live: list[_Live] = []
+        rows_total = 0
+
+        def finish(row: int, reason: Literal["stop", "length"], stop_text: int | None = None) -> None:
+            item = live[row]
+            now = time.perf_counter() - started
+            results[item.index] = Result(item.tokens, reason, len(item.request.prompt_ids), item.cached, stop_text,
+                                         item.first_token_s, now)
+            stats.generated_tokens += len(item.tokens)
+            last = len(live) - 1
+            if row != last:
+                cache.move(last, row)
+                live[row] = live[last]
+            cache.lengths[last] = 0
+            live.pop()
+            if progress:
+                progress(1)
+
+        def accept(row: int, token: int) -> bool:
+            """Add `token` to row's answer; True when the row ended (and left)."""
+            item = live[row]
+            item.tokens.append(token)
+            request = item.request
+            if not item.first_token_s:
+                item.first_token_s = time.perf_counter() - started
+            if request.on_token:
+                request.on_token(token)
+            if item.seen is not None:
+                item.seen = torch.cat([item.seen, torch.tensor([token], device=item.seen.device)]).unique()
+            if token in request.stop_token_ids:
+                finish(row, "stop")
+                return True
+            if request.stop:
+                cut = _stop_position(self.tokenizer, item.tokens, request.stop)
+                if cut is not None:
+                    finish(row, "stop", cut)
+                    return True
+            if len(item.tokens) >= request.max_new_tokens:
+                finish(row, "length")
+                return True
+            return False
+
+        while queue or live:
+            while queue and len(live) < slots:
+                index = queue.popleft()
+                request = requests[index]
+                row = len(live)
+                start, cached = self._start(cache, row, request.prompt_ids, shared[index])
+                stats.prompt_tokens += len(request.prompt_ids)
+                stats.cached_tokens += cached
+                hidden = decoder.prefill(cache, row, request.prompt_ids[start:])
+                seen = None
+                if request.sampling.repetition_penalty != 1.0:
+                    seen = torch.tensor(request.prompt_ids, device=decoder.device).unique()
+                generator = None
+                if not request.sampling.greedy:
+                    generator = torch.Generator(device=decoder.device)
+                    generator.manual_seed(request.seed)
+                live.append(_Live(index, request, [], generator, seen, cached))
+                token = next_tokens(decoder.logits(hidden), [request.sampling], [seen], [generator])[0]
+                accept(row, token)
+            if not live:
+                continue
+            hidden = decoder.decode(cache, [item.tokens[-1] for item in live])
+            stats.decode_steps += 1
+            rows_total += len(live)
+            chosen = next_tokens(decoder.logits(hidden), [i.request.sampling for i in live], [i.seen for i in live],
+                                 [i.generator for i in live])
+            # Accept from the last row down: a row that leaves is replaced by the last one, already handled.
+            for row in range(len(live) - 1, -1, -1):
+                accept(row, chosen[row])
+        stats.rows_per_step = rows_total / max(1, stats.decode_steps)
+        return results  # type: ignore[return-value]  (every request finished)
+
+    def _start(self, cache: KVCache, row: int, prompt: list[int], shared: int) -> tuple[int, int]:
+        """Put the longest available prefix of `prompt` into slot `row`: (tokens now in the slot, tokens of
+        them taken from kept prefixes rather than computed for this request)."""
+        if shared <= 0:
+            cache.lengths[row] = 0
+            return 0, 0
+        key = tuple(prompt[:shared])
+        entry = self.prefixes.get(key)
+        if entry is not None:
+            cache.load(row, *entry)
+            return shared, shared
+        # Build it on the longest kept prefix of it (a system prompt under a few-shot block), then keep it.
+        base = self.prefixes.longest(key)
+        reused = 0
+        if base is not None:
+            cache.load(row, *self.prefixes.entries[base])
+            reused = len(base)
+        else:
+            cache.lengths[row] = 0
+        self.decoder.prefill(cache, row, prompt[reused:shared])
+        self.prefixes.put(key, *cache.prefix(row, shared))
+        return shared, reused
+
+
+def _stop_position(tokenizer: Any, tokens: list[int], stops: tuple[str, ...]) -> int | None:
+    """Where the first stop string starts in the decoded answer, or None."""
+    text = tokenizer.decode(tokens, skip_special_tokens=True)
+    found = [text.find(s) for s in stops if s and s in text]
+    return min(found) if found else None
