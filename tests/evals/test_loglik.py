@@ -45,6 +45,26 @@ def test_continuation_logprobs_equal_explicit_computation(model, tokenizer):
         assert result.greedy == greedy and result.tokens == len(continuation_ids) and not result.truncated
 
 
+def test_choices_sharing_a_context_equal_explicit_computation(model, tokenizer, monkeypatch):
+    """A question's choices are scored together, their context computed once: the same numbers as one pass
+    per token, and the shared path really runs (a group whose context is computed once)."""
+    import honing.train.shared_prefix as shared
+
+    planned = []
+    real = shared.plan_prefix
+    monkeypatch.setattr(shared, "plan_prefix", lambda *a, **k: planned.append(real(*a, **k)) or planned[-1])
+    questions = ["Question: Which planet is known as the red planet, seen from the earth at night?\nAnswer:",
+                 "Question: What is 7 times 6?\nAnswer:"]
+    pairs = [(q, " " + c) for q in questions for c in ("Mars", "Venus", "the moon", "forty-two")]
+    got = continuation_logprobs(model, tokenizer, pairs, batch_size=5)
+    assert any(p is not None and p.computed_once > 0 for p in planned)
+    for (context, continuation), result in zip(pairs, got):
+        context_ids, continuation_ids = encode_pair(tokenizer, context, continuation, add_special_tokens=True)
+        expected, greedy = explicit_logprob(model, context_ids, continuation_ids)
+        assert result.logprob == pytest.approx(expected, abs=1e-4)
+        assert result.greedy == greedy and result.tokens == len(continuation_ids)
+
+
 def test_batching_and_padding_do_not_change_logprobs(model, tokenizer):
     one = continuation_logprobs(model, tokenizer, PAIRS, batch_size=1)
     three = continuation_logprobs(model, tokenizer, PAIRS, batch_size=3)  # padded to the longest in each batch

@@ -38,7 +38,12 @@ def encode_pair(tokenizer: Any, context: str, continuation: str, *, add_special_
 @torch.no_grad()
 def continuation_logprobs(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], *, batch_size: int = 8,
                           max_length: int = 1024, add_special_tokens: bool = True) -> list[Continuation]:
-    """One Continuation per (context, continuation) pair, in order."""
+    """One Continuation per (context, continuation) pair, in order.
+
+    Pairs with the same context (a question's choices) go through the model together and their common
+    tokens are computed once (honing.train.shared_prefix: each row's own tokens attend to them through the
+    KV cache); the output head is applied only where a continuation token is predicted. Both change
+    nothing but float rounding (tests/evals/test_loglik.py)."""
     encoded = []
     for context, continuation in pairs:
         context_ids, continuation_ids = encode_pair(tokenizer, context, continuation, add_special_tokens=add_special_tokens)
@@ -49,29 +54,71 @@ def continuation_logprobs(model: Any, tokenizer: Any, pairs: Sequence[tuple[str,
         encoded.append((ids[-keep:], len(continuation_ids), keep < len(ids)))
     device = next(model.parameters()).device
     results: list[Continuation | None] = [None] * len(encoded)
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]), reverse=True)
+    by_context: dict[tuple[int, ...], list[int]] = {}
+    for index, (ids, n_cont, _) in enumerate(encoded):
+        by_context.setdefault(tuple(ids[:-n_cont]), []).append(index)
+    groups = sorted(by_context.values(), key=lambda rows: -max(len(encoded[i][0]) for i in rows))
     was_training = model.training
     model.eval()
     try:
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            inputs = [encoded[i][0][:-1] for i in chunk]
-            width = max(len(x) for x in inputs)
-            pad = tokenizer.pad_token_id or 0
-            input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in inputs], device=device)  # (B, T)
-            mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in inputs], device=device)
-            logprobs = F.log_softmax(model(input_ids=input_ids, attention_mask=mask).logits.float(), dim=-1)  # (B, T, V)
-            for row, index in enumerate(chunk):
-                ids, n_cont, truncated = encoded[index]
-                targets = torch.tensor(ids[-n_cont:], device=device)  # (C,)
-                positions = torch.arange(len(ids) - 1 - n_cont, len(ids) - 1, device=device)  # predicting each target
-                row_logprobs = logprobs[row, positions]  # (C, V)
-                chosen = row_logprobs.gather(-1, targets[:, None]).squeeze(-1)
-                greedy = bool((row_logprobs.argmax(-1) == targets).all())
-                results[index] = Continuation(float(chosen.sum()), greedy, n_cont, truncated)
+        batch: list[list[int]] = []
+        for group in groups + [[]]:
+            if batch and (not group or sum(len(g) for g in batch) + len(group) > batch_size):
+                _score_batch(model, tokenizer, encoded, batch, results, device)
+                batch = []
+            if group:
+                batch.append(group)
     finally:
         model.train(was_training)
     return results  # type: ignore[return-value]
+
+
+def _score_batch(model: Any, tokenizer: Any, encoded: list[tuple[list[int], int, bool]], groups: list[list[int]],
+                 results: list[Continuation | None], device: Any) -> None:
+    """Score the rows of `groups` (each a list of pair indices with one context) in one pass."""
+    from honing.train.objectives.causal_lm import causal_lm_of
+    from honing.train.shared_prefix import backbone_with_shared_prefix, plan_prefix, unsupported_reason
+
+    rows = [i for group in groups for i in group]
+    width = max(len(encoded[i][0]) for i in rows)
+    pad = tokenizer.pad_token_id or 0
+    input_ids = torch.tensor([encoded[i][0] + [pad] * (width - len(encoded[i][0])) for i in rows], device=device)
+    mask = torch.tensor([[1] * len(encoded[i][0]) + [0] * (width - len(encoded[i][0])) for i in rows], device=device)
+    labels = torch.full_like(input_ids, IGNORE_INDEX)
+    for row, index in enumerate(rows):
+        ids, n_cont, _ = encoded[index]
+        labels[row, len(ids) - n_cont:len(ids)] = torch.tensor(ids[-n_cont:], device=device)
+    lm = causal_lm_of(model)
+    backbone = getattr(lm, lm.base_model_prefix, None)
+    plan = None
+    if backbone is not None and unsupported_reason(model, activation_checkpointing=False, compile=False,
+                                                   fsdp=False) is None:
+        spans, start = [], 0
+        for group in groups:
+            spans.append(list(range(start, start + len(group))))
+            start += len(group)
+        plan = plan_prefix(input_ids, labels, mask, [spans], min_tokens=1)
+    if plan is not None:
+        hidden, labels = backbone_with_shared_prefix(backbone, plan, input_ids, labels, mask, None)
+    elif backbone is not None:
+        hidden = backbone(input_ids=input_ids, attention_mask=mask).last_hidden_state  # (R, T, H)
+    else:  # no separate backbone: the whole model, every position
+        hidden = None
+    targets = labels[:, 1:]  # position t predicts token t+1
+    selected = targets != IGNORE_INDEX  # (R, S-1)
+    if hidden is not None:
+        logits = lm.get_output_embeddings()(hidden[:, :-1][selected]).float()  # (N, V)
+    else:
+        logits = model(input_ids=input_ids, attention_mask=mask).logits[:, :-1][selected].float()
+    logprobs = F.log_softmax(logits, dim=-1)
+    chosen = logprobs.gather(-1, targets[selected][:, None]).squeeze(-1)  # (N,)
+    hits = logprobs.argmax(-1) == targets[selected]
+    owner = torch.arange(len(rows), device=device)[:, None].expand_as(selected)[selected]  # (N,) row of each
+    sums = torch.zeros(len(rows), device=device).index_add_(0, owner, chosen)
+    misses = torch.zeros(len(rows), device=device).index_add_(0, owner, (~hits).float())
+    for row, index in enumerate(rows):
+        _, n_cont, truncated = encoded[index]
+        results[index] = Continuation(float(sums[row]), bool(misses[row] == 0), n_cont, truncated)
 
 
 @torch.no_grad()
