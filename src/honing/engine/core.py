@@ -2,9 +2,10 @@
 
     Engine(model, tokenizer, settings).run(requests, progress=...) -> list[Result], in the requests' order
 
-A run keeps up to `max_batch` sequences in flight. Each step decodes one token for every live row; a row
-that ends (a stop token, a stop string, its max_new_tokens) leaves at once and the next queued request
-takes its slot, so the batch never waits for its longest answer and no row is computed after it ends.
+A run keeps up to `max_batch` sequences in flight. Each step is one forward pass that decodes one token for
+every live row and prefills the prompts of the requests taking free slots; a row that ends (a stop token,
+a stop string, its max_new_tokens) leaves at once and the next queued request takes its slot in the next
+step, so the batch never waits for its longest answer and no row is computed after it ends.
 
 Prefixes. Before a run, the prompts are sorted and each one's longest common prefix with its neighbours
 found; a prefix that two or more requests share (a system prompt, a few-shot block, a GRPO group's prompt)
@@ -241,14 +242,15 @@ class Engine:
             return False
 
         while queue or live:
-            while queue and len(live) < slots:
+            # One pass per step: every live row's last token, plus the prompts of requests taking free slots.
+            chunks = [[item.tokens[-1]] for item in live]
+            for _ in range(min(len(queue), slots - len(live))):
                 index = queue.popleft()
                 request = requests[index]
-                row = len(live)
-                start, cached = self._start(cache, row, request.prompt_ids, shared[index])
+                start, cached = self._start(cache, len(chunks), request.prompt_ids, shared[index])
                 stats.prompt_tokens += len(request.prompt_ids)
                 stats.cached_tokens += cached
-                hidden = decoder.prefill(cache, row, request.prompt_ids[start:])
+                chunks.append(request.prompt_ids[start:])
                 seen = None
                 if request.sampling.repetition_penalty != 1.0:
                     seen = torch.tensor(request.prompt_ids, device=decoder.device).unique()
@@ -257,11 +259,7 @@ class Engine:
                     generator = torch.Generator(device=decoder.device)
                     generator.manual_seed(request.seed)
                 live.append(_Live(index, request, [], generator, seen, cached))
-                token = next_tokens(decoder.logits(hidden), [request.sampling], [seen], [generator])[0]
-                accept(row, token)
-            if not live:
-                continue
-            hidden = decoder.decode(cache, [item.tokens[-1] for item in live])
+            hidden = decoder.forward(cache, chunks)
             stats.decode_steps += 1
             rows_total += len(live)
             chosen = next_tokens(decoder.logits(hidden), [i.request.sampling for i in live], [i.seen for i in live],
