@@ -5,8 +5,8 @@ in flight. Each returns a Timed: per request its new token ids (cut after the fi
 kept), seconds from the run's start to its first new token and to its last, its prompt tokens and how many
 of them the framework took from a prefix cache instead of computing; and the run's wall seconds.
 
-    honing_leg        honing.engine.Engine(max_batch=C).run(requests); a fresh Engine is a cold prefix
-                      cache, a second run on the same one is warm
+    honing_leg        honing.engine.Engine(max_batch=C).run(requests) with the default settings (prompt-lookup
+                      guesses on); a fresh Engine is a cold prefix cache, a second run on the same one is warm
     generate_leg      transformers `model.generate` in static batches of C, sorted by length and left-padded
                       (what honing's backend=transformers does); a request's first token exists when its
                       batch's first LogitsProcessor call happens, and it is done when its batch is
@@ -47,10 +47,12 @@ def cut_at_stop(tokens: list[int], stops: set[int]) -> list[int]:
 def honing_leg(model, tokenizer, prompts: list[list[int]], max_new: int, stops: set[int], concurrency: int,
                engine=None) -> tuple[Timed, Any]:
     """One run of honing's engine; pass the returned engine back in for a warm (prefix-cached) run."""
+    from honing.config import GenerationConfig
     from honing.engine import Engine, Request, Sampling
 
     engine = engine or Engine(model, tokenizer, max_batch=concurrency)
-    requests = [Request(list(p), max_new, Sampling(), seed=i, stop_token_ids=frozenset(stops))
+    drafts = GenerationConfig().draft_tokens  # the engine as every stage runs it (prompt-lookup guesses on)
+    requests = [Request(list(p), max_new, Sampling(), seed=i, stop_token_ids=frozenset(stops), draft_tokens=drafts)
                 for i, p in enumerate(prompts)]
     _sync(model)
     started = time.perf_counter()
@@ -61,7 +63,7 @@ def honing_leg(model, tokenizer, prompts: list[list[int]], max_new: int, stops: 
     return Timed([r.token_ids for r in results], [r.first_token_s for r in results], [r.total_s for r in results],
                  [r.prompt_tokens for r in results], [r.cached_tokens for r in results], wall,
                  {"decode_steps": stats.decode_steps, "rows_per_step": stats.rows_per_step,
-                  "engine_seconds": stats.seconds}), engine
+                  "engine_seconds": stats.seconds, "drafted": stats.drafted, "accepted": stats.accepted}), engine
 
 
 # --------------------------------------------------------------------------- transformers generate

@@ -66,12 +66,14 @@ def generation_kwargs(sampling: SamplingConfig, tokenizer: Any, model: Any = Non
 
 
 def _requests(model: Any, tokenizer: Any, prompt_ids: Sequence[list[int]], sampling: SamplingConfig, seed: int,
-              samples: int = 1) -> list[Any]:
+              samples: int = 1, generation: GenerationConfig | None = None) -> list[Any]:
     from honing.engine import Request, Sampling
 
     settings = Sampling(sampling.temperature, sampling.top_p, sampling.top_k, sampling.repetition_penalty)
     stops = frozenset(stop_token_ids(tokenizer, model))
-    return [Request(list(ids), sampling.max_new_tokens, settings, seed + i * samples + j, tuple(sampling.stop), stops)
+    drafts = (generation or GenerationConfig()).draft_tokens
+    return [Request(list(ids), sampling.max_new_tokens, settings, seed + i * samples + j, tuple(sampling.stop), stops,
+                    draft_tokens=drafts)
             for i, ids in enumerate(prompt_ids) for j in range(samples)]
 
 
@@ -101,7 +103,7 @@ def sample_tokens(model: Any, tokenizer: Any, prompt_ids: Sequence[list[int]], s
     engine = _engine(model, tokenizer, prompt_ids, sampling, generation, batch_size)
     if engine is not None:
         results = engine.run(_requests(model, tokenizer, prompt_ids, sampling,
-                                       sampling.seed if seed is None else seed, samples))
+                                       sampling.seed if seed is None else seed, samples, generation))
         return [[results[i * samples + j].token_ids for j in range(samples)] for i in range(len(prompt_ids))]
     stops = set(stop_token_ids(tokenizer, model))
     kwargs = generation_kwargs(sampling, tokenizer, model)
@@ -171,7 +173,7 @@ def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[Prompt], samp
     encoded = encode_prompts(tokenizer, prompts, chat_template=chat_template, system_prompt=system_prompt)
     engine = _engine(model, tokenizer, encoded, sampling, generation, batch_size)
     if engine is not None:
-        return _engine_answers(engine, model, tokenizer, encoded, sampling, progress, streamer)
+        return _engine_answers(engine, model, tokenizer, encoded, sampling, progress, streamer, generation)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)  # longest first: OOM shows at once
     kwargs = generation_kwargs(sampling, tokenizer, model)
     if sampling.stop:
@@ -197,7 +199,7 @@ def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[Prompt], samp
                 new_tokens = output[:, input_ids.shape[1]:]
                 for index, tokens in zip(chunk, new_tokens):
                     kept = _cut_at_stop(tokens.tolist(), stops)
-                    text, cut = _before_stop(tokenizer.decode(tokens, skip_special_tokens=True), sampling.stop)
+                    text, cut = before_stop(tokenizer.decode(tokens, skip_special_tokens=True), sampling.stop)
                     answers[index] = Answer(text.strip(), kept, cut or (bool(kept) and kept[-1] in stops),
                                             len(encoded[index]))
                 advance(len(chunk))
@@ -206,17 +208,17 @@ def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[Prompt], samp
     return answers  # type: ignore[return-value]  (every slot is filled)
 
 
-def _before_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+def before_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     """The text before the first stop string, and whether there was one."""
     found = [text.find(s) for s in stops if s and s in text]
     return (text[:min(found)], True) if found else (text, False)
 
 
 def _engine_answers(engine: Any, model: Any, tokenizer: Any, encoded: list[list[int]], sampling: SamplingConfig,
-                    progress: bool, streamer: Any) -> list[Answer]:
+                    progress: bool, streamer: Any, generation: GenerationConfig | None) -> list[Answer]:
     import torch
 
-    requests = _requests(model, tokenizer, encoded, sampling, sampling.seed)
+    requests = _requests(model, tokenizer, encoded, sampling, sampling.seed, generation=generation)
     if streamer is not None:
         streamer.put(torch.tensor([encoded[0]]))  # the prompt (a TextStreamer with skip_prompt skips it)
         requests[0].on_token = lambda token: streamer.put(torch.tensor([token]))

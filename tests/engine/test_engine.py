@@ -10,7 +10,7 @@ import torch
 
 from honing.config import GenerationConfig, SamplingConfig
 from honing.engine import Engine, Request, Sampling, backend_for
-from honing.engine.core import shared_prefixes
+from honing.engine.core import lookup_draft, shared_prefixes
 from honing.engine.sampling import filtered
 from honing.errors import HoningError
 from honing.generate import generate_answers, stop_token_ids
@@ -55,6 +55,28 @@ def test_greedy_tokens_equal_transformers_generate(tiny_model, tokenizer):
     assert [r.token_ids for r in results] == _reference(tiny_model, tokenizer, prompts, 24)
     assert engine.last.cached_tokens > 0  # the system prompt was prefilled once and reused
     assert all(r.finish_reason == "length" or r.token_ids[-1] in stop_token_ids(tokenizer) for r in results)
+
+
+def test_prompt_lookup_guesses_leave_greedy_answers_unchanged(tiny_model, tokenizer):
+    """Guessed tokens checked in the same pass: the answers are plain greedy decoding's, in fewer steps
+    (a random model repeats itself, so there is something to guess)."""
+    prompts = _prompts(tokenizer)
+    guessing = Engine(tiny_model, tokenizer, max_batch=3)
+    results = guessing.run(_requests(tokenizer, tiny_model, prompts, 40, draft_tokens=4))
+    plain = Engine(tiny_model, tokenizer, max_batch=3)
+    expected = plain.run(_requests(tokenizer, tiny_model, prompts, 40))
+    assert [r.token_ids for r in results] == [r.token_ids for r in expected]
+    assert [r.token_ids for r in results] == _reference(tiny_model, tokenizer, prompts, 40)
+    assert guessing.last.accepted > 0 and guessing.last.decode_steps < plain.last.decode_steps
+    assert plain.last.drafted == 0
+
+
+def test_lookup_draft_follows_the_latest_match():
+    prompt = [5, 6, 7, 8, 9, 1, 2, 3, 4]
+    assert lookup_draft(prompt, [6, 7], 3) == [8, 9, 1]  # "6 7" seen at 1..2: what followed it
+    assert lookup_draft(prompt, [1, 2, 3], 2) == [4, 1]  # the 3-gram first; its continuation runs into the answer
+    assert lookup_draft(prompt, [42], 4) == []  # a lone token is not matched
+    assert lookup_draft(prompt, [6, 7], 0) == []
 
 
 def test_prefix_cached_answers_equal_uncached(tiny_model, tokenizer):
@@ -235,5 +257,7 @@ def test_embedded_model_greedy_equals_transformers():
     model, tokenizer = loaded.model, loaded.tokenizer
     records = task.load_split("test")[:6]
     prompts = encode_prompts(tokenizer, [[m for m in r["messages"] if m["role"] != "assistant"] for r in records])
-    results = Engine(model, tokenizer, max_batch=4).run(_requests(tokenizer, model, prompts, 40))
+    engine = Engine(model, tokenizer, max_batch=4)
+    results = engine.run(_requests(tokenizer, model, prompts, 40, draft_tokens=GenerationConfig().draft_tokens))
+    assert engine.last.accepted > 0  # as every stage runs it: prompt-lookup guesses on
     assert [r.token_ids for r in results] == _reference(model, tokenizer, prompts, 40)

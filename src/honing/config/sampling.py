@@ -41,5 +41,9 @@ class GenerationConfig(StrictModel):
     prefix_cache_mb: int = Field(512, ge=0)
     """Memory for prefilled shared prefixes (system prompts, few-shot blocks, a GRPO group's prompt), kept between
     calls until the weights change; 0 turns prefix caching off (every prompt is prefilled whole)."""
+    draft_tokens: int = Field(4, ge=0, le=16)
+    """Greedy answers: up to this many next tokens guessed per step from the prompt and the answer so far
+    (prompt lookup: what followed the latest earlier occurrence of the last 3 or 2 tokens) and checked in
+    the same forward pass; the answer is exactly greedy decoding's, in fewer steps. 0 turns it off."""
     kv_cache_mb: int = Field(4096, ge=64)
     """Most memory the engine's KV cache may take; fewer sequences run at once when it would take more."""

@@ -180,8 +180,10 @@ class Decoder:
         """Append `ids` to slot `slot` (after what it holds); the last position's hidden state (1, H)."""
         return self.forward(cache, [ids], first=slot)
 
-    def forward(self, cache: KVCache, chunks: list[list[int]], first: int = 0) -> torch.Tensor:
-        """Append chunks[b] to slot first + b, for every b at once; each slot's last hidden state (B, H).
+    def forward(self, cache: KVCache, chunks: list[list[int]], first: int = 0,
+                wanted: list[int] | None = None) -> torch.Tensor:
+        """Append chunks[b] to slot first + b, for every b at once; the hidden states (B', H) of the last
+        token of each chunk, or of the flat token positions `wanted` (chunks laid end to end).
 
         One pass for every row, however many tokens each brings: the decode rows' single tokens and the
         newly admitted rows' prompts go through the projections and the MLP as one (1, N) sequence, so
@@ -211,8 +213,9 @@ class Decoder:
         hidden = self._layers(cache, torch.tensor([flat], device=device), position[None], layout)  # (1, N, H)
         for b in range(rows):
             cache.lengths[first + b] += counts[b]
-        ends = torch.tensor(counts, device=device).cumsum(0) - 1
-        return hidden[0, ends]  # (B, H)
+        if wanted is None:
+            wanted = (torch.tensor(counts, device=device).cumsum(0) - 1).tolist()
+        return hidden[0, wanted]  # (B', H)
 
     def _layers(self, cache: KVCache, input_ids: torch.Tensor, positions: torch.Tensor, layout: _Layout) -> torch.Tensor:
         hidden = self.embed(input_ids)  # (1, N, H)

@@ -215,6 +215,7 @@ class VLLMModel:
         """One Completion per prompt, in order. vLLM's offline API does not stream: a streamer (a transformers
         TextStreamer, one prompt) gets the prompt and then the whole answer at once, when it is done."""
         from honing.data.prompts import encode_prompts
+        from honing.generate import before_stop
         from honing.models.chat import Completion
 
         if not prompts:
@@ -225,7 +226,7 @@ class VLLMModel:
         answers = self._generate(encoded, sampling, request_seeds(sampling.seed, len(encoded)))
         completions = []
         for ids, (tokens, finish) in zip(encoded, answers):
-            text = _text_before_stop(self.tokenizer.decode(tokens, skip_special_tokens=True), sampling.stop)
+            text = before_stop(self.tokenizer.decode(tokens, skip_special_tokens=True), sampling.stop)[0]
             completions.append(Completion(text.strip(), tokens, finish, len(ids), len(tokens)))
         if streamer is not None:
             import torch
@@ -353,12 +354,6 @@ class _GenerationConfigOf:
             self.generation_config = HFGenerationConfig.from_pretrained(model_dir)
         except (OSError, ValueError):  # no (readable) generation_config.json
             self.generation_config = None
-
-
-def _text_before_stop(text: str, stops: Sequence[str]) -> str:
-    """The text before the first stop string (vLLM's stop rule; the torch engine's too)."""
-    found = [text.find(s) for s in stops if s and s in text]
-    return text[:min(found)] if found else text
 
 
 def _first_line(err: BaseException) -> str:
