@@ -58,21 +58,24 @@ def filtered(logits: torch.Tensor, settings: Sampling) -> torch.Tensor:
 def next_tokens(logits: torch.Tensor, settings: list[Sampling], seen: list[torch.Tensor | None],
                 generators: list[torch.Generator | None]) -> list[int]:
     """The next token of each row of (B, V) float32 logits."""
-    chosen = []
-    greedy_rows = [i for i, s in enumerate(settings) if s.greedy and s.repetition_penalty == 1.0]
-    if len(greedy_rows) == len(settings):  # the common case: one argmax for the whole batch
+    if all(s.greedy and s.repetition_penalty == 1.0 for s in settings):  # the common case: one argmax
         return logits.argmax(-1).tolist()
-    plain = dict(zip(greedy_rows, logits[greedy_rows].argmax(-1).tolist())) if greedy_rows else {}
-    for row, settings_row in enumerate(settings):
-        if row in plain:
-            chosen.append(plain[row])
-            continue
-        scores = logits[row]
-        if seen[row] is not None:
-            scores = penalise(scores, seen[row], settings_row.repetition_penalty)
-        if settings_row.greedy:
-            chosen.append(int(scores.argmax()))
-            continue
-        probs = filtered(scores, settings_row).softmax(-1)
-        chosen.append(int(torch.multinomial(probs, 1, generator=generators[row])))
-    return chosen
+    chosen: list[int | None] = [None] * len(settings)
+    alike: dict[Sampling, list[int]] = {}  # sampled rows without a penalty, by their settings: filtered together
+    for row, setting in enumerate(settings):
+        if seen[row] is not None and setting.repetition_penalty != 1.0:
+            scores = penalise(logits[row], seen[row], setting.repetition_penalty)
+            if setting.greedy:
+                chosen[row] = int(scores.argmax())
+            else:
+                probs = filtered(scores, setting).softmax(-1)
+                chosen[row] = int(torch.multinomial(probs, 1, generator=generators[row]))
+        elif setting.greedy:
+            chosen[row] = int(logits[row].argmax())
+        else:
+            alike.setdefault(setting, []).append(row)
+    for setting, rows in alike.items():
+        probs = filtered(logits[rows], setting).softmax(-1)  # (n, V)
+        for k, row in enumerate(rows):  # each row draws from its own stream
+            chosen[row] = int(torch.multinomial(probs[k], 1, generator=generators[row]))
+    return chosen  # type: ignore[return-value]  (every row is chosen)
