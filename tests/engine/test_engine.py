@@ -11,7 +11,7 @@ import torch
 from honing.config import GenerationConfig, SamplingConfig
 from honing.engine import Engine, Request, Sampling, backend_for
 from honing.engine.core import lookup_draft, shared_prefixes
-from honing.engine.sampling import filtered
+from honing.engine.sampling import candidates, filtered
 from honing.errors import HoningError
 from honing.generate import generate_answers, stop_token_ids
 
@@ -151,6 +151,21 @@ def test_filtering_equals_transformers_warpers():
         expected = warpers(torch.zeros(1, 1, dtype=torch.long), logits.clone()).softmax(-1)
         ours = filtered(logits[0], Sampling(temperature, top_p, top_k)).softmax(-1)
         torch.testing.assert_close(ours, expected[0], rtol=0, atol=1e-7)
+
+
+def test_candidates_carry_the_filtered_distribution():
+    """Drawing among the top tokens only is the same distribution as filtering the whole vocabulary."""
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5000) * 4
+    for setting in [Sampling(0.7, 0.9), Sampling(1.0, 1.0, 40), Sampling(1.2, 0.8, 300), Sampling(0.5, 0.95, 800)]:
+        found = candidates(logits, setting)
+        assert found is not None
+        index, weights = found
+        dense = torch.zeros_like(logits).scatter(-1, index, weights)
+        torch.testing.assert_close(dense, filtered(logits, setting).softmax(-1), rtol=0, atol=1e-6)
+    assert candidates(logits, Sampling(1.0)) is None  # plain temperature: the whole vocabulary
+    assert candidates(logits, Sampling(1.0, 0.9, 2000)) is None  # a top-k set wider than the candidates
+    assert candidates(torch.zeros(1, 5000), Sampling(1.0, 0.9)) is None  # flat: top-p needs 4,500 tokens
 
 
 def test_sampled_tokens_follow_the_model_distribution(tiny_model, tokenizer):

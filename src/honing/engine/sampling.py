@@ -55,6 +55,37 @@ def filtered(logits: torch.Tensor, settings: Sampling) -> torch.Tensor:
     return logits
 
 
+CANDIDATES = 1024
+"""Top-p draws look among this many most likely tokens first (exact whenever they hold the top-p set, which
+a language model's next-token distribution almost always does; else the whole vocabulary is sorted)."""
+
+
+def candidates(logits: torch.Tensor, setting: Sampling) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """For (n, V) logits: the most likely tokens (n, K) and their probabilities (n, K) under `filtered`'s
+    distribution (temperature, top-k, then top-p), found without sorting the whole vocabulary. None when the
+    support is the whole vocabulary or some row's top-p set is not inside the K candidates."""
+    scaled = logits / setting.temperature
+    vocab = scaled.shape[-1]
+    count = min(vocab, setting.top_k or CANDIDATES, CANDIDATES)
+    if (setting.top_p >= 1.0 and not setting.top_k) or setting.top_k > CANDIDATES:
+        return None  # the support (or the top-k set) is wider than the candidates
+    values, index = torch.topk(scaled, count, dim=-1)  # (n, K), most likely first
+    if setting.top_k and setting.top_k < vocab:
+        kth = values[:, setting.top_k - 1:setting.top_k]
+        values = values.masked_fill(values < kth, float("-inf"))  # ties with the k-th stay, as in `filtered`
+    if setting.top_p < 1.0:
+        if setting.top_k and setting.top_k < vocab:
+            full = values  # top-k already removed everything outside the candidates
+        else:
+            full = scaled
+        probs = values.softmax(-1) if full is values else (values - full.logsumexp(-1, keepdim=True)).exp()
+        before = probs.cumsum(-1) - probs  # the mass of the tokens ranked above each one
+        if full is not values and bool((probs.sum(-1) < setting.top_p).any()):
+            return None  # some row needs more than the candidates to reach top_p
+        values = values.masked_fill(before >= setting.top_p, float("-inf"))  # the first token always stays
+    return index, values.softmax(-1)
+
+
 def next_tokens(logits: torch.Tensor, settings: list[Sampling], seen: list[torch.Tensor | None],
                 generators: list[torch.Generator | None]) -> list[int]:
     """The next token of each row of (B, V) float32 logits."""
@@ -75,7 +106,14 @@ def next_tokens(logits: torch.Tensor, settings: list[Sampling], seen: list[torch
         else:
             alike.setdefault(setting, []).append(row)
     for setting, rows in alike.items():
-        probs = filtered(logits[rows], setting).softmax(-1)  # (n, V)
-        for k, row in enumerate(rows):  # each row draws from its own stream
-            chosen[row] = int(torch.multinomial(probs[k], 1, generator=generators[row]))
+        found = candidates(logits[rows], setting)
+        if found is not None:  # draw among the candidates only
+            index, weights = found
+            drawn = [int(index[k, torch.multinomial(weights[k], 1, generator=generators[row])])
+                     for k, row in enumerate(rows)]
+        else:
+            probs = filtered(logits[rows], setting).softmax(-1)  # (n, V)
+            drawn = [int(torch.multinomial(probs[k], 1, generator=generators[row])) for k, row in enumerate(rows)]
+        for row, token in zip(rows, drawn):  # each row drew from its own stream
+            chosen[row] = token
     return chosen  # type: ignore[return-value]  (every row is chosen)
