@@ -27,19 +27,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from honing.train.objectives.causal_lm import _LOGIT_TRANSFORMS
+from honing.train.objectives.causal_lm import causal_lm_of as causal_lm
+
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
 """model_type values whose layers have the shape this module runs: pre-norm attention + gated MLP, rotary
 positions, grouped-query attention, optional q/k norms (qwen3)."""
 
 _LAYER_PARTS = ("input_layernorm", "self_attn", "post_attention_layernorm", "mlp")
 _ATTENTION_PARTS = ("q_proj", "k_proj", "v_proj", "o_proj")
-_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale",
-                     "attn_logit_softcapping")
-
-
-def causal_lm(model: nn.Module) -> nn.Module:
-    """The *ForCausalLM inside a PEFT wrapper (its LoRA layers stay injected), or the model itself."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
+_SCORE_TRANSFORMS = (*_LOGIT_TRANSFORMS, "attn_logit_softcapping")
 
 
 def unsupported(model: nn.Module, max_length: int | None = None) -> str | None:
@@ -49,7 +46,7 @@ def unsupported(model: nn.Module, max_length: int | None = None) -> str | None:
     model_type = getattr(config, "model_type", None)
     if model_type not in FAMILIES:
         return f"model_type {model_type!r} is not one of {', '.join(FAMILIES)}"
-    if any(getattr(config, name, None) for name in _LOGIT_TRANSFORMS):
+    if any(getattr(config, name, None) for name in _SCORE_TRANSFORMS):
         return "the model transforms its logits or attention scores after the matmul"
     window = sliding_window(lm)
     if window and max_length is not None and max_length > window:
