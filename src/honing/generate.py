@@ -107,6 +107,8 @@ def sample_tokens(model: Any, tokenizer: Any, prompt_ids: Sequence[list[int]], s
         return [[results[i * samples + j].token_ids for j in range(samples)] for i in range(len(prompt_ids))]
     stops = set(stop_token_ids(tokenizer, model))
     kwargs = generation_kwargs(sampling, tokenizer, model)
+    if sampling.stop:
+        kwargs.update(stop_strings=list(sampling.stop), tokenizer=tokenizer)
     order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]), reverse=True)
     per_batch = max(1, batch_size // samples)
     result: list[list[list[int]]] = [[] for _ in prompt_ids]

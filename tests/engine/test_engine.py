@@ -159,13 +159,18 @@ def test_candidates_carry_the_filtered_distribution():
     logits = torch.randn(3, 5000) * 4
     for setting in [Sampling(0.7, 0.9), Sampling(1.0, 1.0, 40), Sampling(1.2, 0.8, 300), Sampling(0.5, 0.95, 800)]:
         found = candidates(logits, setting)
-        assert found is not None
-        index, weights = found
+        assert found is not None and bool(found[2].all())
+        index, weights, _ = found
         dense = torch.zeros_like(logits).scatter(-1, index, weights)
         torch.testing.assert_close(dense, filtered(logits, setting).softmax(-1), rtol=0, atol=1e-6)
     assert candidates(logits, Sampling(1.0)) is None  # plain temperature: the whole vocabulary
     assert candidates(logits, Sampling(1.0, 0.9, 2000)) is None  # a top-k set wider than the candidates
-    assert candidates(torch.zeros(1, 5000), Sampling(1.0, 0.9)) is None  # flat: top-p needs 4,500 tokens
+    flat = torch.cat([logits[:1], torch.zeros(1, 5000)])  # top-p needs 4,500 of the flat row's tokens
+    assert candidates(flat, Sampling(1.0, 0.9))[2].tolist() == [True, False]
+    ties = torch.tensor([[3.0, 2.0, 2.0, 1.0, 0.0] + [-9.0] * 2000])  # top-k 2 keeps both tokens tied at 2.0
+    index, weights, fits = candidates(ties, Sampling(1.0, 1.0, 2))
+    torch.testing.assert_close(torch.zeros_like(ties).scatter(-1, index, weights),
+                               filtered(ties, Sampling(1.0, 1.0, 2)).softmax(-1), rtol=0, atol=1e-6)
 
 
 def test_sampled_tokens_follow_the_model_distribution(tiny_model, tokenizer):
@@ -187,6 +192,21 @@ def test_sampled_tokens_follow_the_model_distribution(tiny_model, tokenizer):
     mass = sum(expected[t].item() for t in support)
     observed_test = chisquare(counts, [expected[t].item() / mass * draws for t in support])
     assert observed_test.pvalue > 1e-3, (counts, observed_test)
+
+
+def test_a_flat_row_does_not_change_its_neighbours_draw():
+    """Rows with the same settings are drawn together, but each by its own logits' rule: a row whose top-p
+    set is too wide for the candidates does not move its neighbour onto another path."""
+    from honing.engine.sampling import next_tokens
+
+    torch.manual_seed(0)
+    peaked, flat = torch.randn(1, 5000) * 4, torch.zeros(1, 5000)
+    setting = Sampling(1.0, 0.9)
+    for seed in range(20):
+        alone = next_tokens(peaked, [setting], [None], [torch.Generator().manual_seed(seed)])
+        beside = next_tokens(torch.cat([peaked, flat]), [setting, setting], [None, None],
+                             [torch.Generator().manual_seed(seed), torch.Generator().manual_seed(99)])
+        assert alone[0] == beside[0]
 
 
 def test_sampled_answer_does_not_depend_on_its_batch(tiny_model, tokenizer):

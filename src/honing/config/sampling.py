@@ -34,8 +34,8 @@ class GenerationConfig(StrictModel):
     backend: Literal["auto", "torch", "transformers", "vllm"] = "auto"
     """torch: honing's engine (continuous batching over a static KV cache, shared prefixes prefilled once) for
     llama, mistral, qwen2 and qwen3 models; transformers: `model.generate` in fixed batches; vllm: vLLM, on a CUDA
-    machine where it is installed; auto: vllm there for a model loaded from disk, else torch where the model's
-    family is supported, else transformers."""
+    machine where it is installed (only when asked for: its model has no weights in this process, so it answers
+    generation only); auto: torch where the model's family is supported, else transformers."""
     max_batch: int | None = Field(None, ge=1)
     """Sequences in flight at once (default: the stage's batch_size)."""
     prefix_cache_mb: int = Field(512, ge=0)

@@ -18,6 +18,7 @@ change (an optimiser step, a merge, a move to another device): each entry record
 from __future__ import annotations
 
 import time
+import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -160,8 +161,9 @@ def shared_prefixes(prompts: Sequence[Sequence[int]], minimum: int = MIN_SHARED_
 
 
 def weights_version(model: torch.nn.Module) -> int:
-    """Changes whenever a parameter is replaced or modified in place (torch counts in-place writes)."""
-    return hash(tuple((id(p), p._version) for p in model.parameters()))
+    """Changes whenever a parameter is replaced, moved, cast or modified in place (torch counts in-place
+    writes; `.to()` keeps the Parameter object but not its storage)."""
+    return hash(tuple((id(p), p._version, p.data_ptr(), p.dtype, p.device) for p in model.parameters()))
 
 
 class Engine:
@@ -169,7 +171,7 @@ class Engine:
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, *, max_batch: int = 16, prefix_cache_mb: int = 512,
                  kv_cache_mb: int = 4096):
-        self.model = model
+        self._model = weakref.ref(model)  # the engine lives as long as its model, never longer (engine_for)
         self.tokenizer = tokenizer
         self.decoder = Decoder(model)
         self.max_batch = max_batch
@@ -179,6 +181,13 @@ class Engine:
         """Guesses are added to a step only while it holds fewer tokens than this (beyond it the pass costs
         more than the steps it saves, measured on 2 CPU cores)."""
         self.last: RunStats = RunStats()
+
+    @property
+    def model(self) -> torch.nn.Module:
+        model = self._model()
+        if model is None:
+            raise RuntimeError("the engine's model no longer exists")
+        return model
 
     def run(self, requests: Sequence[Request], *, progress: Callable[[int], None] | None = None,
             max_batch: int | None = None) -> list[Result]:
@@ -316,9 +325,13 @@ class Engine:
     def _start(self, cache: KVCache, row: int, prompt: list[int], shared: int) -> tuple[int, int]:
         """Put the longest available prefix of `prompt` into slot `row`: (tokens now in the slot, tokens of
         them taken from kept prefixes rather than computed for this request)."""
-        if shared <= 0:
-            cache.lengths[row] = 0
-            return 0, 0
+        if shared <= 0:  # nothing shared within this run; a prefix kept from an earlier one may still serve
+            kept = self.prefixes.longest(prompt[:-1]) if self.prefixes.entries else None
+            if kept is None:
+                cache.lengths[row] = 0
+                return 0, 0
+            cache.load(row, *self.prefixes.get(kept))  # type: ignore[misc]
+            return len(kept), len(kept)
         key = tuple(prompt[:shared])
         entry = self.prefixes.get(key)
         if entry is not None:

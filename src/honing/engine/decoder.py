@@ -257,8 +257,6 @@ class Decoder:
             grouped = q.reshape(batch, self.kv_heads, self.groups, dim)
             out = F.scaled_dot_product_attention(grouped, keys, values, attn_mask=mask, scale=self.scaling)
             return out.reshape(batch, heads, 1, dim)
-        if self.groups > 1:
-            keys = keys.repeat_interleave(self.groups, dim=1)
-            values = values.repeat_interleave(self.groups, dim=1)
-        return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scaling)
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scaling,
+                                              enable_gqa=self.groups > 1)
 

@@ -60,30 +60,30 @@ CANDIDATES = 1024
 a language model's next-token distribution almost always does; else the whole vocabulary is sorted)."""
 
 
-def candidates(logits: torch.Tensor, setting: Sampling) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """For (n, V) logits: the most likely tokens (n, K) and their probabilities (n, K) under `filtered`'s
-    distribution (temperature, top-k, then top-p), found without sorting the whole vocabulary. None when the
-    support is the whole vocabulary or some row's top-p set is not inside the K candidates."""
+def candidates(logits: torch.Tensor, setting: Sampling) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """For (n, V) logits: the most likely tokens (n, K), their probabilities (n, K) under `filtered`'s
+    distribution (temperature, top-k, then top-p), and which rows this holds for (n,): a row's top-p set, and
+    every token tied with its k-th, must lie inside the K candidates. Found without sorting the whole
+    vocabulary. None when the support is the whole vocabulary or wider than the candidates for every row."""
+    vocab = logits.shape[-1]
+    if (setting.top_p >= 1.0 and not setting.top_k) or setting.top_k >= min(vocab, CANDIDATES):
+        return None  # the support (or the top-k set) is as wide as the candidates could be
     scaled = logits / setting.temperature
-    vocab = scaled.shape[-1]
-    count = min(vocab, setting.top_k or CANDIDATES, CANDIDATES)
-    if (setting.top_p >= 1.0 and not setting.top_k) or setting.top_k > CANDIDATES:
-        return None  # the support (or the top-k set) is wider than the candidates
-    values, index = torch.topk(scaled, count, dim=-1)  # (n, K), most likely first
-    if setting.top_k and setting.top_k < vocab:
+    values, index = torch.topk(scaled, min(vocab, CANDIDATES), dim=-1)  # (n, K), most likely first
+    fits = torch.ones(values.shape[0], dtype=torch.bool, device=values.device)
+    if setting.top_k:
         kth = values[:, setting.top_k - 1:setting.top_k]
+        fits &= values[:, -1] < kth[:, 0]  # a token tied with the k-th beyond the candidates: not this way
         values = values.masked_fill(values < kth, float("-inf"))  # ties with the k-th stay, as in `filtered`
     if setting.top_p < 1.0:
-        if setting.top_k and setting.top_k < vocab:
-            full = values  # top-k already removed everything outside the candidates
+        if setting.top_k:  # top-p renormalises over the top-k set, which lies inside the candidates
+            probs = values.softmax(-1)
         else:
-            full = scaled
-        probs = values.softmax(-1) if full is values else (values - full.logsumexp(-1, keepdim=True)).exp()
+            probs = (values - scaled.logsumexp(-1, keepdim=True)).exp()
+            fits &= probs.sum(-1) >= setting.top_p  # else the top-p set reaches beyond the candidates
         before = probs.cumsum(-1) - probs  # the mass of the tokens ranked above each one
-        if full is not values and bool((probs.sum(-1) < setting.top_p).any()):
-            return None  # some row needs more than the candidates to reach top_p
         values = values.masked_fill(before >= setting.top_p, float("-inf"))  # the first token always stays
-    return index, values.softmax(-1)
+    return index, values.softmax(-1), fits
 
 
 def next_tokens(logits: torch.Tensor, settings: list[Sampling], seen: list[torch.Tensor | None],
@@ -107,13 +107,13 @@ def next_tokens(logits: torch.Tensor, settings: list[Sampling], seen: list[torch
             alike.setdefault(setting, []).append(row)
     for setting, rows in alike.items():
         found = candidates(logits[rows], setting)
-        if found is not None:  # draw among the candidates only
-            index, weights = found
-            drawn = [int(index[k, torch.multinomial(weights[k], 1, generator=generators[row])])
-                     for k, row in enumerate(rows)]
-        else:
-            probs = filtered(logits[rows], setting).softmax(-1)  # (n, V)
-            drawn = [int(torch.multinomial(probs[k], 1, generator=generators[row])) for k, row in enumerate(rows)]
-        for row, token in zip(rows, drawn):  # each row drew from its own stream
-            chosen[row] = token
+        fits = found[2].tolist() if found is not None else [False] * len(rows)
+        wide = [k for k, ok in enumerate(fits) if not ok]  # decided by each row's own logits, never its batch
+        probs = filtered(logits[[rows[k] for k in wide]], setting).softmax(-1) if wide else None
+        for k, row in enumerate(rows):  # each row draws from its own stream
+            if fits[k]:
+                index, weights, _ = found  # type: ignore[misc]
+                chosen[row] = int(index[k, torch.multinomial(weights[k], 1, generator=generators[row])])
+            else:
+                chosen[row] = int(torch.multinomial(probs[wide.index(k)], 1, generator=generators[row]))
     return chosen  # type: ignore[return-value]  (every row is chosen)

@@ -54,14 +54,14 @@ def vllm_unavailable() -> str | None:
 
 
 def vllm_wanted(cfg: ChatModelConfig) -> bool:
-    """True when vLLM should answer for `cfg`; generation.backend=vllm where it cannot run is an error."""
-    backend = cfg.generation.backend
-    if backend not in ("vllm", "auto") or cfg.endpoint:
+    """True when vLLM should answer for `cfg`: only when asked for (generation.backend=vllm), since a model
+    vLLM holds has no weights in this process for log-likelihood tasks; where it cannot run that is an error."""
+    if cfg.generation.backend != "vllm" or cfg.endpoint:
         return False
     reason = vllm_unavailable()
-    if backend == "vllm" and reason:
+    if reason:
         raise HoningError(f"generation.backend=vllm: {reason}; use generation.backend=auto, torch or transformers")
-    return reason is None
+    return True
 
 
 # --------------------------------------------------------------------------- mapping (no vLLM needed)

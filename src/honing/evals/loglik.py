@@ -76,7 +76,7 @@ def continuation_logprobs(model: Any, tokenizer: Any, pairs: Sequence[tuple[str,
 def _score_batch(model: Any, tokenizer: Any, encoded: list[tuple[list[int], int, bool]], groups: list[list[int]],
                  results: list[Continuation | None], device: Any) -> None:
     """Score the rows of `groups` (each a list of pair indices with one context) in one pass."""
-    from honing.train.objectives.causal_lm import causal_lm_of
+    from honing.train.objectives.causal_lm import _LOGIT_TRANSFORMS, causal_lm_of
     from honing.train.shared_prefix import backbone_with_shared_prefix, plan_prefix, unsupported_reason
 
     rows = [i for group in groups for i in group]
@@ -90,6 +90,8 @@ def _score_batch(model: Any, tokenizer: Any, encoded: list[tuple[list[int], int,
         labels[row, len(ids) - n_cont:len(ids)] = torch.tensor(ids[-n_cont:], device=device)
     lm = causal_lm_of(model)
     backbone = getattr(lm, lm.base_model_prefix, None)
+    if any(getattr(lm.config, name, None) for name in _LOGIT_TRANSFORMS):
+        backbone = None  # the model transforms its logits after the head: only its own forward is right
     plan = None
     if backbone is not None and unsupported_reason(model, activation_checkpointing=False, compile=False,
                                                    fsdp=False) is None:

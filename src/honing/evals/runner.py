@@ -16,7 +16,7 @@ from typing import Any
 
 from honing.config import ChatModelConfig, EvalConfig, EvalModelConfig, EvalTaskConfig, ModelConfig
 from honing.config.evaluation import generates
-from honing.errors import DataError
+from honing.errors import DataError, HoningError
 from honing.evals.cache import AnswerCache, key_of
 from honing.evals.tasks import Example, label_set
 from honing.models.chat import ChatModel
@@ -166,6 +166,10 @@ def _compute(chat: ChatModel, task: EvalTaskConfig, examples: list[Example], cfg
     if generates(task):
         return _generate(chat, task, examples, cfg)
     model, tokenizer = chat.model, chat.tokenizer  # log-likelihood tasks need the weights (a local model)
+    if model is None:
+        raise HoningError(f"task {task.name} ({task.kind}) scores log-likelihoods, which need the weights in this "
+                          f"process; {chat.role} is answered by {chat.identity.get('backend') or chat.kind} "
+                          "(set its generation.backend to auto, torch or transformers)")
     if task.kind == "perplexity":
         return _perplexity(model, tokenizer, task, examples, cfg)
     if task.kind == "multiple_choice":

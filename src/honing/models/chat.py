@@ -183,20 +183,24 @@ class ChatModel:
             raise HoningError(f"{self.role}: sampling token ids needs a local model, not {self.kind}")
         from honing.generate import sample_tokens, stop_token_ids
 
+        sampling = sampling or self.sampling
         if self.vllm is not None:
-            groups = self.vllm.sample(prompt_ids, sampling or self.sampling, samples=samples, seed=seed)
+            groups = self.vllm.sample(prompt_ids, sampling, samples=samples, seed=seed)
             stops = set(self.vllm.stop_ids)
-            return [[self._completion(tokens, len(ids), stops) for tokens in group]
-                    for ids, group in zip(prompt_ids, groups)]
-        stops = set(stop_token_ids(self.tokenizer, self.model))
-        groups = sample_tokens(self.model, self.tokenizer, prompt_ids, sampling or self.sampling, samples=samples,
-                               batch_size=self.batch_size, seed=seed, generation=self.generation)
-        return [[self._completion(tokens, len(ids), stops) for tokens in group] for ids, group in zip(prompt_ids, groups)]
+        else:
+            stops = set(stop_token_ids(self.tokenizer, self.model))
+            groups = sample_tokens(self.model, self.tokenizer, prompt_ids, sampling, samples=samples,
+                                   batch_size=self.batch_size, seed=seed, generation=self.generation)
+        return [[self._completion(tokens, len(ids), stops, sampling.stop) for tokens in group]
+                for ids, group in zip(prompt_ids, groups)]
 
-    def _completion(self, tokens: list[int], prompt_tokens: int, stops: set[int]) -> Completion:
-        stopped = bool(tokens) and tokens[-1] in stops
-        return Completion(self.tokenizer.decode(tokens, skip_special_tokens=True).strip(), list(tokens),
-                          "stop" if stopped else "length", prompt_tokens, len(tokens))
+    def _completion(self, tokens: list[int], prompt_tokens: int, stops: set[int],
+                    stop_strings: Sequence[str] = ()) -> Completion:
+        from honing.generate import before_stop
+
+        text, cut = before_stop(self.tokenizer.decode(tokens, skip_special_tokens=True), stop_strings)
+        stopped = cut or (bool(tokens) and tokens[-1] in stops)
+        return Completion(text.strip(), list(tokens), "stop" if stopped else "length", prompt_tokens, len(tokens))
 
     def _complete_local(self, prompts: Sequence[Prompt], sampling: SamplingConfig, chat_template: bool,
                         system_prompt: str | None, streamer: Any) -> list[Completion]:
