@@ -268,6 +268,22 @@ def test_chat_model_streams_through_the_engine(tiny_model, tokenizer):
     assert "".join(pieces).strip() == completion.text and completion.completion_tokens > 0
 
 
+def test_an_engine_does_not_keep_its_model_alive(tiny_model_dir, tokenizer):
+    import gc
+    import weakref
+
+    from transformers import AutoModelForCausalLM
+
+    from honing.engine import engine_for
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype="float32")
+    engine_for(model, tokenizer, GenerationConfig(), 2).run([Request(_prompts(tokenizer, 1)[0], 2)])
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None
+
+
 def test_engine_rejects_an_empty_prompt(tiny_model, tokenizer):
     with pytest.raises(ValueError, match="empty prompt"):
         Engine(tiny_model, tokenizer).run([Request([], 4)])

@@ -132,7 +132,6 @@ class Decoder:
         reason = unsupported(model)
         if reason:
             raise ValueError(f"the engine's decoder cannot run this model: {reason}")
-        self.model = model
         lm = causal_lm(model)
         self.config = lm.config
         backbone = getattr(lm, lm.base_model_prefix)
