@@ -248,3 +248,39 @@ def test_auto_does_not_apply_with_activation_checkpointing():
     assert enable_shared_prefix(objective, model, TrainConfig(), Dist()).startswith("auto") and objective.shared_prefix
     assert enable_shared_prefix(objective, model, TrainConfig(shared_prefix="off"), Dist()) == "off"
     assert not objective.shared_prefix
+
+
+def test_grpo_group_prompt_computed_once_equals_per_row(tiny_model):
+    """Rows of two GRPO groups (each group: one prompt, different completions, right-padded): log-probs,
+    entropies and the gradient of a policy-style loss equal the per-row computation."""
+    from honing.train.objectives.policy import SamplingTransform, _group_plan, token_outputs
+
+    torch.manual_seed(3)
+    vocab = tiny_model.config.vocab_size
+    prompts = [torch.randint(5, vocab, (24,)).tolist(), torch.randint(5, vocab, (30,)).tolist()]
+    rows, masks = [], []
+    for prompt in prompts:
+        for length in (5, 9, 3):
+            completion = torch.randint(5, vocab, (length,)).tolist()
+            rows.append(prompt + completion)
+            masks.append([0] * len(prompt) + [1] * length)
+    width = max(len(r) for r in rows)
+    input_ids = torch.tensor([r + [0] * (width - len(r)) for r in rows])
+    attention = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    response = torch.tensor([m + [0] * (width - len(m)) for m in masks])
+    plan = _group_plan(input_ids, attention, response.bool())
+    assert plan is not None and plan.computed_once == 23 + 29 and plan.per_row == 3 * 23 + 3 * 29
+    transform = SamplingTransform(temperature=0.9, top_k=50)
+    results = []
+    for share in (False, True):
+        tiny_model.zero_grad()
+        out = token_outputs(tiny_model, input_ids, attention, response.float(), transform, share_prefix=share)
+        (out.logps * torch.linspace(-1, 1, out.logps.numel()).view_as(out.logps)).sum().backward()
+        grads = {n: p.grad.clone() for n, p in tiny_model.named_parameters() if p.grad is not None}
+        results.append((out.logps.detach(), out.entropy.detach(), grads))
+    (plain_logps, plain_entropy, plain_grads), (shared_logps, shared_entropy, shared_grads) = results
+    torch.testing.assert_close(shared_logps, plain_logps, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(shared_entropy, plain_entropy, rtol=1e-5, atol=1e-6)
+    assert shared_grads.keys() == plain_grads.keys()
+    for name in plain_grads:
+        torch.testing.assert_close(shared_grads[name], plain_grads[name], rtol=1e-5, atol=1e-6, msg=name)

@@ -118,14 +118,17 @@ def old_outputs(objective: PolicyObjective, rows: list[Row], pad_id: int, micro_
         batch = {k: v.to(device) for k, v in collate_rollout(chunk, pad_id).items()}
         args = (batch["input_ids"], batch["attention_mask"], batch["response_mask"], objective.transform)
         with autocast_context(precision, device):
-            current = token_outputs(policy, *args, value_head=objective.value_head)  # (B, T) each
+            # Computed as the update will compute them (a group's prompt once, when the objective shares it),
+            # so the first ratio stays 1.
+            share = objective.shared_prefix
+            current = token_outputs(policy, *args, value_head=objective.value_head, share_prefix=share)  # (B, T)
             reference = None
             if with_reference:
                 if reference_model is not None:
-                    reference = token_outputs(reference_model, *args)
+                    reference = token_outputs(reference_model, *args, share_prefix=share)
                 else:
                     with policy.disable_adapter():
-                        reference = token_outputs(policy, *args)
+                        reference = token_outputs(policy, *args, share_prefix=share)
         for i, row in enumerate(chunk):
             n = len(row["input_ids"])
             row["old_logps"] = current.logps[i, :n].float().cpu()

@@ -86,6 +86,12 @@ def _objective(cfg: RLConfig, model: Any, ctx: Dist):
         entropy_coef=rl.entropy_coef,
     )
     objective.eval()  # no dropout anywhere in RL: the first ratio must be exactly 1 (see honing.rl.rollout)
+    if cfg.train.shared_prefix == "auto":
+        from honing.train.shared_prefix import unsupported_reason
+
+        objective.shared_prefix = unsupported_reason(
+            model, activation_checkpointing=cfg.train.activation_checkpointing, compile=cfg.train.compile,
+            fsdp=ctx.enabled and cfg.train.distributed == "fsdp") is None
     return objective
 
 

@@ -19,7 +19,7 @@ normalisation) and the engine divides by the units of the whole optimiser step, 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -76,16 +76,32 @@ def token_outputs(
     value_head: nn.Module | None = None,
     *,
     entropy_grad: bool = False,
+    share_prefix: bool = False,
 ) -> TokenOutputs:
     """Log-probs (and entropy, values) of the completion tokens. The head runs only at the
-    positions that predict a completion token, so memory is (completion tokens × vocab)."""
+    positions that predict a completion token, so memory is (completion tokens × vocab).
+
+    share_prefix: rows with the same prompt (a GRPO group's completions) compute it once, forward and
+    backward (honing.train.shared_prefix), when it is at least MIN_SHARED_TOKENS long; the numbers are
+    the per-row computation's up to float rounding."""
     lm = causal_lm_of(model)
     select = response_mask.bool().clone()
     select[:, 0] = False  # the first token has no prefix to be predicted from
     predict_at = select[:, 1:]  # (B, T-1): position t-1 predicts token t
-    inputs = dict(input_ids=input_ids, attention_mask=attention_mask,
-                  position_ids=position_ids_from_mask(attention_mask), use_cache=False)
-    if any(getattr(lm.config, name, None) for name in _LOGIT_TRANSFORMS):
+    position_ids = position_ids_from_mask(attention_mask)
+    inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    transforms = any(getattr(lm.config, name, None) for name in _LOGIT_TRANSFORMS)
+    plan = _group_plan(input_ids, attention_mask, select) if share_prefix and not transforms else None
+    if plan is not None:
+        from honing.data.types import IGNORE_INDEX
+        from honing.train.shared_prefix import backbone_with_shared_prefix
+
+        labels = input_ids.masked_fill(~select, IGNORE_INDEX)
+        suffix, suffix_labels = backbone_with_shared_prefix(getattr(lm, lm.base_model_prefix), plan, input_ids,
+                                                            labels, attention_mask, position_ids)
+        hidden = suffix[:, :-1][suffix_labels[:, 1:] != IGNORE_INDEX]  # (N, H), the same positions in order
+        logits = lm.get_output_embeddings()(hidden)  # (N, V)
+    elif transforms:
         # the model applies its own logit transform (soft-capping, scaling): take its logits whole
         out = model(**inputs, output_hidden_states=value_head is not None)
         logits = out.logits[:, :-1][predict_at]  # (N, V)
@@ -103,6 +119,23 @@ def token_outputs(
     if value_head is not None:
         values = _scatter(value_head(hidden.to(_dtype_of(value_head))).squeeze(-1).float(), select)
     return TokenOutputs(_scatter(picked, select), _scatter(entropy, select), values)
+
+
+def _group_plan(input_ids: torch.Tensor, attention_mask: torch.Tensor, select: torch.Tensor) -> Any:
+    """A PrefixPlan grouping the rows that share their prompt (the tokens before their first completion
+    token), or None when no group shares enough of it."""
+    from honing.train.shared_prefix import plan_prefix
+
+    starts = select.float().argmax(dim=1).tolist()  # each row's first predicted (completion) position
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for row, start in enumerate(starts):
+        groups.setdefault(tuple(input_ids[row, :start].tolist()), []).append(row)
+    if all(len(rows) == 1 for rows in groups.values()):
+        return None
+    from honing.data.types import IGNORE_INDEX
+
+    labels = torch.where(select, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
+    return plan_prefix(input_ids, labels, attention_mask, [list(groups.values())])
 
 
 def _dtype_of(module: nn.Module) -> torch.dtype:
@@ -183,6 +216,13 @@ class PolicyObjective(nn.Module):
         self.kl_beta, self.kl_estimator, self.kl_in_loss = kl_beta, kl_estimator, kl_in_loss
         self.length_norm, self.max_new_tokens = length_norm, max_new_tokens
         self.vf_coef, self.value_clip, self.entropy_coef = vf_coef, value_clip, entropy_coef
+        self.shared_prefix = False  # set by the RL stage (train.shared_prefix): a group's prompt computed once
+
+    def prefix_plan(self, batch: dict[str, torch.Tensor]) -> Any:
+        """Which rows share their prompt in this batch (for the run record's prefix counts)."""
+        select = batch["response_mask"].bool().clone()
+        select[:, 0] = False
+        return _group_plan(batch["input_ids"], batch["attention_mask"], select)
 
     @property
     def unit(self) -> str:
@@ -226,7 +266,7 @@ class PolicyObjective(nn.Module):
         mask = response_mask.float()
         mask[:, 0] = 0.0  # never a predicted token (see token_outputs)
         out = token_outputs(self.model, input_ids, attention_mask, mask, self.transform, self.value_head,
-                            entropy_grad=self.entropy_coef > 0)
+                            entropy_grad=self.entropy_coef > 0, share_prefix=self.shared_prefix)
         policy_loss, clipped = clipped_policy_loss(out.logps, old_logps, advantages, self.clip_low, self.clip_high)
         per_token = policy_loss
         metrics = {"policy_loss": self.metric(policy_loss, mask), "clip_fraction": self.metric(clipped.float(), mask),
