@@ -29,7 +29,6 @@ padding and the tokens transformers `generate` computes for a row after it stopp
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import statistics
 import sys
@@ -39,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import generate_legs as legs
-from bench.train import REPO, hardware, wait_until_idle
+from bench.train import REPO, hardware, versions, wait_until_idle
 
 LIBRARIES = ("torch", "transformers", "vllm", "honing")
 LEGS = {"honing": "honing", "honing-warm": "honing (warm)", "generate": "transformers generate",
@@ -340,7 +339,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     statistics.fmean(lengths), "min_tokens": min(lengths), "max_tokens": max(lengths),
                     "common_prefix_tokens": common_prefix(prompts)},
         "stop_token_ids": sorted(stops), "torch_threads": torch.get_num_threads(), "hardware": hardware(device),
-        "versions": _versions(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "versions": versions(LIBRARIES), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     name = Path(args.model).name if Path(args.model).is_dir() else args.model
     out = Path(args.out or REPO / "bench" / f"results-generate-{name}-{dtype}.json")
@@ -379,15 +378,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"wrote {out}")
     return report
 
-
-def _versions() -> dict[str, str]:
-    found = {}
-    for name in LIBRARIES:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return found
 
 
 if __name__ == "__main__":

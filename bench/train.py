@@ -131,9 +131,9 @@ def hardware(device: str) -> dict[str, Any]:
     return info
 
 
-def versions() -> dict[str, str]:
+def versions(libraries: tuple[str, ...] = LIBRARIES) -> dict[str, str]:
     found = {}
-    for name in LIBRARIES:
+    for name in libraries:
         try:
             found[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
