@@ -21,7 +21,7 @@ import time
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -83,7 +83,6 @@ class RunStats:
     """Tokens guessed by prompt lookup, and of them accepted (each saves a step)."""
     accepted: int = 0
     seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
