@@ -23,6 +23,7 @@ from honing.config.train import TrainConfig
 from honing.config.help import describe_fields  # noqa: E402  (after loader, which it uses)
 from honing.config.training import PretrainConfig, QuickstartConfig, SFTConfig
 from honing.config.inference import ChatConfig, GenerateConfig, InspectConfig, MergeConfig
+from honing.config.export import ExportConfig
 from honing.config.alignment import (DPOConfig, LabelConfig, LabelSourceConfig, PreferenceObjectiveConfig,
                                      RewardConfig, RewardObjectiveConfig, ScoreConfig)
 from honing.config.evaluation import EvalConfig, EvalModelConfig, EvalTaskConfig, GateConfig, JudgeConfig, TaskKind
@@ -31,7 +32,7 @@ from honing.config.redteam import ConstituteConfig, RedteamConfig, RedteamMutato
 
 __all__ = [
     "AdapterConfig", "ChatConfig", "ChatModelConfig", "ConstituteConfig", "DPOConfig", "DataConfig", "EvalConfig",
-    "EvalModelConfig", "EvalTaskConfig", "GateConfig", "GenerateConfig", "InspectConfig", "JudgeConfig",
+    "EvalModelConfig", "EvalTaskConfig", "ExportConfig", "GateConfig", "GenerateConfig", "InspectConfig", "JudgeConfig",
     "LabelConfig", "LabelSourceConfig", "MergeConfig", "ModelConfig", "OutputConfig", "PreferenceObjectiveConfig",
     "PretrainConfig", "QuickstartConfig", "RLConfig", "RLDataConfig", "RLObjectiveConfig", "RedteamConfig",
     "RedteamMutator", "RewardConfig", "RewardObjectiveConfig", "RewardSpec", "RolloutConfig", "SFTConfig",

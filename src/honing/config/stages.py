@@ -13,6 +13,7 @@ from honing.config.alignment import DPOConfig, LabelConfig, RewardConfig, ScoreC
 from honing.config.audit import AuditConfig
 from honing.config.base import StrictModel
 from honing.config.evaluation import EvalConfig
+from honing.config.export import ExportConfig
 from honing.config.inference import ChatConfig, GenerateConfig, InspectConfig, MergeConfig
 from honing.config.lineage import LineageConfig
 from honing.config.pipeline import PipelineConfig
@@ -123,6 +124,8 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     _stage("chat", ChatConfig, "Chat with a model (base, fine-tuned, or base + adapter) in the terminal."),
     _stage("merge", MergeConfig, "Fold a LoRA/DoRA adapter into its base model and save a plain HF model.",
            subject="model.adapter", output="output"),
+    _stage("export", ExportConfig, "Write a model (adapter folded in) for serving elsewhere: a merged HF directory "
+           "(vLLM, TGI) and/or a GGUF with an Ollama Modelfile.", subject="model.path", output="output"),
     _stage("inspect", InspectConfig, "Show a data file's format, counts, token lengths and trained-vs-masked tokens.",
            subject="data.train"),
     _stage("quickstart", QuickstartConfig,
