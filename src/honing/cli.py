@@ -21,7 +21,7 @@ import click
 
 from honing.config.help import describe_fields
 from honing.config.loader import load_config
-from honing.config.stages import DATA_STAGES, STAGES, Stage
+from honing.config.stages import DATA_STAGES, MONITOR_STAGES, STAGES, Stage
 from honing.errors import EXIT_CRASH, EXIT_GATE_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, HoningError
 from honing.registry.commands import registry_group
 
@@ -129,6 +129,28 @@ def _make_command(stage: Stage) -> click.Command:
                         context_settings={"ignore_unknown_options": True})
 
 
+class StageGroup(click.Group):
+    """A stage that also has subcommands: `honing monitor ARGS` runs the stage (the report), `honing monitor export
+    ARGS` the subcommand; --help shows the stage's own help, then the subcommands."""
+
+    def __init__(self, stage: Stage, subcommands: dict[str, Stage]):
+        super().__init__(name=stage.name, short_help=stage.summary)
+        self.default = _make_command(stage)
+        self.default.hidden = True
+        self.add_command(self.default, name="report")
+        for sub in subcommands.values():
+            self.add_command(_make_command(sub))
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ctx.help_option_names):
+            args = ["report", *args]
+        return super().parse_args(ctx, args)
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self.default.format_help(ctx, formatter)
+        self.format_commands(ctx, formatter)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="honing")
 def cli() -> None:
@@ -143,6 +165,7 @@ def data_group() -> None:
 for _stage in STAGES.values():
     cli.add_command(_make_command(_stage))
 cli.add_command(registry_group)
+cli.add_command(StageGroup(STAGES["monitor"], MONITOR_STAGES))
 for _stage in DATA_STAGES.values():
     data_group.add_command(_make_command(_stage))
 

@@ -16,6 +16,7 @@ from honing.config.evaluation import EvalConfig
 from honing.config.export import ExportConfig
 from honing.config.inference import ChatConfig, GenerateConfig, InspectConfig, MergeConfig
 from honing.config.lineage import LineageConfig
+from honing.config.monitor import MonitorConfig, MonitorExportConfig
 from honing.config.pipeline import PipelineConfig
 from honing.config.redteam import ConstituteConfig, RedteamConfig
 from honing.config.rl import RLConfig
@@ -162,6 +163,9 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
            "skips the steps whose command, config and input files are unchanged.",
            flags=(Flag("--from", "from_step", "Run this step and every later one even when unchanged.",
                        metavar="STEP"),)),
+    _stage("monitor", MonitorConfig, "Report the request log of `honing serve` per model version: traffic, latency, "
+           "errors, refusals, feedback, drift from the training data; shadow=true re-runs the gate tasks.",
+           output="output"),
 )}
 """`honing <name>`."""
 
@@ -184,3 +188,13 @@ DATA_STAGES: dict[str, Stage] = {stage.name: stage for stage in (
           "distillation of a prompt file.", runner="honing.synth:run", subject=None),
 )}
 """`honing data <name>`."""
+
+MONITOR_STAGES: dict[str, Stage] = {stage.name: stage for stage in (
+    Stage("export", "Turn the feedback in the request log into training data: sft.jsonl from corrections, "
+          "preferences.jsonl from choices, corrections and ratings.", MonitorExportConfig,
+          "honing.stages.monitor:export", group="monitor", output="run_dir"),
+)}
+"""`honing monitor <name>` (plain `honing monitor` is the report, STAGES["monitor"])."""
+
+GROUPS: dict[str, dict[str, Stage]] = {"data": DATA_STAGES, "monitor": MONITOR_STAGES}
+"""The commands under a group: `honing <group> <name>`."""

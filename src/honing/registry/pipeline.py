@@ -33,7 +33,7 @@ from honing.config.base import StrictModel
 from honing.config.loader import dump_config, load_config
 from honing.config.pipeline import PipelineConfig, PipelineStepConfig
 from honing.config.registry import RegistryGateConfig
-from honing.config.stages import DATA_STAGES, STAGES, Stage
+from honing.config.stages import GROUPS, STAGES, Stage
 from honing.errors import ConfigError, HoningError
 from honing.io import append_jsonl, write_json_atomic
 from honing.registry.store import default_path, now
@@ -55,6 +55,7 @@ KNOWN_OUTPUTS: dict[str, tuple[str, ...]] = {
     "constitute": ("sft", "preferences", "ai_preferences"), "merge": ("model", "output"),
     "data clean": ("output", "removed", "rejects"), "data pii": ("output", "removed", "rejects", "findings"),
     "data dedup": ("output", "removed", "rejects"), "data convert": ("output", "rejects"),
+    "monitor export": ("sft", "preferences", "skipped"),
 }
 """What each command can record in run.json "outputs" (checked before anything runs; any other command's
 references are checked when the step it names has run). Every step also has run_dir."""
@@ -107,10 +108,10 @@ def _check_gate_name(settings: PipelineStepConfig) -> None:
 
 def _stage(settings: PipelineStepConfig) -> Stage:
     words = settings.command.split()
-    table, name = (DATA_STAGES, words[1]) if len(words) == 2 and words[0] == "data" else (STAGES, " ".join(words))
+    table, name = (GROUPS[words[0]], words[1]) if len(words) == 2 and words[0] in GROUPS else (STAGES, " ".join(words))
     stage = table.get(name)
     if stage is None or len(words) > 2:
-        known = [*STAGES, *(f"data {n}" for n in DATA_STAGES)]
+        known = [*STAGES, *(f"{group} {n}" for group, stages in GROUPS.items() for n in stages)]
         raise ConfigError(f"steps.{settings.name}.command: unknown command {settings.command!r}; one of: "
                           f"{', '.join(n for n in known if n not in NOT_IN_PIPELINES)}")
     if stage.name in NOT_IN_PIPELINES and not stage.group:
