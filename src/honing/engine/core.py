@@ -50,6 +50,10 @@ class Request:
     draft_tokens: int = 0
     """Greedy requests only: up to this many tokens guessed per step by prompt lookup and checked in the
     same pass (0: none). The answer is the one plain greedy decoding gives; only the steps are fewer."""
+    on_finish: Callable[[Result], None] | None = None
+    """Called with the Result as soon as this request ends (a server answers it while others run on)."""
+    cancelled: bool = False
+    """Set (from any thread) to stop the request at the next step; it ends with finish_reason "cancelled"."""
 
 
 @dataclass
@@ -57,7 +61,7 @@ class Result:
     """The answer to one Request."""
 
     token_ids: list[int]
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "cancelled"]
     prompt_tokens: int
     cached_tokens: int = 0
     """Prompt tokens that came from a shared prefix instead of being computed for this request."""
@@ -207,16 +211,42 @@ class Engine:
         self.last.seconds = time.perf_counter() - started
         return results
 
+    def serve(self, feed: Callable[[int], Sequence[Request]], *, capacity: int, max_batch: int | None = None) -> None:
+        """Answer requests as they arrive: before each step `feed(free)` hands over up to `free` new requests
+        (it must not block); each is answered through its `on_finish` as soon as it ends. Returns when `feed`
+        has nothing and every row has ended. Every request must fit `capacity` (prompt + max_new_tokens); the
+        KV cache for it is kept between calls."""
+        max_batch = max_batch or self.max_batch
+        slots = max(1, min(max_batch, self.kv_budget // max(1, capacity * self.decoder.bytes_per_token())))
+        cache = getattr(self, "_serve_cache", None)
+        if cache is None or cache.slots != slots or cache.capacity != capacity:
+            self._serve_cache = cache = self.decoder.new_cache(slots, capacity)
+        cache.lengths = [0] * cache.slots
+        started = time.perf_counter()
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                self._run([], slots, None, started, feed=feed, cache=cache)
+        finally:
+            self.model.train(was_training)
+        self.last.seconds = time.perf_counter() - started
+
     # ------------------------------------------------------------------ the loop
 
-    def _run(self, requests: Sequence[Request], max_batch: int, progress, started: float) -> list[Result]:
+    def _run(self, requests: Sequence[Request], max_batch: int, progress, started: float,
+             feed: Callable[[int], Sequence[Request]] | None = None, cache: KVCache | None = None) -> list[Result]:
         decoder = self.decoder
         self.prefixes.check_version(weights_version(self.model))
+        requests = list(requests)
         prompts = [r.prompt_ids for r in requests]
         shared = shared_prefixes(prompts) if self.prefixes.budget else [0] * len(prompts)
-        capacity = max(len(r.prompt_ids) + r.max_new_tokens for r in requests)
-        slots = max(1, min(max_batch, len(requests), self.kv_budget // max(1, capacity * decoder.bytes_per_token())))
-        cache = decoder.new_cache(slots, capacity)
+        if cache is None:
+            capacity = max(len(r.prompt_ids) + r.max_new_tokens for r in requests)
+            slots = max(1, min(max_batch, len(requests),
+                               self.kv_budget // max(1, capacity * decoder.bytes_per_token())))
+            cache = decoder.new_cache(slots, capacity)
+        slots = cache.slots
         stats = RunStats(requests=len(requests))
         self.last = stats
         results: list[Result | None] = [None] * len(requests)
@@ -224,11 +254,36 @@ class Engine:
         live: list[_Live] = []
         rows_total = 0
 
-        def finish(row: int, reason: Literal["stop", "length"], stop_text: int | None = None) -> None:
+        def take_new() -> bool:
+            """Queue what `feed` hands over for the free slots; True when anything came."""
+            free = slots - len(live) - len(queue)
+            if feed is None or free <= 0:
+                return False
+            new = []
+            for request in feed(free):
+                if request.prompt_ids:
+                    new.append(request)
+                elif request.on_finish:  # nothing to continue from: an empty answer
+                    request.on_finish(Result([], "length", 0))
+            if not new:
+                return False
+            for request in new:
+                request.max_new_tokens = max(1, min(request.max_new_tokens, cache.capacity - len(request.prompt_ids)))
+            queue.extend(range(len(requests), len(requests) + len(new)))
+            requests.extend(new)
+            shared.extend(shared_prefixes([r.prompt_ids for r in new]) if self.prefixes.budget else [0] * len(new))
+            stats.requests += len(new)
+            return True
+
+        def finish(row: int, reason: Literal["stop", "length", "cancelled"], stop_text: int | None = None) -> None:
             item = live[row]
             now = time.perf_counter() - started
-            results[item.index] = Result(item.tokens, reason, len(item.request.prompt_ids), item.cached, stop_text,
-                                         item.first_token_s, now)
+            result = Result(item.tokens, reason, len(item.request.prompt_ids), item.cached, stop_text,
+                            item.first_token_s, now)
+            if feed is None:
+                results[item.index] = result
+            if item.request.on_finish:
+                item.request.on_finish(result)
             stats.generated_tokens += len(item.tokens)
             last = len(live) - 1
             if row != last:
@@ -263,7 +318,11 @@ class Engine:
                 return True
             return False
 
-        while queue or live:
+        while queue or live or take_new():
+            take_new()
+            for row in range(len(live) - 1, -1, -1):  # stopped by the caller (a client gone, a timeout)
+                if live[row].request.cancelled:
+                    finish(row, "cancelled")
             # One pass per step: every live row's last token (and the tokens guessed to follow it), plus the
             # prompts of requests taking free slots.
             chunks = [[item.tokens[-1]] for item in live]
@@ -279,6 +338,15 @@ class Engine:
             for _ in range(min(len(queue), slots - len(live))):
                 index = queue.popleft()
                 request = requests[index]
+                if feed is not None:
+                    requests[index] = None  # type: ignore[call-overload]  (a long-running server keeps no old requests)
+                if request.cancelled:
+                    result = Result([], "cancelled", len(request.prompt_ids))
+                    if feed is None:
+                        results[index] = result
+                    if request.on_finish:
+                        request.on_finish(result)
+                    continue
                 start, cached = self._start(cache, len(chunks), request.prompt_ids, shared[index])
                 stats.prompt_tokens += len(request.prompt_ids)
                 stats.cached_tokens += cached
@@ -291,6 +359,8 @@ class Engine:
                     generator = torch.Generator(device=decoder.device)
                     generator.manual_seed(request.seed)
                 live.append(_Live(index, request, [], generator, seen, cached))
+            if not live:
+                continue
             spans = _spans(chunks, len(live) - sum(1 for i in live if not i.tokens))
             hidden = decoder.forward(cache, chunks, wanted=[p for span in spans for p in span])
             stats.decode_steps += 1

@@ -73,16 +73,35 @@ def sliding_window(model: nn.Module) -> int | None:
     return None
 
 
+ZERO_STEP = 256
+"""Positions a KV cache clears at a time, ahead of the longest sequence."""
+
+
 class KVCache:
     """Keys and values of every layer for `slots` sequences of up to `capacity` tokens."""
 
     def __init__(self, layers: int, slots: int, capacity: int, kv_heads: int, head_dim: int,
                  dtype: torch.dtype, device: torch.device):
         shape = (slots, kv_heads, capacity, head_dim)
-        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
-        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        # Allocated, not written: memory is touched only as far as sequences have reached (`zeroed`), so a
+        # server's cache sized for its longest allowed request costs what its requests actually use.
+        self.keys = [torch.empty(shape, dtype=dtype, device=device) for _ in range(layers)]
+        self.values = [torch.empty(shape, dtype=dtype, device=device) for _ in range(layers)]
         self.lengths = [0] * slots
         self.slots, self.capacity = slots, capacity
+        self.zeroed = 0
+        """Positions [0, zeroed) of every slot hold numbers (keys, values or zeros), never uninitialised
+        memory: attention reads up to the batch's longest row, and a masked NaN would still poison it."""
+
+    def ensure_zeroed(self, length: int) -> None:
+        """Make positions up to `length` of every slot safe to read (zeros where nothing was written)."""
+        if length <= self.zeroed:
+            return
+        end = min(self.capacity, max(length, self.zeroed + ZERO_STEP))
+        for k, v in zip(self.keys, self.values):
+            k[:, :, self.zeroed:end].zero_()
+            v[:, :, self.zeroed:end].zero_()
+        self.zeroed = end
 
     @staticmethod
     def bytes_per_token(layers: int, kv_heads: int, head_dim: int, dtype: torch.dtype) -> int:
@@ -91,6 +110,7 @@ class KVCache:
     def load(self, slot: int, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
         """Put a cached prefix (per layer (kv_heads, n, head_dim)) at the start of `slot`."""
         n = keys[0].shape[1]
+        self.ensure_zeroed(n)  # before writing: clearing later would wipe what is written here
         for layer, (k, v) in enumerate(zip(keys, values)):
             self.keys[layer][slot, :, :n] = k
             self.values[layer][slot, :, :n] = v
@@ -191,6 +211,7 @@ class Decoder:
         longest = max(s + c for s, c in zip(starts, counts))
         if longest > cache.capacity:
             raise ValueError(f"{longest} tokens do not fit a cache of {cache.capacity}")
+        cache.ensure_zeroed(longest)  # before this step writes its keys
         device = self.device
         widest = max(counts)
         flat = [token for chunk in chunks for token in chunk]

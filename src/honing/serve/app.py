@@ -1,0 +1,621 @@
+"""The HTTP edge of `honing serve`: OpenAI's chat-completions and completions API over the pool's engines.
+
+    GET  /health                 200 with each name's version once the models are loaded
+    GET  /v1/models              the served names (OpenAI's list shape)
+    POST /v1/chat/completions    messages -> n answers; stream=true sends server-sent events
+    POST /v1/completions         plain-text prompts (no chat template)
+    POST /v1/feedback            a rating, a corrected answer, or a choice between the answers of one response
+    GET  /metrics                Prometheus text (requests, latency, time to first token, tokens, in flight)
+
+Each handler checks, in order: the API key (401), the caller's rate and concurrency (429), the body's size (413),
+that it is JSON of the right shape (400, naming the field), the model (404), the prompt's and max_tokens' limits
+(400); then it hands the request to the model's worker and waits, at most `request_timeout_s` (408). Every
+rejection is OpenAI's error shape {"error": {"message", "type", "param", "code"}}. A request is written to the
+log before its response's last byte is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.exceptions import HTTPException
+
+from honing.config.serve import ServeConfig
+from honing.serve.log import LoggedRequest, RequestLog
+from honing.serve.pool import Job, Pool, Target
+from honing.serve.security import Keys, Limiter
+
+log = logging.getLogger(__name__)
+BODY_TIMEOUT_S = 30.0
+"""Seconds a client may take to send its request body."""
+
+
+class APIError(Exception):
+    """A rejection: HTTP status, OpenAI error type, message, the parameter at fault and a code."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.kind, self.param, self.code = status, message, kind, param, code
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+
+
+# --------------------------------------------------------------------------- request bodies
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    n: int = Field(1, ge=1)
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=0)
+    """Not OpenAI's; vLLM's (0: off)."""
+    repetition_penalty: float = Field(1.0, gt=0.0)
+    """Not OpenAI's; vLLM's (1: off)."""
+    max_tokens: int | None = Field(None, ge=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    logprobs: bool | int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    user: str | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, value: Any) -> Any:
+        stops = [value] if isinstance(value, str) else value or []
+        if len(stops) > 4 or any(not s for s in stops):
+            raise ValueError("give up to 4 non-empty stop strings")
+        return value
+
+    @property
+    def stops(self) -> tuple[str, ...]:
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[dict[str, Any]]
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        parts = []
+        for part in self.content:
+            if part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise APIError(400, "only text content parts are supported", param="messages")
+            parts.append(part["text"])
+        return "".join(parts)
+
+
+class ChatBody(_Body):
+    messages: list[_Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+
+
+class CompletionBody(_Body):
+    prompt: str | list[str]
+    echo: bool = False
+
+
+class FeedbackBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    """The response id (chatcmpl-… / cmpl-…) the feedback is about."""
+    rating: Literal["up", "down"] | None = None
+    index: int = Field(0, ge=0)
+    """Which answer of the response the rating or correction is about."""
+    correction: str | None = Field(None, min_length=1)
+    choice: int | None = Field(None, ge=0)
+    """The index of the preferred answer among the response's n answers."""
+    comment: str | None = None
+
+
+# --------------------------------------------------------------------------- one generation
+
+
+@dataclass
+class _Answer:
+    tokens: list[int] = field(default_factory=list)
+    result: Any = None
+    sent: int = 0  # characters already streamed
+
+
+class Generation:
+    """The n engine requests of one API request, and the events they send back to the event loop."""
+
+    def __init__(self, target: Target, prompt_ids: list[int], body: _Body, max_tokens: int, seed: int):
+        from honing.engine import Request, Sampling
+
+        self.target = target
+        self.loop = asyncio.get_running_loop()
+        self.events: asyncio.Queue = asyncio.Queue()
+        self.answers = [_Answer() for _ in range(body.n)]
+        sampling = Sampling(body.temperature, body.top_p, body.top_k, body.repetition_penalty)
+        draft = target.worker.cfg.generation.draft_tokens
+        self.requests = [Request(list(prompt_ids), max_tokens, sampling, seed + j, body.stops, target.stop_ids,
+                                 on_token=self._sender(j, "token"), on_finish=self._sender(j, "done"),
+                                 draft_tokens=draft if sampling.greedy else 0)
+                         for j in range(body.n)]
+        self.first_token_s: float | None = None
+        self.started = time.perf_counter()
+
+    def _sender(self, index: int, kind: str):
+        def send(value: Any) -> None:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, index, value))
+        return send
+
+    def start(self) -> None:
+        for j, request in enumerate(self.requests):
+            fail = self._sender(j, "error")
+            self.target.worker.submit(self.target.adapter, Job(request, fail))
+
+    def cancel(self) -> None:
+        for request in self.requests:
+            request.cancelled = True
+
+    @property
+    def done(self) -> bool:
+        return all(a.result is not None for a in self.answers)
+
+    async def next_event(self, deadline: float) -> tuple[str, int, Any]:
+        """The next token, end or failure of any answer; APIError 408 at the deadline."""
+        left = deadline - time.monotonic()
+        try:
+            kind, index, value = await asyncio.wait_for(self.events.get(), timeout=max(0.0, left))
+        except asyncio.TimeoutError:
+            self.cancel()
+            raise APIError(408, "the request took longer than the server's request_timeout_s", "timeout_error",
+                           code="request_timeout") from None
+        answer = self.answers[index]
+        if kind == "token":
+            answer.tokens.append(value)
+            if self.first_token_s is None:
+                self.first_token_s = time.perf_counter() - self.started
+        elif kind == "done":
+            answer.result = value
+        else:
+            self.cancel()
+            raise APIError(500, f"generation failed: {type(value).__name__}: {value}", "server_error")
+        return kind, index, value
+
+    def text(self, index: int, *, final: bool) -> str:
+        """Answer `index` as text: cut at its stop string when it ended; while it runs, only what can no longer
+        turn out to be the start of a stop string or half of a multi-byte character."""
+        answer = self.answers[index]
+        tokens = answer.result.token_ids if final and answer.result is not None else answer.tokens
+        text = self.target.tokenizer.decode(tokens, skip_special_tokens=True)
+        if final:
+            stop_at = answer.result.stop_text if answer.result is not None else None
+            return text if stop_at is None else text[:stop_at]
+        text = text.rstrip("\ufffd")
+        hold = max((len(s) for s in self.requests[index].stop), default=1) - 1
+        return text[:len(text) - hold] if hold else text
+
+    def finish_reason(self, index: int) -> str:
+        result = self.answers[index].result
+        return "length" if result is None or result.finish_reason == "length" else "stop"
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(len(a.result.token_ids) if a.result is not None else len(a.tokens) for a in self.answers)
+
+
+# --------------------------------------------------------------------------- the app
+
+
+class Metrics:
+    """The Prometheus series, in a registry of this app's own."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("honing_requests", "Requests answered or refused.", ["model", "endpoint", "status"],
+                                registry=self.registry)
+        self.latency = Histogram("honing_request_duration_seconds", "Seconds from request to last byte.", ["model"],
+                                 registry=self.registry,
+                                 buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300))
+        self.first_token = Histogram("honing_time_to_first_token_seconds", "Seconds to the first answer token.",
+                                     ["model"], registry=self.registry,
+                                     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30))
+        self.tokens = Counter("honing_tokens", "Tokens read (prompt) and written (completion).", ["model", "kind"],
+                              registry=self.registry)
+        self.in_flight = Gauge("honing_requests_in_flight", "Requests being answered now.", ["model"],
+                               registry=self.registry)
+        self.version = Gauge("honing_model_version_info", "The version each served name answers with (value 1).",
+                             ["model", "version"], registry=self.registry)
+        self.feedback = Counter("honing_feedback", "Feedback received.", ["kind"], registry=self.registry)
+
+
+class Server:
+    """The state the handlers share: config, keys, limits, the pool, the log and the metrics."""
+
+    def __init__(self, cfg: ServeConfig, pool: Pool, request_log: RequestLog, keys: Keys):
+        self.cfg = cfg
+        self.pool = pool
+        self.log = request_log
+        self.keys = keys
+        self.limiter = Limiter(cfg.limits.rate_per_minute, cfg.limits.concurrency)
+        self.metrics = Metrics()
+        self.shown_versions: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ checks
+
+    def caller(self, request: Any) -> tuple[str | None, str]:
+        """(key id, the name limits count under); APIError 401 for a missing or wrong key when keys are set."""
+        header = request.headers.get("authorization", "")
+        token = header[7:].strip() if header[:7].lower() == "bearer " else None
+        if not self.keys.required:
+            return None, f"client {request.client.host if request.client else '?'}"
+        key_id = self.keys.identify(token)
+        if key_id is None:
+            raise APIError(401, "a valid API key is required: send Authorization: Bearer KEY"
+                           if not token else "incorrect API key provided", code="invalid_api_key")
+        return key_id, f"key {key_id}"
+
+    async def read_json(self, request: Any) -> Any:
+        limit = self.cfg.limits.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise APIError(413, f"the request body is {declared} bytes; the limit is {limit}", code="body_too_large")
+
+        async def read() -> bytes:
+            chunks, size = [], 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise APIError(413, f"the request body is over the limit of {limit} bytes", code="body_too_large")
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+        try:
+            raw = await asyncio.wait_for(read(), timeout=BODY_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise APIError(408, f"the request body did not arrive within {BODY_TIMEOUT_S:g} s", "timeout_error",
+                           code="request_timeout") from None
+        try:
+            return json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise APIError(400, f"the request body is not valid JSON: {err}", code="invalid_json") from None
+
+    def parse(self, model: type[BaseModel], data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise APIError(400, "the request body must be a JSON object")
+        try:
+            return model.model_validate(data)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise APIError(400, f"{where}: {first['msg']}", param=where or None) from None
+
+    def check_request(self, body: _Body) -> int:
+        """max_tokens to generate; APIError for the limits and what this server does not do."""
+        limits = self.cfg.limits
+        if body.model not in self.cfg.models:
+            raise APIError(404, f"the model {body.model!r} does not exist here; served: {', '.join(self.pool.names())}",
+                           param="model", code="model_not_found")
+        asked = getattr(body, "max_completion_tokens", None) or body.max_tokens
+        max_tokens = asked or limits.default_max_tokens
+        if max_tokens > limits.max_tokens:
+            raise APIError(400, f"max_tokens is {max_tokens}; this server allows at most {limits.max_tokens}",
+                           param="max_tokens")
+        if body.n > limits.max_n:
+            raise APIError(400, f"n is {body.n}; this server allows at most {limits.max_n}", param="n")
+        if body.logprobs:
+            raise APIError(400, "logprobs are not supported by honing serve", param="logprobs")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if getattr(body, name):
+                raise APIError(400, f"{name} is not supported (use repetition_penalty)", param=name)
+        return max_tokens
+
+    def check_prompt(self, prompt_ids: list[int], max_tokens: int, target: Target) -> None:
+        limit = self.cfg.limits.max_prompt_tokens
+        if len(prompt_ids) > limit:
+            raise APIError(400, f"the prompt is {len(prompt_ids)} tokens; this server allows at most {limit}",
+                           param="messages", code="context_length_exceeded")
+        if len(prompt_ids) + max_tokens > target.capacity:
+            raise APIError(400, f"the prompt ({len(prompt_ids)} tokens) plus max_tokens ({max_tokens}) is over the "
+                           f"model's context of {target.capacity} tokens", param="max_tokens",
+                           code="context_length_exceeded")
+
+    # ------------------------------------------------------------------ logging
+
+    def record(self, entry: LoggedRequest) -> None:
+        self.log.record(entry)
+        model = entry.model or "-"
+        self.metrics.requests.labels(model, entry.endpoint, str(entry.status)).inc()
+        if entry.status == 200:
+            self.metrics.latency.labels(model).observe(entry.latency_s or 0.0)
+            if entry.first_token_s is not None:
+                self.metrics.first_token.labels(model).observe(entry.first_token_s)
+            self.metrics.tokens.labels(model, "prompt").inc(entry.prompt_tokens)
+            self.metrics.tokens.labels(model, "completion").inc(entry.completion_tokens)
+
+    def show_version(self, target: Target) -> None:
+        shown = self.shown_versions.get(target.name)
+        if shown != target.version:
+            if shown is not None:
+                self.metrics.version.remove(target.name, shown)
+            self.metrics.version.labels(target.name, target.version).set(1)
+            self.shown_versions[target.name] = target.version
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+def _seed(body: _Body) -> int:
+    return body.seed if body.seed is not None else secrets.randbelow(2**31)
+
+
+def create_app(server: Server) -> Any:
+    """The FastAPI application over `server`."""
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        yield
+        server.pool.close()
+        server.log.close()
+
+    app = FastAPI(title="honing serve", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, err: APIError) -> Any:
+        return JSONResponse(err.body(), status_code=err.status)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, err: HTTPException) -> Any:
+        return JSONResponse(APIError(err.status_code, str(err.detail)).body(), status_code=err.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, err: Exception) -> Any:
+        log.exception("unexpected error answering %s", request.url.path)
+        return JSONResponse(APIError(500, f"internal error: {type(err).__name__}", "server_error").body(),
+                            status_code=500)
+
+    @app.get("/health")
+    async def health() -> Any:
+        return {"status": "ok", "models": {name: target.version for name, target in server.pool.targets.items()}}
+
+    @app.get("/metrics")
+    async def metrics() -> Any:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        for name in server.pool.targets:
+            server.metrics.in_flight.labels(name).set(server.pool.targets[name].in_flight)
+        return PlainTextResponse(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> Any:
+        server.caller(request)
+        return {"object": "list", "data": [
+            {"id": name, "object": "model", "created": 0, "owned_by": "honing", "version": target.version}
+            for name, target in server.pool.targets.items()]}
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Any:
+        return await _generate(request, "chat.completions")
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Any:
+        return await _generate(request, "completions")
+
+    @app.post("/v1/feedback")
+    async def feedback(request: Request) -> Any:
+        key_id, who = server.caller(request)
+        body = server.parse(FeedbackBody, await server.read_json(request))
+        if body.rating is None and body.correction is None and body.choice is None:
+            raise APIError(400, "give a rating (up/down), a correction, or a choice", param="rating")
+        try:
+            feedback_id = await asyncio.to_thread(server.log.feedback, body.id, rating=body.rating,
+                                                  answer_index=body.index, choice=body.choice,
+                                                  correction=body.correction, comment=body.comment, key_id=key_id)
+        except KeyError:
+            raise APIError(404, f"no answered request {body.id!r} (it must be a response id this server logged, "
+                           "asked with the same key)", param="id", code="not_found") from None
+        except ValueError as err:
+            raise APIError(400, str(err), param="index" if "answer_index" in str(err) else "choice") from None
+        for kind in ("rating", "correction", "choice"):
+            if getattr(body, kind) is not None:
+                server.metrics.feedback.labels(kind).inc()
+        return {"id": feedback_id, "object": "feedback", "response_id": body.id}
+
+    async def _generate(request: Request, endpoint: str) -> Any:
+        started, arrived = time.perf_counter(), time.time()
+        prefix = "chatcmpl" if endpoint == "chat.completions" else "cmpl"
+        entry = LoggedRequest(id=_new_id(prefix), endpoint=endpoint, status=0, created=arrived)
+        caller = None
+        try:
+            entry.key_id, caller = server.caller(request)
+            refused = server.limiter.admit(caller)
+            if refused:
+                caller = None
+                raise APIError(429, refused, "rate_limit_exceeded", code="rate_limit_exceeded")
+            body = server.parse(ChatBody if endpoint == "chat.completions" else CompletionBody,
+                                await server.read_json(request))
+            entry.model, entry.n, entry.stream = body.model, body.n, body.stream
+            max_tokens = server.check_request(body)
+        except APIError as err:
+            if caller is not None:
+                server.limiter.done(caller)
+            entry.status, entry.error = err.status, err.kind
+            await asyncio.to_thread(server.record, entry)
+            raise
+        target = await server.pool.target(body.model)
+        server.show_version(target)
+        entry.model_version = target.version
+        server.metrics.in_flight.labels(target.name).inc()
+
+        def release() -> None:
+            target.release()
+            server.limiter.done(caller)
+            server.metrics.in_flight.labels(target.name).dec()
+
+        try:
+            prompt_ids, entry.request = _prompt(body, endpoint, target)
+            server.check_prompt(prompt_ids, max_tokens, target)
+            entry.request.update({k: v for k, v in body.model_dump(exclude={"messages", "prompt"}).items()
+                                  if v is not None})
+            entry.prompt_tokens = len(prompt_ids)
+            generation = Generation(target, prompt_ids, body, max_tokens, _seed(body))
+            generation.start()
+        except APIError as err:
+            release()
+            entry.status, entry.error = err.status, err.kind
+            await asyncio.to_thread(server.record, entry)
+            raise
+        deadline = time.monotonic() + server.cfg.limits.request_timeout_s
+        if body.stream:
+            return StreamingResponse(_stream(generation, body, entry, deadline, started, release),
+                                     media_type="text/event-stream",
+                                     headers={"x-honing-model-version": target.version, "cache-control": "no-cache"})
+        try:
+            while not generation.done:
+                await generation.next_event(deadline)
+            response = _response(generation, body, entry, endpoint)
+            _finish_entry(entry, generation, started, 200)
+            await asyncio.to_thread(server.record, entry)  # on disk before the answer leaves
+        except (APIError, asyncio.CancelledError) as err:
+            generation.cancel()
+            _finish_entry(entry, generation, started, err.status if isinstance(err, APIError) else 499)
+            entry.error = err.kind if isinstance(err, APIError) else "client_disconnected"
+            await asyncio.shield(asyncio.to_thread(server.record, entry))
+            raise
+        finally:
+            release()
+        return JSONResponse(response, headers={"x-honing-model-version": target.version})
+
+    async def _stream(generation: Generation, body: _Body, entry: LoggedRequest, deadline: float, started: float,
+                      release: Any) -> AsyncIterator[bytes]:
+        chat_mode = entry.endpoint == "chat.completions"
+        kind = "chat.completion.chunk" if chat_mode else "text_completion"
+        base = {"id": entry.id, "object": kind, "created": int(entry.created), "model": entry.model,
+                "system_fingerprint": generation.target.version}
+
+        def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+            return f"data: {json.dumps({**base, 'choices': choices, **extra}, ensure_ascii=False)}\n\n".encode()
+
+        def delta(index: int, text: str, finish: str | None = None, role: bool = False) -> dict[str, Any]:
+            if chat_mode:
+                content = {"role": "assistant", "content": text} if role else ({"content": text} if text else {})
+                return {"index": index, "delta": content, "logprobs": None, "finish_reason": finish}
+            return {"index": index, "text": text, "logprobs": None, "finish_reason": finish}
+
+        status = 200
+        try:
+            if chat_mode:
+                yield event([delta(j, "", role=True) for j in range(body.n)])
+            while not generation.done:
+                _, index, _ = await generation.next_event(deadline)
+                answer = generation.answers[index]
+                final = answer.result is not None
+                text = generation.text(index, final=final)
+                if len(text) > answer.sent or final:
+                    piece, answer.sent = text[answer.sent:], max(answer.sent, len(text))
+                    yield event([delta(index, piece, generation.finish_reason(index) if final else None)])
+            _finish_entry(entry, generation, started, 200)
+            entry.choices = _choices(generation)
+            await asyncio.to_thread(server.record, entry)  # on disk before the stream's end is sent
+            if (body.stream_options or {}).get("include_usage"):
+                yield event([], usage=_usage(entry))
+            yield b"data: [DONE]\n\n"
+        except APIError as err:
+            status = err.status
+            generation.cancel()
+            _finish_entry(entry, generation, started, status)
+            entry.error, entry.choices = err.kind, _choices(generation)
+            await asyncio.to_thread(server.record, entry)
+            yield f"data: {json.dumps(err.body())}\n\n".encode()
+        except asyncio.CancelledError:  # the client went away: stop generating, keep the record
+            generation.cancel()
+            _finish_entry(entry, generation, started, 499)
+            entry.error, entry.choices = "client_disconnected", _choices(generation)
+            await asyncio.shield(asyncio.to_thread(server.record, entry))
+            raise
+        finally:
+            release()
+
+    return app
+
+
+def _prompt(body: _Body, endpoint: str, target: Target) -> tuple[list[int], dict[str, Any]]:
+    """The prompt's token ids (chat: through the model's chat template) and what the log keeps of it."""
+    from honing.data.prompts import encode_prompts
+
+    if endpoint == "chat.completions":
+        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+                    for m in body.messages]  # type: ignore[attr-defined]
+        if messages[-1]["role"] == "assistant":
+            raise APIError(400, "the last message must not be the assistant's (continuing an answer is not supported)",
+                           param="messages")
+        ids = encode_prompts(target.tokenizer, [messages], system_prompt=target.system_prompt)[0]
+        return ids, {"messages": messages}
+    prompt = body.prompt  # type: ignore[attr-defined]
+    if isinstance(prompt, list):
+        if len(prompt) != 1:
+            raise APIError(400, "give one prompt per request (a list of several is not supported)", param="prompt")
+        prompt = prompt[0]
+    if body.echo:  # type: ignore[attr-defined]
+        raise APIError(400, "echo is not supported", param="echo")
+    ids = encode_prompts(target.tokenizer, [prompt], chat_template=False)[0]
+    return ids, {"prompt": prompt}
+
+
+def _choices(generation: Generation) -> list[dict[str, Any]]:
+    return [{"index": j, "text": generation.text(j, final=True) if a.result is not None else
+             generation.target.tokenizer.decode(a.tokens, skip_special_tokens=True),
+             "finish_reason": generation.finish_reason(j) if a.result is not None else None,
+             "completion_tokens": len(a.result.token_ids) if a.result is not None else len(a.tokens)}
+            for j, a in enumerate(generation.answers)]
+
+
+def _finish_entry(entry: LoggedRequest, generation: Generation, started: float, status: int) -> None:
+    entry.status = status
+    entry.latency_s = time.perf_counter() - started
+    entry.first_token_s = generation.first_token_s
+    entry.completion_tokens = generation.completion_tokens
+    entry.finish_reason = generation.finish_reason(0) if generation.answers[0].result is not None else None
+    if entry.choices is None:
+        entry.choices = _choices(generation)
+
+
+def _usage(entry: LoggedRequest) -> dict[str, int]:
+    return {"prompt_tokens": entry.prompt_tokens, "completion_tokens": entry.completion_tokens,
+            "total_tokens": entry.prompt_tokens + entry.completion_tokens}
+
+
+def _response(generation: Generation, body: _Body, entry: LoggedRequest, endpoint: str) -> dict[str, Any]:
+    entry.choices = _choices(generation)
+    chat_mode = endpoint == "chat.completions"
+    choices = []
+    for choice in entry.choices:
+        item: dict[str, Any] = {"index": choice["index"], "finish_reason": choice["finish_reason"], "logprobs": None}
+        if chat_mode:
+            item["message"] = {"role": "assistant", "content": choice["text"]}
+        else:
+            item["text"] = choice["text"]
+        choices.append(item)
+    entry.completion_tokens = generation.completion_tokens
+    return {"id": entry.id, "object": "chat.completion" if chat_mode else "text_completion",
+            "created": int(entry.created), "model": body.model, "system_fingerprint": generation.target.version,
+            "choices": choices, "usage": _usage(entry)}
