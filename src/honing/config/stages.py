@@ -20,6 +20,7 @@ from honing.config.monitor import MonitorConfig, MonitorExportConfig
 from honing.config.pipeline import PipelineConfig
 from honing.config.redteam import ConstituteConfig, RedteamConfig
 from honing.config.rl import RLConfig
+from honing.config.serve import ServeConfig
 from honing.config.synth import SynthConfig
 from honing.config.training import PretrainConfig, QuickstartConfig, SFTConfig
 from honing.config.workbench import (DataCardConfig, DataCleanConfig, DataConvertConfig, DataDedupConfig,
@@ -159,6 +160,11 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
            "evaluations, red-team scan, lineage, hashes checked), from the records alone.", subject="target",
            output="output", flags=(Flag("--no-verify", "verify", "Report the recorded hashes without re-hashing the "
                                         "files.", value="false"),)),
+    _stage("serve", ServeConfig, "Serve models and adapters over an OpenAI-compatible API (continuous batching, API "
+           "keys, limits, a PII-redacted request log, /metrics, feedback).",
+           flags=(Flag("--port", "port", "Port to listen on (default 8000; 0: a free one).", metavar="PORT", kind=int),
+                  Flag("--host", "host", "Address to listen on (default 127.0.0.1; any other needs API keys).",
+                       metavar="HOST"))),
     _stage("pipeline", PipelineConfig, "Run named steps (any honing command, or a registry gate) in order; a rerun "
            "skips the steps whose command, config and input files are unchanged.",
            flags=(Flag("--from", "from_step", "Run this step and every later one even when unchanged.",
