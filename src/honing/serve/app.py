@@ -76,6 +76,9 @@ class _Body(BaseModel):
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     user: str | None = None
+    tools: list[Any] | None = None
+    functions: list[Any] | None = None
+    response_format: dict[str, Any] | None = None
 
     @field_validator("stop")
     @classmethod
@@ -327,6 +330,11 @@ class Server:
         for name in ("presence_penalty", "frequency_penalty"):
             if getattr(body, name):
                 raise APIError(400, f"{name} is not supported (use repetition_penalty)", param=name)
+        for name in ("tools", "functions"):
+            if getattr(body, name):
+                raise APIError(400, f"{name} (tool calling) is not supported by honing serve", param=name)
+        if body.response_format and body.response_format.get("type", "text") != "text":
+            raise APIError(400, "only response_format type text is supported", param="response_format")
         return max_tokens
 
     def check_prompt(self, prompt_ids: list[int], max_tokens: int, target: Target) -> None:
