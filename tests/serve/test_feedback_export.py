@@ -238,3 +238,17 @@ def test_the_bundled_feedback_pipeline_runs_on_a_tiny_model_and_lineage_reaches_
     logs = [n for n in graph.nodes.values() if n.path == str(feedback_log)]
     assert logs and logs[0].kind == "file"
     assert any(e.role == "request_log" for e in graph.edges if e.upstream == logs[0].id)
+
+
+def test_a_pair_the_format_refuses_is_listed_even_when_its_row_gave_an_sft_record(tmp_path):
+    path = tmp_path / "requests.sqlite"
+    log = RequestLog(path)
+    _chat(log, "blank", "Say hello.", ["\n\n\n"])  # the model answered only whitespace
+    log.feedback("blank", rating="down", correction="Hello! How can I help?")
+    log.close()
+    _export(tmp_path, path)
+    out = tmp_path / "out"
+    assert len(_lines(out / "sft.jsonl")) == 1 and _lines(out / "preferences.jsonl") == []
+    [skipped] = _lines(out / "skipped.jsonl")
+    assert skipped["request_id"] == "blank" and skipped["reason"] == "invalid"
+    assert skipped["detail"].startswith("preference record:")

@@ -387,3 +387,46 @@ def test_feedback_is_stored_against_the_answer_it_is_about(serve, tiny_model_dir
     assert "jane.doe@example.com" not in request and "<EMAIL>" in request
     assert feedback == [(1, None, None), (None, "down", "Sure, I will write to <EMAIL>.")]
 
+
+
+def test_feedback_from_the_live_server_becomes_pairs_dpo_reads_and_a_monitor_report(serve, tiny_model_dir,
+                                                                                      tokenizer, tmp_path):
+    from honing.config import DPOConfig
+    from honing.stages.dpo import load_pairs
+
+    with serve(f"model={tiny_model_dir}") as server:
+        client = server.client()
+        name = tiny_model_dir.name
+        url = server.url + "/feedback"
+        given = []
+        for i in range(3):
+            reply = client.chat.completions.create(model=name, messages=[{"role": "user", "content": f"Tell me {i}"}],
+                                                   max_tokens=6, n=2, temperature=1.0, seed=i)
+            assert _http("POST", url, {"id": reply.id, "choice": i % 2})[0] == 200
+            given.append(reply)
+        corrected = client.chat.completions.create(model=name, messages=HELLO, max_tokens=6, temperature=1.0, seed=11)
+        assert _http("POST", url, {"id": corrected.id, "rating": "down", "correction": "Hello! How can I help?"})[0] \
+            == 200
+    out = tmp_path / "feedback"
+    done = subprocess.run([*HONING, "monitor", "export", f"log={server.log}", "-o", str(out)], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    pairs = [json.loads(line) for line in (out / "preferences.jsonl").read_text().splitlines()]
+    assert len(pairs) == 4  # three choices and one correction
+    by_request = {p["provenance"]["request_ids"][0]: p for p in pairs}
+    for i, reply in enumerate(given):  # chosen: the picked answer; rejected: the other, as the client saw them
+        assert by_request[reply.id]["chosen"] == reply.choices[i % 2].message.content
+        assert by_request[reply.id]["rejected"] == reply.choices[1 - i % 2].message.content
+        assert by_request[reply.id]["provenance"]["model_version"] == str(tiny_model_dir)
+    assert by_request[corrected.id]["chosen"] == "Hello! How can I help?"
+    assert by_request[corrected.id]["rejected"] == corrected.choices[0].message.content
+    dpo = load_config(DPOConfig, None, [f"data.train={out / 'preferences.jsonl'}", "data.validation_split=0"])
+    loaded = load_pairs(dpo, tokenizer)
+    assert len(loaded.train) == 4 and not loaded.rejects
+
+    report = tmp_path / "report"
+    done = subprocess.run([*HONING, "monitor", f"log={server.log}", "-o", str(report)], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((report / "monitor.json").read_text())
+    assert str(tiny_model_dir) in json.dumps(summary) and (report / "report.html").is_file()

@@ -239,8 +239,9 @@ def export_feedback(requests: dict[str, dict[str, Any]], feedback: list[dict[str
         for kind, record, used in request.records:
             source = record.pop("source")
             problem = _checked(kind, record)
-            if problem:
-                request.skip(used, "invalid", f"{kind} record: {problem}")
+            if problem:  # listed even when the same row gave another record (a correction's SFT row)
+                out.skipped += [{"feedback_id": r["id"], "request_id": request_id, "reason": "invalid",
+                                 "detail": f"{kind} record: {problem}"} for r in used]
                 continue
             written |= {r["id"] for r in used}
             provenance = _provenance(request, used, source)
