@@ -132,6 +132,14 @@ def test_chat_streaming_models_and_errors_through_the_official_client(serve, tin
             client.chat.completions.create(model=name, messages=HELLO, max_tokens=10**6)
         with pytest.raises(openai.BadRequestError, match="messages"):
             client.chat.completions.create(model=name, messages=[])
+        with pytest.raises(openai.BadRequestError) as err:  # over the model's 512 positions
+            client.chat.completions.create(model=name, messages=[{"role": "user", "content": "word " * 600}])
+        assert err.value.body["code"] == "context_length_exceeded"
+        for refused in ({"logprobs": True}, {"tools": [{"type": "function", "function": {"name": "f"}}]},
+                        {"response_format": {"type": "json_object"}}, {"presence_penalty": 1.0}):
+            with pytest.raises(openai.BadRequestError) as err:
+                client.chat.completions.create(model=name, messages=HELLO, **refused)
+            assert err.value.body["param"] == next(iter(refused))
 
         # What no client library sends: broken JSON, a non-object, a huge body, an unknown route.
         root = server.url.removesuffix("/v1")
