@@ -97,3 +97,20 @@ def test_an_empty_prompt_answers_empty_instead_of_hanging(tiny_model, tokenizer)
     empty = Request([], 5, on_finish=finished.append)
     Engine(tiny_model, tokenizer).serve(_feeder([empty], [[0]]), capacity=64)
     assert len(finished) == 1 and finished[0].token_ids == []
+
+
+def test_a_prefix_shared_with_an_earlier_request_is_kept_and_reused(tiny_model, tokenizer):
+    """Requests arriving one at a time (as a server sees them) still share their system prompt: the second
+    builds and keeps it, the later ones start from it; the answers are unchanged."""
+    prompts = _prompts(tokenizer, 4)
+    expected = _reference(tiny_model, tokenizer, prompts, 8)
+    requests = _requests(tokenizer, tiny_model, prompts, 8)
+    finished = {}
+    for i, request in enumerate(requests):
+        request.on_finish = lambda result, i=i: finished.setdefault(i, result)
+    engine = Engine(tiny_model, tokenizer, max_batch=1)
+    for i in range(4):  # one serve() per request: nothing arrives together
+        engine.serve(_feeder(requests, [[i]]), capacity=256)
+    assert [finished[i].token_ids for i in range(4)] == expected
+    assert finished[0].cached_tokens == 0 and finished[1].cached_tokens == 0
+    assert finished[2].cached_tokens > 16 and finished[3].cached_tokens == finished[2].cached_tokens

@@ -29,6 +29,8 @@ import torch
 from honing.engine.decoder import Decoder, KVCache
 from honing.engine.sampling import Sampling, next_tokens
 
+RECENT_PROMPTS = 32
+"""serve() compares each new prompt with this many recent ones to find a prefix worth keeping."""
 MIN_SHARED_PREFIX = 16
 """Fewer shared tokens than this are not worth a cache entry and a copy."""
 
@@ -184,6 +186,8 @@ class Engine:
         """Guesses are added to a step only while it holds fewer tokens than this (beyond it the pass costs
         more than the steps it saves, measured on 2 CPU cores)."""
         self.last: RunStats = RunStats()
+        self._recent: deque[list[int]] = deque(maxlen=RECENT_PROMPTS)
+        """serve(): the latest prompts, so a prefix they share with a new one is kept and reused."""
 
     @property
     def model(self) -> torch.nn.Module:
@@ -271,7 +275,12 @@ class Engine:
                 request.max_new_tokens = max(1, min(request.max_new_tokens, cache.capacity - len(request.prompt_ids)))
             queue.extend(range(len(requests), len(requests) + len(new)))
             requests.extend(new)
-            shared.extend(shared_prefixes([r.prompt_ids for r in new]) if self.prefixes.budget else [0] * len(new))
+            if self.prefixes.budget:  # shared with each other or with a recent prompt (a server's system prompt)
+                recent = list(self._recent)
+                shared.extend(shared_prefixes(recent + [r.prompt_ids for r in new])[len(recent):])
+                self._recent.extend(r.prompt_ids for r in new)
+            else:
+                shared.extend([0] * len(new))
             stats.requests += len(new)
             return True
 
