@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import pytest
 from honing.config import SFTConfig, load_config
 from honing.registry import actions
 from honing.registry.store import Registry
-from tests.serve.conftest import HONING, wait_exit
+from tests.serve.conftest import HONING, serving, wait_exit
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "examples" / "data"
@@ -47,6 +48,13 @@ def lora_runs(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
             "train.lr=0.05", "adapter.rank=4", "output.tensorboard=false"]))
         made[name] = root / name
     return made
+
+
+@pytest.fixture(scope="module")
+def tiny_server(tiny_model_dir, tmp_path_factory):
+    """One server of the tiny model with the default settings, shared by the tests that need nothing else."""
+    with serving(tmp_path_factory.mktemp("shared-server"), f"model={tiny_model_dir}") as server:
+        yield server
 
 
 def _http(method: str, url: str, body: bytes | dict | None = None, headers: dict | None = None) -> tuple[int, Any]:
@@ -77,8 +85,8 @@ def _rows(log: Path) -> list[dict]:
 # --------------------------------------------------------------------------- the API
 
 
-def test_chat_streaming_models_and_errors_through_the_official_client(serve, tiny_model_dir):
-    with serve(f"model={tiny_model_dir}") as server:
+def test_chat_streaming_models_and_errors_through_the_official_client(tiny_server, tiny_model_dir):
+    with nullcontext(tiny_server) as server:
         client = server.client()
         name = tiny_model_dir.name
         listed = client.models.list()
@@ -230,8 +238,8 @@ def test_a_timeout_is_a_408_and_the_server_goes_on(serve, tiny_model_dir):
 # --------------------------------------------------------------------------- load
 
 
-def test_64_requests_from_16_clients_all_answer(serve, tiny_model_dir):
-    with serve(f"model={tiny_model_dir}", "generation.max_batch=16") as server:
+def test_64_requests_from_16_clients_all_answer(tiny_server, tiny_model_dir):
+    with nullcontext(tiny_server) as server:  # generation.max_batch: 16 by default
         client = server.client()
         name = tiny_model_dir.name
         prompts = [[{"role": "user", "content": f"Question {i}: what is {i} plus {i}?"}] for i in range(64)]
@@ -239,7 +247,7 @@ def test_64_requests_from_16_clients_all_answer(serve, tiny_model_dir):
         def ask(messages):
             started = time.perf_counter()
             reply = client.chat.completions.create(model=name, messages=messages, max_tokens=16, temperature=0)
-            return time.perf_counter() - started, reply.usage.completion_tokens
+            return time.perf_counter() - started, reply.usage.completion_tokens, reply.id
 
         started = time.perf_counter()
         with ThreadPoolExecutor(16) as pool:
@@ -251,7 +259,8 @@ def test_64_requests_from_16_clients_all_answer(serve, tiny_model_dir):
     print(f"\n64 requests, 16 clients: {wall:.1f} s, {tokens / wall:.1f} tok/s, p50 "
           f"{statistics.median(latencies):.2f} s, p95 {p95:.2f} s")
     assert len(results) == 64 and tokens > 0
-    assert len([r for r in _rows(server.log) if r["status"] == 200]) == 64
+    logged = {r["id"] for r in _rows(server.log) if r["status"] == 200}
+    assert {r[2] for r in results} <= logged
 
 
 # --------------------------------------------------------------------------- crashes
@@ -372,8 +381,8 @@ def test_a_rollback_is_served_without_a_restart(serve, lora_runs, tmp_path, monk
     assert versions[first.id] == "bot@2" and versions[after.id] == "bot@1"
 
 
-def test_feedback_is_stored_against_the_answer_it_is_about(serve, tiny_model_dir):
-    with serve(f"model={tiny_model_dir}", "log.redact_pii=true") as server:
+def test_feedback_is_stored_against_the_answer_it_is_about(tiny_server, tiny_model_dir):
+    with nullcontext(tiny_server) as server:  # log.redact_pii: true by default
         client = server.client()
         name = tiny_model_dir.name
         asked = [{"role": "user", "content": "Mail me at jane.doe@example.com please."}]
@@ -390,19 +399,20 @@ def test_feedback_is_stored_against_the_answer_it_is_about(serve, tiny_model_dir
         assert [status for status, _ in bad] == [404, 400, 400, 400]
     conn = sqlite3.connect(server.log)
     request = conn.execute("SELECT request FROM requests WHERE id = ?", (reply.id,)).fetchone()[0]
-    feedback = conn.execute("SELECT choice, rating, correction FROM feedback ORDER BY id").fetchall()
+    feedback = conn.execute("SELECT choice, rating, correction FROM feedback WHERE request_id = ? ORDER BY id",
+                            (reply.id,)).fetchall()
     conn.close()
     assert "jane.doe@example.com" not in request and "<EMAIL>" in request
     assert feedback == [(1, None, None), (None, "down", "Sure, I will write to <EMAIL>.")]
 
 
 
-def test_feedback_from_the_live_server_becomes_pairs_dpo_reads_and_a_monitor_report(serve, tiny_model_dir,
+def test_feedback_from_the_live_server_becomes_pairs_dpo_reads_and_a_monitor_report(tiny_server, tiny_model_dir,
                                                                                       tokenizer, tmp_path):
     from honing.config import DPOConfig
     from honing.stages.dpo import load_pairs
 
-    with serve(f"model={tiny_model_dir}") as server:
+    with nullcontext(tiny_server) as server:
         client = server.client()
         name = tiny_model_dir.name
         url = server.url + "/feedback"
@@ -420,7 +430,7 @@ def test_feedback_from_the_live_server_becomes_pairs_dpo_reads_and_a_monitor_rep
                           text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     pairs = [json.loads(line) for line in (out / "preferences.jsonl").read_text().splitlines()]
-    assert len(pairs) == 4  # three choices and one correction
+    # (the log is shared: other tests' feedback is exported too)
     by_request = {p["provenance"]["request_ids"][0]: p for p in pairs}
     for i, reply in enumerate(given):  # chosen: the picked answer; rejected: the other, as the client saw them
         assert by_request[reply.id]["chosen"] == reply.choices[i % 2].message.content
@@ -430,7 +440,7 @@ def test_feedback_from_the_live_server_becomes_pairs_dpo_reads_and_a_monitor_rep
     assert by_request[corrected.id]["rejected"] == corrected.choices[0].message.content
     dpo = load_config(DPOConfig, None, [f"data.train={out / 'preferences.jsonl'}", "data.validation_split=0"])
     loaded = load_pairs(dpo, tokenizer)
-    assert len(loaded.train) == 4 and not loaded.rejects
+    assert len(loaded.train) == len(pairs) >= 4 and not loaded.rejects
 
     report = tmp_path / "report"
     done = subprocess.run([*HONING, "monitor", f"log={server.log}", "-o", str(report)], capture_output=True, text=True,
