@@ -68,12 +68,11 @@ def test_an_unwritten_cache_is_never_read(tiny_model, tokenizer):
     cache = engine.decoder.new_cache(8, 300)
     for tensor in cache.keys + cache.values:
         tensor.fill_(math.nan)
-    engine._serve_cache = cache
     requests = _requests(tokenizer, tiny_model, prompts, 16)
     finished = {}
     for i, request in enumerate(requests):
         request.on_finish = lambda result, i=i: finished.setdefault(i, result)
-    engine.serve(_feeder(requests, [[0, 1, 2, 3], [4, 5, 6, 7]]), capacity=300)
+    engine.serve(_feeder(requests, [[0, 1, 2, 3], [4, 5, 6, 7]]), capacity=300, cache=cache)
     assert [finished[i].token_ids for i in range(len(prompts))] == expected
     assert 0 < cache.zeroed < 300  # only as far as sequences reached
     assert not torch.isnan(cache.keys[0][:, :, :cache.zeroed]).any()

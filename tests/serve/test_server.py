@@ -115,20 +115,26 @@ def test_chat_streaming_models_and_errors_through_the_official_client(tiny_serve
         assert [c.index for c in sampled.choices] == [0, 1]
         assert [c.message.content for c in sampled.choices] == [c.message.content for c in resampled.choices]
 
-        # A stop string ends the answer before it, streamed or not.
-        cut = reply.choices[0].message.content[2:5]
-        if cut.strip():
-            stopped = client.chat.completions.create(model=name, messages=HELLO, max_tokens=8, temperature=0,
-                                                     stop=[cut])
-            assert stopped.choices[0].message.content == reply.choices[0].message.content.split(cut)[0]
+        # A stop string ends the answer before it, streamed or not (none of it is ever streamed). A seeded sample
+        # is the same answer every time, so the stopped one is the same answer cut short.
+        seeded = {"model": name, "messages": HELLO, "max_tokens": 8, "temperature": 1.0, "seed": 3}
+        full = client.chat.completions.create(**seeded).choices[0].message.content
+        assert len(full.strip()) >= 4, full
+        for cut in (full.strip()[1:4], full.strip()[2]):
+            stopped = client.chat.completions.create(**seeded, stop=[cut])
+            assert stopped.choices[0].message.content == full.split(cut)[0]
             assert stopped.choices[0].finish_reason == "stop"
-            streamed = client.chat.completions.create(model=name, messages=HELLO, max_tokens=8, temperature=0,
-                                                      stop=[cut], stream=True)
+            streamed = client.chat.completions.create(**seeded, stop=[cut], stream=True)
             assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == \
                 stopped.choices[0].message.content
 
         completion = client.completions.create(model=name, prompt="Once upon a time", max_tokens=5, temperature=0)
         assert completion.object == "text_completion" and completion.usage.completion_tokens <= 5
+
+        # Extremes that must not break the batch they join: a vanishing temperature is greedy, a huge seed wraps.
+        tiny_t = client.chat.completions.create(model=name, messages=HELLO, max_tokens=8, temperature=1e-40)
+        assert tiny_t.choices[0].message.content == reply.choices[0].message.content
+        assert client.chat.completions.create(model=name, messages=HELLO, max_tokens=2, seed=2**64 + 5).choices
 
         with pytest.raises(openai.NotFoundError) as err:
             client.chat.completions.create(model="nope", messages=HELLO)
@@ -154,6 +160,10 @@ def test_chat_streaming_models_and_errors_through_the_official_client(tiny_serve
         for body in (b"{not json", b"[1, 2]", b"\xff\xfe\x00", b'{"model": 3, "messages": "x"}'):
             status, answer = _http("POST", server.url + "/chat/completions", body)
             assert status == 400 and set(answer["error"]) == {"message", "type", "param", "code"}
+        # Bodies that broke the JSON reader's own limits: refused, and no caller's slot is kept (the limit is 32).
+        for body in (b"[" * 100_000, b'{"model": ' + b"9" * 5000 + b"}") * 20:
+            status, answer = _http("POST", server.url + "/chat/completions", body)
+            assert status == 400, answer
         status, answer = _http("POST", server.url + "/chat/completions", b"x" * (2 * 1024 * 1024))
         assert status == 413 and answer["error"]["code"] == "body_too_large"
         assert _http("GET", server.url + "/nowhere")[0] == 404
@@ -161,6 +171,7 @@ def test_chat_streaming_models_and_errors_through_the_official_client(tiny_serve
         metrics = _http("GET", root + "/metrics")[1]
         assert 'honing_requests_total{endpoint="chat.completions",model="' + name + '",status="200"}' in metrics
         assert "honing_time_to_first_token_seconds_bucket" in metrics
+        assert 'model="nope"' not in metrics  # a made-up name is not a series of its own
 
         # Still answering after all of that.
         assert client.chat.completions.create(model=name, messages=HELLO, max_tokens=2, temperature=0).choices
@@ -173,7 +184,7 @@ def test_chat_streaming_models_and_errors_through_the_official_client(tiny_serve
 
 def test_keys_are_required_hashed_and_limited(serve, tiny_model_dir, tmp_path):
     keys = tmp_path / "keys.txt"
-    keys.write_text("# team keys\nfile-key-1\n")
+    keys.write_text("# team keys\nfile-key#1\n")  # '#' inside a key is part of it
     env = {"HONING_API_KEYS": "env-key-1, env-key-2"}
     with serve(f"model={tiny_model_dir}", f"api_keys_file={keys}", "limits.rate_per_minute=3",
                "limits.concurrency=1", env=env) as server:
@@ -183,7 +194,9 @@ def test_keys_are_required_hashed_and_limited(serve, tiny_model_dir, tmp_path):
         assert err.value.body["code"] == "invalid_api_key"
         status, bare = _http("POST", server.url + "/chat/completions", {"model": name, "messages": HELLO})
         assert status == 401 and "Authorization: Bearer" in bare["error"]["message"]
-        for key in ("env-key-1", "env-key-2", "file-key-1"):
+        with pytest.raises(openai.AuthenticationError):
+            server.client("file-key").models.list()
+        for key in ("env-key-1", "env-key-2", "file-key#1"):
             assert server.client(key).models.list().data[0].id == name
         client = server.client("env-key-1")
         for _ in range(3):
@@ -308,7 +321,8 @@ def test_adapters_share_one_base_and_answer_as_their_merged_models(lora_runs, ti
 
     cfg = ServeConfig(models={"base": {"path": str(tiny_model_dir)},
                               "a": {"path": str(tiny_model_dir), "adapter": str(lora_runs["a"])},
-                              "b": {"adapter": str(lora_runs["b"]), "path": str(tiny_model_dir)}})
+                              "b": {"adapter": str(lora_runs["b"]), "path": str(tiny_model_dir)}},
+                      generation={"max_batch": 2})  # two slots: queues build up and the adapters take turns
     pool = Pool(cfg)
     pool.load_all()
     try:
@@ -319,12 +333,12 @@ def test_adapters_share_one_base_and_answer_as_their_merged_models(lora_runs, ti
         from honing.data.prompts import encode_prompts
         from honing.engine import Request, Sampling
 
-        async def answer(name: str) -> list[int]:
+        async def answer(name: str, max_new_tokens: int = 8) -> list[int]:
             target = await pool.target(name)
             done: asyncio.Future = asyncio.get_running_loop().create_future()
             loop = asyncio.get_running_loop()
             ids = encode_prompts(target.tokenizer, [HELLO])[0]
-            request = Request(ids, 8, Sampling(0.0), 0, (), target.stop_ids,
+            request = Request(ids, max_new_tokens, Sampling(0.0), 0, (), target.stop_ids,
                               on_finish=lambda r: loop.call_soon_threadsafe(done.set_result, r))
             from honing.serve.pool import Job
 
@@ -346,6 +360,13 @@ def test_adapters_share_one_base_and_answer_as_their_merged_models(lora_runs, ti
             expected[name] = chat.complete([HELLO])[0].token_ids
         assert served == [expected[n] for n in ("base", "a", "b", "a", "base", "b")]
         assert len({tuple(v) for v in expected.values()}) == 3  # the adapters really differ
+
+        # Mixed traffic where every queue's oldest request has waited longer than the switch time: every
+        # adapter still gets its turn and every request ends (a wrong switch rule serves nothing, forever).
+        async def mixed():
+            return await asyncio.wait_for(asyncio.gather(*(answer(n, 40) for n in ["a", "b", "base"] * 12)), 120)
+
+        assert len(asyncio.run(mixed())) == 36
     finally:
         pool.close()
 

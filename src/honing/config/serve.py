@@ -85,7 +85,7 @@ class ServeConfig(StrictModel):
     limits: LimitsConfig = LimitsConfig()
     log: LogConfig = LogConfig()
     generation: GenerationConfig = GenerationConfig(max_batch=16)
-    """The engine every local model answers through (continuous batching; the vllm backend on a GPU)."""
+    """The engine every model answers through (continuous batching, prefix caching); backend auto or torch."""
     reload_check_s: float = Field(1.0, ge=0)
     """How often (at most) a registry reference is looked up again to see whether its alias moved (0: every
     request)."""
@@ -112,6 +112,10 @@ class ServeConfig(StrictModel):
         for name in self.models:
             if not name or any(c.isspace() for c in name):
                 raise ValueError(f"models: {name!r} is not a usable model name (no spaces, not empty)")
+        if self.generation.backend not in ("auto", "torch"):
+            raise ValueError(f"generation.backend={self.generation.backend}: honing serve generates with honing's "
+                             "engine (auto or torch); the vLLM and transformers backends are not wired into the "
+                             "server")
         if self.limits.default_max_tokens > self.limits.max_tokens:
             raise ValueError(f"limits.default_max_tokens ({self.limits.default_max_tokens}) is above limits.max_tokens "
                              f"({self.limits.max_tokens})")

@@ -215,23 +215,29 @@ class Engine:
         self.last.seconds = time.perf_counter() - started
         return results
 
-    def serve(self, feed: Callable[[int], Sequence[Request]], *, capacity: int, max_batch: int | None = None) -> None:
+    def serve_cache(self, capacity: int, max_batch: int | None = None) -> KVCache:
+        """A KV cache for serve(): as many slots of `capacity` tokens as max_batch and kv_cache_mb allow."""
+        slots = max(1, min(max_batch or self.max_batch,
+                           self.kv_budget // max(1, capacity * self.decoder.bytes_per_token())))
+        return self.decoder.new_cache(slots, capacity)
+
+    def serve(self, feed: Callable[[int], Sequence[Request]], *, capacity: int, max_batch: int | None = None,
+              cache: KVCache | None = None) -> None:
         """Answer requests as they arrive: before each step `feed(free)` hands over up to `free` new requests
         (it must not block); each is answered through its `on_finish` as soon as it ends. Returns when `feed`
-        has nothing and every row has ended. Every request must fit `capacity` (prompt + max_new_tokens); the
-        KV cache for it is kept between calls."""
-        max_batch = max_batch or self.max_batch
-        slots = max(1, min(max_batch, self.kv_budget // max(1, capacity * self.decoder.bytes_per_token())))
-        cache = getattr(self, "_serve_cache", None)
-        if cache is None or cache.slots != slots or cache.capacity != capacity:
-            self._serve_cache = cache = self.decoder.new_cache(slots, capacity)
+        has nothing and every row has ended. A request longer than `capacity` (prompt + max_new_tokens) gets
+        fewer new tokens. The KV cache (`cache`, else one of the engine's own) is kept between calls."""
+        if cache is None:
+            cache = getattr(self, "_serve_cache", None)
+            if cache is None or cache.capacity != capacity:
+                self._serve_cache = cache = self.serve_cache(capacity, max_batch)
         cache.lengths = [0] * cache.slots
         started = time.perf_counter()
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.inference_mode():
-                self._run([], slots, None, started, feed=feed, cache=cache)
+                self._run([], cache.slots, None, started, feed=feed, cache=cache)
         finally:
             self.model.train(was_training)
         self.last.seconds = time.perf_counter() - started
@@ -327,8 +333,10 @@ class Engine:
                 return True
             return False
 
-        while queue or live or take_new():
+        while True:
             take_new()
+            if not queue and not live:
+                break
             for row in range(len(live) - 1, -1, -1):  # stopped by the caller (a client gone, a timeout)
                 if live[row].request.cancelled:
                     finish(row, "cancelled")

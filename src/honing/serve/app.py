@@ -22,6 +22,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
+from urllib.parse import quote
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -30,8 +31,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from honing.config.serve import ServeConfig
+from honing.errors import HoningError
 from honing.serve.log import LoggedRequest, RequestLog
 from honing.serve.pool import Job, Pool, Target
 from honing.serve.security import Keys, Limiter
@@ -39,6 +42,12 @@ from honing.serve.security import Keys, Limiter
 log = logging.getLogger(__name__)
 BODY_TIMEOUT_S = 30.0
 """Seconds a client may take to send its request body."""
+SEED_RANGE = 2**63
+"""Seeds are taken modulo this (torch's generators take 64-bit seeds; seed + j must stay in range)."""
+DISCONNECT_CHECK_S = 1.0
+"""How often a request that is not streamed checks whether its client is still there."""
+MIN_TEMPERATURE = 1e-5
+"""A temperature below this is greedy decoding (dividing logits by less overflows to inf and NaN)."""
 
 
 class APIError(Exception):
@@ -59,13 +68,13 @@ class APIError(Exception):
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    model: str
+    model: str = Field(max_length=256)
     n: int = Field(1, ge=1)
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     top_k: int = Field(0, ge=0)
     """Not OpenAI's; vLLM's (0: off)."""
-    repetition_penalty: float = Field(1.0, gt=0.0)
+    repetition_penalty: float = Field(1.0, ge=0.01, le=10.0)
     """Not OpenAI's; vLLM's (1: off)."""
     max_tokens: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None
@@ -79,6 +88,11 @@ class _Body(BaseModel):
     tools: list[Any] | None = None
     functions: list[Any] | None = None
     response_format: dict[str, Any] | None = None
+
+    @field_validator("temperature")
+    @classmethod
+    def _greedy_below_minimum(cls, value: float) -> float:
+        return 0.0 if value < MIN_TEMPERATURE else value
 
     @field_validator("stop")
     @classmethod
@@ -142,6 +156,18 @@ class _Answer:
     tokens: list[int] = field(default_factory=list)
     result: Any = None
     sent: int = 0  # characters already streamed
+    text: str = ""  # decoded so far (incrementally: only the newest tokens are decoded each time)
+    prefix_offset: int = 0
+    read_offset: int = 0
+
+    def decode_new(self, tokenizer: Any) -> None:
+        """Extend `text` by the newest tokens, decoded against the few before them (so a word's leading space
+        and a character split across tokens come out right); nothing while a character is still incomplete."""
+        before = tokenizer.decode(self.tokens[self.prefix_offset:self.read_offset], skip_special_tokens=True)
+        after = tokenizer.decode(self.tokens[self.prefix_offset:], skip_special_tokens=True)
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self.text += after[len(before):]
+            self.prefix_offset, self.read_offset = self.read_offset, len(self.tokens)
 
 
 class Generation:
@@ -154,14 +180,18 @@ class Generation:
         self.loop = asyncio.get_running_loop()
         self.events: asyncio.Queue = asyncio.Queue()
         self.answers = [_Answer() for _ in range(body.n)]
-        sampling = Sampling(body.temperature, body.top_p, body.top_k, body.repetition_penalty)
+        vocab = len(target.tokenizer)
+        sampling = Sampling(body.temperature, body.top_p, body.top_k if body.top_k < vocab else 0,
+                            body.repetition_penalty)
         draft = target.worker.cfg.generation.draft_tokens
-        self.requests = [Request(list(prompt_ids), max_tokens, sampling, seed + j, body.stops, target.stop_ids,
+        self.requests = [Request(list(prompt_ids), max_tokens, sampling, (seed + j) % SEED_RANGE, body.stops,
+                                 target.stop_ids,
                                  on_token=self._sender(j, "token"), on_finish=self._sender(j, "done"),
                                  draft_tokens=draft if sampling.greedy else 0)
                          for j in range(body.n)]
         self.first_token_s: float | None = None
         self.started = time.perf_counter()
+        self.streaming = body.stream
 
     def _sender(self, index: int, kind: str):
         def send(value: Any) -> None:
@@ -181,38 +211,54 @@ class Generation:
     def done(self) -> bool:
         return all(a.result is not None for a in self.answers)
 
-    async def next_event(self, deadline: float) -> tuple[str, int, Any]:
-        """The next token, end or failure of any answer; APIError 408 at the deadline."""
-        left = deadline - time.monotonic()
-        try:
-            kind, index, value = await asyncio.wait_for(self.events.get(), timeout=max(0.0, left))
-        except asyncio.TimeoutError:
-            self.cancel()
-            raise APIError(408, "the request took longer than the server's request_timeout_s", "timeout_error",
-                           code="request_timeout") from None
+    async def next_event(self, deadline: float, request: Any = None) -> tuple[str, int, Any]:
+        """The next token, end or failure of any answer; APIError 408 at the deadline, 499 when `request`'s
+        client has gone (checked every DISCONNECT_CHECK_S: nobody would read the answer)."""
+        while True:
+            left = deadline - time.monotonic()
+            wait = left if request is None else min(left, DISCONNECT_CHECK_S)
+            try:
+                kind, index, value = await asyncio.wait_for(self.events.get(), timeout=max(0.0, wait))
+                break
+            except asyncio.TimeoutError:
+                if time.monotonic() >= deadline:
+                    self.cancel()
+                    raise APIError(408, "the request took longer than the server's request_timeout_s",
+                                   "timeout_error", code="request_timeout") from None
+                if request is not None and await request.is_disconnected():
+                    self.cancel()
+                    raise APIError(499, "the client went away", "client_disconnected") from None
         answer = self.answers[index]
         if kind == "token":
             answer.tokens.append(value)
             if self.first_token_s is None:
                 self.first_token_s = time.perf_counter() - self.started
+            if self.streaming:
+                answer.decode_new(self.target.tokenizer)
         elif kind == "done":
             answer.result = value
         else:
             self.cancel()
-            raise APIError(500, f"generation failed: {type(value).__name__}: {value}", "server_error")
+            if isinstance(value, HoningError):  # the model is being unloaded: the server is stopping
+                raise APIError(503, "the server is shutting down; retry", "server_error", code="unavailable")
+            log.error("generation failed: %s: %s", type(value).__name__, value)
+            raise APIError(500, f"generation failed ({type(value).__name__}); see the server's log", "server_error")
         return kind, index, value
 
     def text(self, index: int, *, final: bool) -> str:
-        """Answer `index` as text: cut at its stop string when it ended; while it runs, only what can no longer
-        turn out to be the start of a stop string or half of a multi-byte character."""
+        """Answer `index` as text: cut at its stop string when it ended; while it runs (streaming), what can no
+        longer change: up to a stop string already there, else all but what could be a stop string's start."""
         answer = self.answers[index]
-        tokens = answer.result.token_ids if final and answer.result is not None else answer.tokens
-        text = self.target.tokenizer.decode(tokens, skip_special_tokens=True)
         if final:
+            tokens = answer.result.token_ids if answer.result is not None else answer.tokens
+            text = self.target.tokenizer.decode(tokens, skip_special_tokens=True)
             stop_at = answer.result.stop_text if answer.result is not None else None
             return text if stop_at is None else text[:stop_at]
-        text = text.rstrip("\ufffd")
-        hold = max((len(s) for s in self.requests[index].stop), default=1) - 1
+        text, stops = answer.text, self.requests[index].stop
+        found = [i for i in (text.find(stop) for stop in stops) if i >= 0]
+        if found:
+            return text[:min(found)]
+        hold = max((len(stop) for stop in stops), default=1) - 1
         return text[:len(text) - hold] if hold else text
 
     def finish_reason(self, index: int) -> str:
@@ -297,10 +343,15 @@ class Server:
         except asyncio.TimeoutError:
             raise APIError(408, f"the request body did not arrive within {BODY_TIMEOUT_S:g} s", "timeout_error",
                            code="request_timeout") from None
+        except ClientDisconnect:
+            raise APIError(499, "the client went away while sending the body", "client_disconnected") from None
         try:
             return json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise APIError(400, f"the request body is not valid JSON: {err}", code="invalid_json") from None
+        except (RecursionError, ValueError) as err:  # nested too deep; an integer of thousands of digits
+            raise APIError(400, f"the request body is JSON this server does not read: {str(err)[:100]}",
+                           code="invalid_json") from None
 
     def parse(self, model: type[BaseModel], data: Any) -> Any:
         if not isinstance(data, dict):
@@ -351,7 +402,7 @@ class Server:
 
     def record(self, entry: LoggedRequest) -> None:
         self.log.record(entry)
-        model = entry.model or "-"
+        model = entry.model if entry.model in self.cfg.models else "-"  # a client's made-up name is no series
         self.metrics.requests.labels(model, entry.endpoint, str(entry.status)).inc()
         if entry.status == 200:
             self.metrics.latency.labels(model).observe(entry.latency_s or 0.0)
@@ -362,11 +413,11 @@ class Server:
 
     def show_version(self, target: Target) -> None:
         shown = self.shown_versions.get(target.name)
-        if shown != target.version:
+        if shown != target.label:
             if shown is not None:
                 self.metrics.version.remove(target.name, shown)
-            self.metrics.version.labels(target.name, target.version).set(1)
-            self.shown_versions[target.name] = target.version
+            self.metrics.version.labels(target.name, target.label).set(1)
+            self.shown_versions[target.name] = target.label
 
 
 def _new_id(prefix: str) -> str:
@@ -403,21 +454,19 @@ def create_app(server: Server) -> Any:
 
     @app.get("/health")
     async def health() -> Any:
-        return {"status": "ok", "models": {name: target.version for name, target in server.pool.targets.items()}}
+        return {"status": "ok", "models": {name: target.label for name, target in server.pool.targets.items()}}
 
     @app.get("/metrics")
     async def metrics() -> Any:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        for name in server.pool.targets:
-            server.metrics.in_flight.labels(name).set(server.pool.targets[name].in_flight)
         return PlainTextResponse(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/models")
     async def models(request: Request) -> Any:
         server.caller(request)
         return {"object": "list", "data": [
-            {"id": name, "object": "model", "created": 0, "owned_by": "honing", "version": target.version}
+            {"id": name, "object": "model", "created": 0, "owned_by": "honing", "version": target.label}
             for name, target in server.pool.targets.items()]}
 
     @app.post("/v1/chat/completions")
@@ -450,75 +499,65 @@ def create_app(server: Server) -> Any:
 
     async def _generate(request: Request, endpoint: str) -> Any:
         started, arrived = time.perf_counter(), time.time()
+        deadline = time.monotonic() + server.cfg.limits.request_timeout_s
         prefix = "chatcmpl" if endpoint == "chat.completions" else "cmpl"
         entry = LoggedRequest(id=_new_id(prefix), endpoint=endpoint, status=0, created=arrived)
-        caller = None
+        held = _Held(server)  # what this request holds (a limiter slot, a target), each released exactly once
+        generation: Generation | None = None
+        streaming = False
         try:
             entry.key_id, caller = server.caller(request)
             refused = server.limiter.admit(caller)
             if refused:
-                caller = None
                 raise APIError(429, refused, "rate_limit_exceeded", code="rate_limit_exceeded")
+            held.caller = caller
             body = server.parse(ChatBody if endpoint == "chat.completions" else CompletionBody,
                                 await server.read_json(request))
             entry.model, entry.n, entry.stream = body.model, body.n, body.stream
             max_tokens = server.check_request(body)
-        except APIError as err:
-            if caller is not None:
-                server.limiter.done(caller)
-            entry.status, entry.error = err.status, err.kind
-            await asyncio.to_thread(server.record, entry)
-            raise
-        target = await server.pool.target(body.model)
-        server.show_version(target)
-        entry.model_version = target.version
-        server.metrics.in_flight.labels(target.name).inc()
-
-        def release() -> None:
-            target.release()
-            server.limiter.done(caller)
-            server.metrics.in_flight.labels(target.name).dec()
-
-        try:
-            prompt_ids, entry.request = _prompt(body, endpoint, target)
+            target = await _within(server.pool.target(body.model), deadline)
+            held.hold(target)
+            entry.model_version = target.version
+            prompt_ids, entry.request = await asyncio.to_thread(_prompt, body, endpoint, target)
             server.check_prompt(prompt_ids, max_tokens, target)
             entry.request.update({k: v for k, v in body.model_dump(exclude={"messages", "prompt"}).items()
                                   if v is not None})
             entry.prompt_tokens = len(prompt_ids)
             generation = Generation(target, prompt_ids, body, max_tokens, _seed(body))
-            generation.start()
-        except APIError as err:
-            release()
-            entry.status, entry.error = err.status, err.kind
-            await asyncio.to_thread(server.record, entry)
-            raise
-        deadline = time.monotonic() + server.cfg.limits.request_timeout_s
-        if body.stream:
-            return StreamingResponse(_stream(generation, body, entry, deadline, started, release),
-                                     media_type="text/event-stream",
-                                     headers={"x-honing-model-version": target.version, "cache-control": "no-cache"})
-        try:
+            try:
+                generation.start()
+            except HoningError:  # the model is being unloaded: the server is stopping
+                raise APIError(503, "the server is shutting down; retry", "server_error", code="unavailable") from None
+            headers = {"x-honing-model-version": quote(target.label, safe="@:/")}
+            if body.stream:
+                ending = _Ending(server, generation, entry, started, held)
+                response = _Stream(_stream(generation, body, entry, deadline, started, ending), ending,
+                                   media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"})
+                streaming = True  # from here the stream's ending releases and logs, however the stream ends
+                return response
             while not generation.done:
-                await generation.next_event(deadline)
-            response = _response(generation, body, entry, endpoint)
+                await generation.next_event(deadline, request)
+            answer = _response(generation, body, entry, endpoint)
             _finish_entry(entry, generation, started, 200)
             await asyncio.to_thread(server.record, entry)  # on disk before the answer leaves
-        except (APIError, asyncio.CancelledError) as err:
-            generation.cancel()
-            _finish_entry(entry, generation, started, err.status if isinstance(err, APIError) else 499)
-            entry.error = err.kind if isinstance(err, APIError) else "client_disconnected"
-            await asyncio.shield(asyncio.to_thread(server.record, entry))
+            return JSONResponse(answer, headers=headers)
+        except BaseException as err:
+            if generation is not None:
+                generation.cancel()
+            if not streaming:
+                _failed_entry(entry, generation, started, err)
+                await asyncio.shield(asyncio.to_thread(server.record, entry))
             raise
         finally:
-            release()
-        return JSONResponse(response, headers={"x-honing-model-version": target.version})
+            if not streaming:
+                held.release()
 
     async def _stream(generation: Generation, body: _Body, entry: LoggedRequest, deadline: float, started: float,
-                      release: Any) -> AsyncIterator[bytes]:
+                      ending: _Ending) -> AsyncIterator[bytes]:
         chat_mode = entry.endpoint == "chat.completions"
         kind = "chat.completion.chunk" if chat_mode else "text_completion"
         base = {"id": entry.id, "object": kind, "created": int(entry.created), "model": entry.model,
-                "system_fingerprint": generation.target.version}
+                "system_fingerprint": generation.target.label}
 
         def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
             return f"data: {json.dumps({**base, 'choices': choices, **extra}, ensure_ascii=False)}\n\n".encode()
@@ -529,46 +568,127 @@ def create_app(server: Server) -> Any:
                 return {"index": index, "delta": content, "logprobs": None, "finish_reason": finish}
             return {"index": index, "text": text, "logprobs": None, "finish_reason": finish}
 
-        status = 200
         try:
             if chat_mode:
                 yield event([delta(j, "", role=True) for j in range(body.n)])
+            endings: list[bytes] = []  # each answer's last piece, held until the log has the request
             while not generation.done:
                 _, index, _ = await generation.next_event(deadline)
                 answer = generation.answers[index]
                 final = answer.result is not None
                 text = generation.text(index, final=final)
-                if len(text) > answer.sent or final:
-                    piece, answer.sent = text[answer.sent:], max(answer.sent, len(text))
-                    yield event([delta(index, piece, generation.finish_reason(index) if final else None)])
+                piece = text[answer.sent:]
+                answer.sent = max(answer.sent, len(text))
+                if final:
+                    endings.append(event([delta(index, piece, generation.finish_reason(index))]))
+                elif piece:
+                    yield event([delta(index, piece)])
             _finish_entry(entry, generation, started, 200)
-            entry.choices = _choices(generation)
-            await asyncio.to_thread(server.record, entry)  # on disk before the stream's end is sent
+            await ending.record()  # on disk before the answer's end is sent
+            for piece in endings:
+                yield piece
             if (body.stream_options or {}).get("include_usage"):
                 yield event([], usage=_usage(entry))
             yield b"data: [DONE]\n\n"
         except APIError as err:
-            status = err.status
-            generation.cancel()
-            _finish_entry(entry, generation, started, status)
-            entry.error, entry.choices = err.kind, _choices(generation)
-            await asyncio.to_thread(server.record, entry)
+            await ending.fail(err)
             yield f"data: {json.dumps(err.body())}\n\n".encode()
-        except asyncio.CancelledError:  # the client went away: stop generating, keep the record
-            generation.cancel()
-            _finish_entry(entry, generation, started, 499)
-            entry.error, entry.choices = "client_disconnected", _choices(generation)
-            await asyncio.shield(asyncio.to_thread(server.record, entry))
-            raise
-        finally:
-            release()
+        finally:  # also a client gone (cancelled) or the stream closed early: stop generating, keep the record
+            await ending.fail(asyncio.CancelledError())
 
     return app
 
 
+class _Stream(StreamingResponse):
+    """A streamed answer whose ending (log row, released slot) runs even when its body never started."""
+
+    def __init__(self, content: Any, ending: _Ending, **kwargs: Any):
+        super().__init__(content, **kwargs)
+        self.ending = ending
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.ending.fail(asyncio.CancelledError())
+
+
+class _Ending:
+    """How a streamed request ends, once: its log row written (answered or not) and what it held released."""
+
+    def __init__(self, server: Server, generation: Generation, entry: LoggedRequest, started: float, held: _Held):
+        self.server, self.generation, self.entry, self.started, self.held = server, generation, entry, started, held
+        self.recorded = False
+
+    async def record(self) -> None:
+        if not self.recorded:
+            self.recorded = True
+            await asyncio.shield(asyncio.to_thread(self.server.record, self.entry))
+
+    async def fail(self, err: BaseException) -> None:
+        """Stop generating; log the request as `err` ended it (unless it was logged already); release."""
+        self.generation.cancel()
+        try:
+            if not self.recorded:
+                _failed_entry(self.entry, self.generation, self.started, err)
+                await self.record()
+        finally:
+            self.held.release()
+
+
+class _Held:
+    """A request's limiter slot and target, released once whichever way the request ends."""
+
+    def __init__(self, server: Server):
+        self.server = server
+        self.caller: str | None = None
+        self.target: Target | None = None
+
+    def hold(self, target: Target) -> None:
+        """Own the hold pool.target() took on `target`."""
+        self.target = target
+        self.server.metrics.in_flight.labels(target.name).inc()
+        self.server.show_version(target)
+
+    def release(self) -> None:
+        if self.caller is not None:
+            self.server.limiter.done(self.caller)
+            self.caller = None
+        if self.target is not None:
+            self.server.metrics.in_flight.labels(self.target.name).dec()
+            self.target.release()
+            self.target = None
+
+
+async def _within(awaitable: Any, deadline: float) -> Any:
+    """`awaitable`, or APIError 408 when the request's deadline passes first (a model still loading)."""
+    try:
+        return await asyncio.wait_for(awaitable, timeout=max(0.0, deadline - time.monotonic()))
+    except asyncio.TimeoutError:
+        raise APIError(408, "the model was not ready within the server's request_timeout_s", "timeout_error",
+                       code="request_timeout") from None
+
+
+def _failed_entry(entry: LoggedRequest, generation: Generation | None, started: float, err: BaseException) -> None:
+    """What the log keeps of a request that did not complete: its status, error type and any partial answers."""
+    if isinstance(err, APIError):
+        status, kind = err.status, err.kind
+    elif isinstance(err, (asyncio.CancelledError, ClientDisconnect)):
+        status, kind = 499, "client_disconnected"
+    else:
+        status, kind = 500, "server_error"
+    if generation is not None:
+        _finish_entry(entry, generation, started, status)
+    else:
+        entry.status, entry.latency_s = status, time.perf_counter() - started
+    entry.error = kind
+
+
 def _prompt(body: _Body, endpoint: str, target: Target) -> tuple[list[int], dict[str, Any]]:
     """The prompt's token ids (chat: through the model's chat template) and what the log keeps of it."""
-    from honing.data.prompts import encode_prompts
+    from jinja2 import TemplateError
+
+    from honing.data.prompts import as_messages, encode_prompts
 
     if endpoint == "chat.completions":
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
@@ -576,7 +696,11 @@ def _prompt(body: _Body, endpoint: str, target: Target) -> tuple[list[int], dict
         if messages[-1]["role"] == "assistant":
             raise APIError(400, "the last message must not be the assistant's (continuing an answer is not supported)",
                            param="messages")
-        ids = encode_prompts(target.tokenizer, [messages], system_prompt=target.system_prompt)[0]
+        messages = as_messages(messages, target.system_prompt)  # what the model sees is what the log keeps
+        try:
+            ids = encode_prompts(target.tokenizer, [messages])[0]
+        except TemplateError as err:  # e.g. a template that wants user and assistant turns to alternate
+            raise APIError(400, f"the model's chat template refuses these messages: {err}", param="messages") from None
         return ids, {"messages": messages}
     prompt = body.prompt  # type: ignore[attr-defined]
     if isinstance(prompt, list):
@@ -625,5 +749,5 @@ def _response(generation: Generation, body: _Body, entry: LoggedRequest, endpoin
         choices.append(item)
     entry.completion_tokens = generation.completion_tokens
     return {"id": entry.id, "object": "chat.completion" if chat_mode else "text_completion",
-            "created": int(entry.created), "model": body.model, "system_fingerprint": generation.target.version,
+            "created": int(entry.created), "model": body.model, "system_fingerprint": generation.target.label,
             "choices": choices, "usage": _usage(entry)}

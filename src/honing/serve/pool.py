@@ -61,6 +61,7 @@ class Worker:
         self.cond = threading.Condition()
         self.closed = False
         self.users = 0  # targets using this worker
+        self.cache: Any = None
         self._build_engines()
         self.thread = threading.Thread(target=self._loop, name=f"honing-serve-{key[0][:8]}", daemon=True)
         self.thread.start()
@@ -106,6 +107,9 @@ class Worker:
         """Run `fn` on the worker thread between engine runs (adapters change only there)."""
         future: Future = Future()
         with self.cond:
+            if self.closed:
+                future.set_exception(HoningError("the model is shutting down"))
+                return future
             self.controls.append((fn, future))
             self.cond.notify()
         return future
@@ -133,6 +137,8 @@ class Worker:
                     pending = [job for queue in self.waiting.values() for job in queue]
                     for queue in self.waiting.values():
                         queue.clear()
+                    controls = list(self.controls)
+                    self.controls.clear()
                     break
                 control = self.controls.popleft() if self.controls else None
                 adapter = None if control else min((q[0].queued, name) for name, q in self.waiting.items() if q)[1]
@@ -146,9 +152,12 @@ class Worker:
             self._serve(adapter)
         for job in pending:
             job.on_error(HoningError("the server is shutting down"))
+        for _, future in controls:
+            future.set_exception(HoningError("the model is shutting down"))
 
     def _serve(self, adapter: str) -> None:
         engine = self.engines[adapter]
+        started = time.monotonic()
 
         def feed(free: int) -> list[Any]:
             with self.cond:
@@ -157,8 +166,11 @@ class Worker:
                 queue = self.waiting.get(adapter)
                 if not queue:
                     return []
+                # Another adapter's turn once its oldest request has waited SWITCH_AFTER_S and this one has had
+                # its turn (a run always admits what it was started for: no run ends having served nothing).
                 now = time.monotonic()
-                if any(q and now - q[0].queued > SWITCH_AFTER_S for name, q in self.waiting.items() if name != adapter):
+                if now - started > SWITCH_AFTER_S and any(
+                        q and now - q[0].queued > SWITCH_AFTER_S for name, q in self.waiting.items() if name != adapter):
                     return []
                 jobs = [queue.popleft() for _ in range(min(free, len(queue)))]
             for job in jobs:
@@ -169,7 +181,10 @@ class Worker:
 
         try:
             with self._active(adapter):
-                engine.serve(feed, capacity=self.capacity, max_batch=self.cfg.generation.max_batch or 16)
+                if self.cache is None:  # one KV cache for every adapter: only one of them runs at a time
+                    self.cache = engine.serve_cache(self.capacity, self.cfg.generation.max_batch or 16)
+                engine.serve(feed, capacity=self.capacity, max_batch=self.cfg.generation.max_batch or 16,
+                             cache=self.cache)
         except Exception as err:  # a bug or out of memory: fail the requests in flight, keep serving
             log.exception("generation failed")
             for job in list(self.running.values()):
@@ -215,7 +230,10 @@ class Target:
     tokenizer: Any
     stop_ids: frozenset[int]
     version: str
-    """support-bot@3 for a registry version; otherwise the path (or "embedded default")."""
+    """What the log records: support-bot@3 for a registry version; otherwise the path (or "embedded default")."""
+    label: str
+    """What clients see (system_fingerprint, x-honing-model-version): support-bot@3, or NAME@sha256:<12 hex> of
+    the weights (a server's file paths are not its clients' business)."""
     system_prompt: str | None = None
     in_flight: int = 0
     retired: bool = False
@@ -231,8 +249,8 @@ class Target:
     def release(self) -> None:
         self.in_flight -= 1
         if self.retired and self.in_flight == 0 and self.on_idle is not None:
-            self.on_idle()
-            self.on_idle = None
+            drop, self.on_idle = self.on_idle, None
+            drop()
 
 
 class Pool:
@@ -243,8 +261,11 @@ class Pool:
         self.workers: dict[tuple, Worker] = {}
         self.targets: dict[str, Target] = {}
         self.checked: dict[str, float] = {}
-        self.pinned: dict[str, str | None] = {}
-        self.locks: dict[str, asyncio.Lock] = {}
+        self.pinned: dict[str, tuple[str | None, str | None]] = {}
+        self.failed: dict[str, tuple[str | None, str | None]] = {}
+        """Per name, the pins whose load failed (not retried until the registry names something else)."""
+        self.reloads: dict[str, asyncio.Future] = {}
+        """Per name, the registry look-up (and load) in progress; requests for the name wait for it."""
         self.lock = threading.Lock()
         self._names = itertools.count(1)
 
@@ -266,52 +287,68 @@ class Pool:
         release() when the request ends."""
         spec = self.cfg.models[name]
         if _followed(spec) and time.monotonic() - self.checked.get(name, 0.0) >= self.cfg.reload_check_s:
-            lock = self.locks.setdefault(name, asyncio.Lock())
-            async with lock:
-                if time.monotonic() - self.checked.get(name, 0.0) >= self.cfg.reload_check_s:
-                    await asyncio.to_thread(self._maybe_reload, name, spec)
-                    self.checked[name] = time.monotonic()
+            reload = self.reloads.get(name)
+            if reload is None:
+                reload = asyncio.ensure_future(asyncio.to_thread(self._load_if_moved, name, spec))
+                reload.add_done_callback(lambda task: self._reloaded(name, task))
+                self.reloads[name] = reload
+            # Shielded: a request that gives up waiting (its deadline) leaves the load running and the swap to it.
+            await asyncio.shield(reload)
         target = self.targets[name]
         target.acquire()
         return target
 
+    def _reloaded(self, name: str, task: asyncio.Future) -> None:
+        """A look-up finished (on the event loop, where release() runs too): swap in what it loaded."""
+        self.reloads.pop(name, None)
+        self.checked[name] = time.monotonic()
+        new = None if task.cancelled() or task.exception() is not None else task.result()
+        if new is not None:
+            old, self.targets[name] = self.targets[name], new
+            log.info("%s: now serving %s (was %s)", name, new.version, old.version)
+            self._retire(old)
+
     # ------------------------------------------------------------------ loading
 
-    def _maybe_reload(self, name: str, spec: ServedModelConfig) -> None:
+    def _load_if_moved(self, name: str, spec: ServedModelConfig) -> Target | None:
+        """The new target when the registry now names another version; None to keep serving the current one
+        (nothing moved, the registry cannot be read, or the new version does not load: logged)."""
+        current = self.targets[name].version
         try:
             now = _pins(spec)
-        except HoningError as err:  # the registry moved away or the alias was removed: keep serving what we have
+        except Exception as err:  # noqa: BLE001  (the registry moved away, the alias was removed, a locked file)
             log.warning("%s: cannot look up %s again (%s); still serving %s", name, spec.path or spec.adapter, err,
-                        self.targets[name].version)
-            return
-        if now == self.pinned.get(name):
-            return
+                        current)
+            return None
+        if now == self.pinned.get(name) or now == self.failed.get(name):
+            return None
         try:
-            new = self._load(name, spec)
-        except HoningError as err:
-            log.warning("%s: the registry now names %s, which cannot be loaded (%s); still serving %s", name, now,
-                        err, self.targets[name].version)
-            return
-        old = self.targets[name]
-        self.targets[name] = new
-        log.info("%s: now serving %s (was %s)", name, new.version, old.version)
-        self._retire(old)
+            return self._load(name, spec)
+        except Exception as err:  # noqa: BLE001  (out of memory, a broken adapter, a file gone: keep serving)
+            self.failed[name] = now
+            log.warning("%s: the registry now names %s, which cannot be loaded (%s); still serving %s", name,
+                        _label(now), err, current)
+            return None
 
     def _retire(self, old: Target) -> None:
+        """Drop `old` once its last request ends (now, when none is in flight). Runs on the event loop."""
         def drop() -> None:
             if old.adapter != BASE:
                 old.worker.run_on_thread(lambda: old.worker.remove_adapter(old.adapter))
-            with self.lock:
-                old.worker.users -= 1
-                if old.worker.users == 0:
-                    old.worker.close()
-                    self.workers.pop(old.worker.key, None)
+            self._unuse(old.worker)
 
         old.retired = True
-        old.on_idle = drop
         if old.in_flight == 0:
             drop()
-            old.on_idle = None
+        else:
+            old.on_idle = drop
+
+    def _unuse(self, worker: Worker) -> None:
+        with self.lock:
+            worker.users -= 1
+            if worker.users == 0:
+                worker.close()
+                self.workers.pop(worker.key, None)
 
     def _load(self, name: str, spec: ServedModelConfig) -> Target:
         """Resolve `spec`, load or share its base, put its adapter on it."""
@@ -328,28 +365,37 @@ class Pool:
         if source.get("adapter") and spec.adapter:
             raise HoningError(f"models.{name}: {spec.path} is itself an adapter; give `path` its base model, or name "
                               "the adapter in `path` alone")
-        key = (source_sha256(base_source) or base_source["path"], spec.dtype, spec.tokenizer)
-        with self.lock:
+        sha = source_sha256(base_source)
+        key = (sha or base_source["path"], spec.dtype, spec.tokenizer)
+        with self.lock:  # found and counted at once: a worker whose last user leaves now is not handed out
             worker = self.workers.get(key)
+            if worker is not None:
+                worker.users += 1
         if worker is None:
             base_path = None if base_source["kind"] == "embedded" else base_source["path"]
             loaded = load_model(ModelConfig(path=base_path, dtype=spec.dtype, tokenizer=spec.tokenizer))
             _check_engine(name, loaded.model)
-            worker = Worker(key, loaded.model, loaded.tokenizer, self.cfg)
-            with self.lock:
-                self.workers[key] = worker
-        with self.lock:
-            worker.users += 1
-        tokenizer, adapter = worker.tokenizer, BASE
-        if adapter_dir:
-            adapter = f"a{next(self._names)}"
-            worker.run_on_thread(lambda: worker.add_adapter(adapter, adapter_dir)).result()
-            if (_path(adapter_dir) / "tokenizer_config.json").is_file() and not spec.tokenizer:
-                tokenizer = _tokenizer_from_dir(_path(adapter_dir))
+            made = Worker(key, loaded.model, loaded.tokenizer, self.cfg)
+            with self.lock:  # (two names may have loaded the same new base at once: keep one)
+                worker = self.workers.setdefault(key, made)
+                worker.users += 1
+            if worker is not made:
+                made.close()
+        try:
+            tokenizer, adapter = worker.tokenizer, BASE
+            if adapter_dir:
+                adapter = f"a{next(self._names)}"
+                worker.run_on_thread(lambda: worker.add_adapter(adapter, adapter_dir)).result()
+                if (_path(adapter_dir) / "tokenizer_config.json").is_file() and not spec.tokenizer:
+                    tokenizer = _tokenizer_from_dir(_path(adapter_dir))
+        except BaseException:
+            self._unuse(worker)
+            raise
         self.pinned[name] = pins
         version = _version_label(source, pins, adapter_dir)
+        label = _label(pins) if _followed(spec) else f"{name}@sha256:{_short_hash(adapter_dir, sha)}"
         return Target(name, worker, adapter, tokenizer, frozenset(stop_token_ids(tokenizer, worker.model)), version,
-                      spec.system_prompt)
+                      label, spec.system_prompt)
 
 
 def _path(text: str) -> Any:
@@ -376,10 +422,23 @@ def _pins(spec: ServedModelConfig) -> tuple[str | None, str | None]:
     return pin(spec.path), pin(spec.adapter)
 
 
-def _version_label(source: dict[str, Any], pins: tuple[str | None, str | None], adapter_dir: str | None) -> str:
+def _short_hash(adapter_dir: str | None, base_sha: str | None) -> str:
+    from honing.models.source import weight_files, weights_sha256
+
+    return (weights_sha256(weight_files(adapter_dir)) if adapter_dir else base_sha or "")[:12]
+
+
+def _label(pins: tuple[str | None, str | None]) -> str:
+    """NAME@V of the registry reference among the pins (the adapter's when both are)."""
     for pinned in pins[::-1]:
         if pinned and pinned.startswith("registry:"):
             return pinned.removeprefix("registry:")
+    return str(pins[1] or pins[0])
+
+
+def _version_label(source: dict[str, Any], pins: tuple[str | None, str | None], adapter_dir: str | None) -> str:
+    if any(p and p.startswith("registry:") for p in pins):
+        return _label(pins)
     if adapter_dir:
         return adapter_dir
     return "embedded default" if source["kind"] == "embedded" else str(source.get("run") or source["path"])

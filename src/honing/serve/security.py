@@ -1,7 +1,8 @@
 """Who may call the server, and how much: API keys (kept as SHA-256 hashes, compared in constant time), and per-key
 rate and concurrency limits.
 
-Keys come from HONING_API_KEYS (comma-separated) and from `api_keys_file` (one per line, '#' comments). The
+Keys come from HONING_API_KEYS (comma-separated) and from `api_keys_file` (one per line; a line starting with '#'
+is a comment). The
 server never keeps a key itself: only its hash, and a short key id (the first 12 hex digits of the hash) that
 the request log and metrics show. Without keys the limits apply per client address.
 """
@@ -38,8 +39,8 @@ def read_keys(cfg: ServeConfig) -> list[bytes]:
         except (OSError, UnicodeDecodeError) as err:
             raise HoningError(f"api_keys_file {path} cannot be read as UTF-8 text: {err}") from None
         for number, line in enumerate(text.splitlines(), 1):
-            line = line.split("#", 1)[0].strip()
-            if not line:
+            line = line.strip()
+            if not line or line.startswith("#"):  # a comment is a whole line: '#' may be part of a key
                 continue
             if any(c.isspace() for c in line):
                 raise HoningError(f"{path}:{number}: a key holds whitespace; write one key per line")
