@@ -10,6 +10,7 @@ embedded model: f16 max |Δ| 0.041 (logits up to 38), every greedy token the sam
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -368,3 +369,23 @@ def test_registry_reference_to_an_adapter_run_is_exported_merged(small_model_dir
     assert base["registry"]["ref"] == "registry:bot@prod" and Path(base["run"]).resolve() == tmp_path / "sft"
     assert any(entry["role"] == "adapter" for entry in record["inputs"])
     assert record["parent"]["stage"] == "sft"
+
+
+def test_weights_beyond_float16_are_refused_for_f16_and_export_in_f32(small_model_dir, tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    big = tmp_path / "big"
+    shutil.copytree(small_model_dir, big)
+    [weights] = list(big.glob("*.safetensors"))
+    state = load_file(weights)
+    name = next(k for k in state if k.endswith("mlp.down_proj.weight"))
+    state[name] = state[name].clone()
+    state[name][0, 0] = 1e5  # finite in float32, inf in float16
+    save_file(state, weights, metadata={"format": "pt"})
+    with pytest.raises(HoningError, match="beyond float16's range.*gguf_dtype=f32"):
+        export(ExportConfig(model=ModelConfig(path=str(big)), output=str(tmp_path / "f16"), format="gguf"))
+    assert not (tmp_path / "f16").exists()
+    export(ExportConfig(model=ModelConfig(path=str(big)), output=str(tmp_path / "f32"), format="gguf",
+                        gguf_dtype="f32"))
+    assert torch.isfinite(state[name]).all() and (tmp_path / "f32" / "model.gguf").is_file()

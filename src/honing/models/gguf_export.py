@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from honing.errors import ModelError
+from honing.errors import HoningError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -271,11 +271,18 @@ def _tied(model: Any, state: dict[str, Any]) -> bool:
     return embedding is not None and (head.data_ptr() == embedding.data_ptr() or torch.equal(head, embedding))
 
 
+F16_MAX = 65504.0
+"""The largest finite float16."""
+
+
 def _converter(heads: int | None, stored: str) -> Callable[[Any], Any]:
     def convert(tensor: Any) -> Any:
         weight = tensor.detach().to("cpu").float()
         if heads is not None:
             weight = rotary_permute(weight, heads)
+        if stored == "float16" and weight.numel() and weight.abs().max().item() > F16_MAX:
+            raise HoningError(f"a {tuple(weight.shape)} weight holds values beyond float16's range (±{F16_MAX:g}), "
+                              "which would become inf; export with gguf_dtype=f32")
         return weight.numpy().astype(stored)
     return convert
 
