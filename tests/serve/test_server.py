@@ -398,6 +398,10 @@ def test_a_rollback_is_served_without_a_restart(serve, lora_runs, tmp_path, monk
         assert rest and all(c.system_fingerprint == "bot@2" for c in rest)  # the one in flight finished on v2
         assert rest[-1].choices[0].finish_reason in ("stop", "length")
         assert client.models.list().data[0].model_dump()["version"] == "bot@1"
+        from honing.serve.shadow import served_version  # what `honing monitor shadow=true` checks first
+
+        assert served_version(server.url, "bot", "NO_SUCH_KEY_ENV") == "bot@1"
+        assert served_version(server.url, "other", "NO_SUCH_KEY_ENV") is None
     versions = {r["id"]: r["model_version"] for r in _rows(server.log) if r["status"] == 200}
     assert versions[first.id] == "bot@2" and versions[after.id] == "bot@1"
 

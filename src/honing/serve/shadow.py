@@ -135,6 +135,11 @@ def run_shadow(version: str, *, registry: str | None, endpoint: str, endpoint_mo
     if not tasks:
         return {**out, "unavailable": "none of the gate tasks can be asked of an endpoint: " +
                 "; ".join(f"{task}: {why}" for task, why in skipped.items())}
+    serving = served_version(endpoint, endpoint_model, api_key_env)
+    if serving is not None and serving != version:  # the scores would be another version's
+        return {**out, "unavailable": f"the endpoint serves {endpoint_model} as {serving}, not {version}; the shadow "
+                "evaluation compares a version with itself"}
+    out["confirmed"] = serving == version
     run_dir = output / f"shadow-eval-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     cfg = shadow_config(registered, tasks, endpoint=endpoint, endpoint_model=endpoint_model, api_key_env=api_key_env,
                         run_dir=run_dir)
@@ -146,3 +151,23 @@ def run_shadow(version: str, *, registry: str | None, endpoint: str, endpoint_mo
     primary = {task.name: primary_metric(task, list(served.get(task.name) or {})) for task in tasks}
     return {**out, "eval_run": result["run_dir"], "tasks": [t.name for t in tasks],
             "n": {t.name: t.max_examples for t in tasks}, "rows": compare(before, served, primary)}
+
+
+def served_version(endpoint: str, endpoint_model: str, api_key_env: str) -> str | None:
+    """The version a honing server says it serves `endpoint_model` as (/v1/models' `version`), or None when
+    the endpoint does not say (another server, or none reachable: the evaluation itself reports that)."""
+    import os
+
+    import openai
+
+    key = os.environ.get(api_key_env)
+    try:
+        client = openai.OpenAI(base_url=endpoint, api_key=key or "no-key", timeout=30, max_retries=1)
+        listed = client.models.list(extra_headers={} if key else {"Authorization": openai.Omit()})
+    except openai.OpenAIError:
+        return None
+    for model in listed.data:
+        if model.id == endpoint_model:
+            version = (model.model_extra or {}).get("version")
+            return version if isinstance(version, str) else None
+    return None
