@@ -32,7 +32,8 @@ each server with the model's chat template), greedy (temperature 0), max_tokens 
 `--duration` seconds after it began (no request is sent after that). Metrics per (leg, C): completion
 tokens/s = the servers' own usage counts ÷ wall time (first request sent → last reply done), requests/s,
 latency (send → last byte) and time to first token (send → first content chunk) p50/p95, errors (must be 0),
-and per ticket whether the answer's text equals honing's.
+per ticket whether the answer's text equals honing's, and the CPU seconds the server and the load generator
+used during the run and the share of the machine's CPU other processes took (over 15 %: flagged not clean).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.generate import _s, common_prefix, percentiles
-from bench.serve_load import LoadRun, free_port, get_json, run_load, serving
+from bench.serve_load import LoadRun, cpu_ticks, free_port, get_json, others_share, run_load, serving
 from bench.train import REPO, hardware, versions, wait_until_idle
 
 LIBRARIES = ("torch", "transformers", "openai", "fastapi", "uvicorn", "vllm", "honing")
@@ -55,6 +56,7 @@ LEGS = {"honing": "honing serve", "transformers": "transformers serve",
         "transformers-cb": "transformers serve (CB)", "honing-vllm": "honing serve (vLLM)", "vllm": "vllm serve"}
 VERSUS = {"transformers": "honing", "transformers-cb": "honing", "vllm": "honing-vllm"}  # baseline -> ours
 TARGET = {"concurrency": 8, "tokens_per_s_ratio": 2.0}  # issue #18: ≥ 2× transformers serve at C = 8, p95 no worse
+CLEAN = 0.15  # a run during which other processes used more of the CPU than this is flagged
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
 
 
@@ -247,17 +249,20 @@ def run_leg(leg: str, directory: Path, dtype: str, device: str, args, measured, 
                 server["warmup"] = {k: warm[k] for k in ("wall_s", "requests_ok", "errors", "error_messages")}
             for concurrency in args.concurrency:
                 busy = wait_until_idle(args.wait_idle)
+                before = cpu_ticks(info["pid"])
                 result = summarise(run_load(base_url, model, measured, concurrency, args.requests, args.max_tokens,
                                             args.stream, args.duration, args.timeout))
-                result.update(leg=leg, machine_busy_before=busy)
+                result.update(leg=leg, machine_busy_before=busy, cpu=others_share(before, cpu_ticks(info["pid"])))
+                others = (result["cpu"] or {}).get("others_cpu_share")
                 results.append(result)
                 print(f"  C={concurrency} {LEGS[leg]}: {result['tokens_per_s']:,.1f} tokens/s, "
                       f"{result['requests_per_s']:.2f} requests/s, latency p50/p95 {_s(result['latency_s']['p50'])}"
                       f"/{_s(result['latency_s']['p95'])} s, {result['errors']} errors in {result['wall_s']:.1f} s"
                       + (f" [stopped by --duration after {result['requests_sent']} requests]"
                          if result["stopped_by"] == "time" else "")
-                      + (f" [warning: the machine was {100 * busy:.0f}% busy before]" if busy and busy > 0.15 else ""),
-                      flush=True)
+                      + (f" [warning: the machine was {100 * busy:.0f}% busy before]" if busy and busy > 0.15 else "")
+                      + (f" [warning: other processes used {100 * others:.0f}% of the CPU during the run: not clean]"
+                         if others and others > CLEAN else ""), flush=True)
     except Exception as err:  # reported in the table and the JSON; the other legs go on
         error = f"{type(err).__name__}: {err}"
         print(f"[{LEGS[leg]}] failed: {error}", file=sys.stderr, flush=True)
@@ -309,6 +314,14 @@ def _pair(stats: dict[str, float | None]) -> str:
     return f"{_s(stats['p50'])} / {_s(stats['p95'])}"
 
 
+def _status(result: dict[str, Any]) -> str:
+    notes = [] if result["stopped_by"] == "count" else [f"stopped by --duration at {result['requests_sent']}"]
+    others = (result.get("cpu") or {}).get("others_cpu_share")
+    if others is not None and others > CLEAN:
+        notes.append(f"others used {100 * others:.0f}% CPU")
+    return "; ".join(notes) or "ok"
+
+
 def render(report: dict[str, Any], console=None):
     """Every (C, leg) row, then honing against each baseline (what main prints; the test renders it too)."""
     from rich.console import Console
@@ -333,7 +346,7 @@ def render(report: dict[str, Any], console=None):
                       f"{check['tokens_per_s_ratio']:.2f}×" if check else "",
                       _pair(r["first_token_s"]), _pair(r["latency_s"]), f"{r['completion_tokens']:,}",
                       str(r["errors"]), f"{check['same_answers']}/{check['answers_compared']}" if check else "",
-                      "ok" if r["stopped_by"] == "count" else f"stopped by --duration at {r['requests_sent']}")
+                      _status(r))
     console.print(table)
     if report["comparison"]:
         pairs = Table(title="honing against each baseline (latency: send → last byte; TTFT: send → first content)")

@@ -127,6 +127,32 @@ def serving(command: list[str], base_url: str, log: Path, env: dict[str, str] | 
         info["exit_status"] = stop(process)
 
 
+def cpu_ticks(server_pid: int) -> dict[str, int] | None:
+    """The machine's busy and total CPU ticks, the server's (its threads and the children it waited for) and this
+    process's, from /proc (Linux; None elsewhere). Two readings give `others_share` of a run."""
+    def own(pid: int | str) -> int:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
+
+    try:
+        machine = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        idle = machine[3] + machine[4]
+        return {"busy": sum(machine) - idle, "total": sum(machine), "server": own(server_pid), "client": own("self")}
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def others_share(before: dict[str, int] | None, after: dict[str, int] | None) -> dict[str, float] | None:
+    """Between two cpu_ticks readings: the share of the machine's CPU that neither the server nor the load
+    generator used (other processes: a run with much of it is not clean), and both of their CPU seconds."""
+    if before is None or after is None or after["total"] <= before["total"]:
+        return None
+    delta = {key: after[key] - before[key] for key in before}
+    hz = os.sysconf("SC_CLK_TCK")
+    return {"others_cpu_share": max(0.0, (delta["busy"] - delta["server"] - delta["client"]) / delta["total"]),
+            "server_cpu_s": delta["server"] / hz, "client_cpu_s": delta["client"] / hz}
+
+
 # --------------------------------------------------------------------------- load
 
 

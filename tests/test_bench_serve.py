@@ -17,7 +17,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench import serve as bench_serve  # noqa: E402
-from bench.serve_load import LoadRun, Reply, free_port, health, run_load, serving  # noqa: E402
+from bench.serve_load import (LoadRun, Reply, cpu_ticks, free_port, health, others_share, run_load,  # noqa: E402
+                              serving)
 
 # Answers each prompt's last message reversed, a word per chunk, after `delay` s; "fail" in it: HTTP 500.
 SERVER = textwrap.dedent('''
@@ -84,7 +85,7 @@ TICKETS = [[{"role": "system", "content": "be brief"}, {"role": "user", "content
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """(base URL, its log) of the small server, started and stopped by bench.serve_load.serving."""
+    """(base URL, its process id) of the small server, started and stopped by bench.serve_load.serving."""
     workdir = tmp_path_factory.mktemp("serve")
     script = workdir / "server.py"
     script.write_text(SERVER)
@@ -93,7 +94,7 @@ def server(tmp_path_factory):
     with serving([sys.executable, str(script), str(port)], base_url, workdir / "server.log",
                  startup_timeout_s=30) as info:
         assert info["ready_s"] > 0 and health(base_url) == 200
-        yield base_url
+        yield base_url, info["pid"]
     assert health(base_url) is None  # stopped
 
 
@@ -146,8 +147,13 @@ def test_vllm_legs_skip_with_a_reason_without_cuda():
 
 
 def test_streamed_load_counts_usage_first_tokens_and_errors(server):
+    base_url, pid = server
     tickets = TICKETS + [[{"role": "user", "content": "please fail now"}]]
-    run = run_load(server, "tiny", tickets, concurrency=3, requests=7, max_tokens=3, stream=True, duration_s=60)
+    before = cpu_ticks(pid)
+    run = run_load(base_url, "tiny", tickets, concurrency=3, requests=7, max_tokens=3, stream=True, duration_s=60)
+    cpu = others_share(before, cpu_ticks(pid))
+    if before is not None:  # Linux: the server's and this process's CPU time, and what was left for the others
+        assert cpu["server_cpu_s"] >= 0 and cpu["client_cpu_s"] > 0 and 0 <= cpu["others_cpu_share"] <= 1
     assert run.stopped_by == "count" and len(run.replies) == 7
     assert sorted(r.prompt for r in run.replies) == list(range(7))
     failed = [r for r in run.replies if r.error]
@@ -164,9 +170,10 @@ def test_streamed_load_counts_usage_first_tokens_and_errors(server):
 
 
 def test_whole_replies_and_the_time_bound(server):
-    run = run_load(server, "tiny", TICKETS, concurrency=2, requests=4, max_tokens=2, stream=False, duration_s=60)
+    base_url, _ = server
+    run = run_load(base_url, "tiny", TICKETS, concurrency=2, requests=4, max_tokens=2, stream=False, duration_s=60)
     assert all(r.error is None and r.first_token_s is None and r.completion_tokens == 2 for r in run.replies)
-    bounded = run_load(server, "tiny", TICKETS, concurrency=2, requests=1000, max_tokens=1, stream=False,
+    bounded = run_load(base_url, "tiny", TICKETS, concurrency=2, requests=1000, max_tokens=1, stream=False,
                        duration_s=0.3)
     assert bounded.stopped_by == "time" and 2 <= len(bounded.replies) < 1000
 
@@ -203,3 +210,5 @@ def test_percentiles_comparison_target_and_tables():
     bench_serve.render(report, console)
     text = console.file.getvalue()
     assert "4.00×" in text and "3/4" in text and "skipped: no CUDA" in text and "transformers serve (CB)" in text
+    results[1]["cpu"] = {"others_cpu_share": 0.4, "server_cpu_s": 1.0, "client_cpu_s": 0.1}
+    assert bench_serve._status(results[1]) == "others used 40% CPU" and bench_serve._status(results[0]) == "ok"
