@@ -21,7 +21,7 @@ import click
 
 from honing.config.help import describe_fields
 from honing.config.loader import load_config
-from honing.config.stages import DATA_STAGES, MONITOR_STAGES, STAGES, Stage
+from honing.config.stages import DATA_STAGES, MONITOR_STAGES, RAG_STAGES, STAGES, Stage
 from honing.errors import EXIT_CRASH, EXIT_GATE_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, HoningError
 from honing.registry.commands import registry_group
 
@@ -162,12 +162,19 @@ def data_group() -> None:
     """The data workbench: clean, deduplicate, scrub PII, convert, split, mix, validate, describe, document."""
 
 
+@cli.group(name="rag")
+def rag_group() -> None:
+    """Retrieval over your documents: `honing rag index DOCS... --index DIR`, then `honing rag ask QUESTION --index DIR`."""
+
+
 for _stage in STAGES.values():
     cli.add_command(_make_command(_stage))
 cli.add_command(registry_group)
 cli.add_command(StageGroup(STAGES["monitor"], MONITOR_STAGES))
 for _stage in DATA_STAGES.values():
     data_group.add_command(_make_command(_stage))
+for _stage in RAG_STAGES.values():
+    rag_group.add_command(_make_command(_stage))
 
 
 def _crash_file(err: BaseException) -> Path | None:

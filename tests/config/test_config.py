@@ -10,12 +10,14 @@ import pytest
 
 from honing.config import PretrainConfig, SFTConfig, describe_fields, load_config, parse_override
 from honing.config.registry import RegistryConfig
-from honing.config.stages import DATA_STAGES, STAGES
+from honing.config.stages import GROUPS, RAG_STAGES, STAGES
 from honing.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted(path for path in (ROOT / "examples").glob("*/*.yaml") if not path.parent.name.startswith("data_"))
-DATA_EXAMPLES = sorted((ROOT / "examples").glob("data_*/*.yaml"))
+EXAMPLES = sorted(path for path in (ROOT / "examples").glob("*/*.yaml")
+                  if not path.parent.name.startswith(("data_", "rag_")))
+GROUP_EXAMPLES = sorted([*(ROOT / "examples").glob("data_*/*.yaml"), *(ROOT / "examples").glob("rag_*/*.yaml")])
+"""examples/<group>_<command>/: the commands under `honing data` and `honing rag`."""
 
 
 CONFIGS = {**{name: stage.config for name, stage in STAGES.items()}, "registry": RegistryConfig}
@@ -44,16 +46,21 @@ def test_example_config_loads(path):
                 assert (ROOT / data_path).exists(), f"{path.name} points at missing data {data_path}"
 
 
-@pytest.mark.parametrize("path", DATA_EXAMPLES, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_data_example_config_loads(path):
-    command = path.parent.name.removeprefix("data_")
+@pytest.mark.parametrize("path", GROUP_EXAMPLES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_group_example_config_loads(path):
+    group, _, command = path.parent.name.partition("_")
     first_line = path.read_text().splitlines()[0]
-    assert first_line.startswith(f"# honing data {command} examples/{path.parent.name}/{path.name}"), "each example opens with its command"
-    config = load_config(DATA_STAGES[command].config, path)
+    assert first_line.startswith(f"# honing {group} {command} examples/{path.parent.name}/{path.name}"), "each example opens with its command"
+    config = load_config(GROUPS[group][command].config, path)
     given = getattr(config, "input", None)
     inputs = given.values() if isinstance(given, dict) else [given] if given else []
-    for data_path in [*inputs, *getattr(config, "against", [])]:
+    for data_path in [*inputs, *getattr(config, "against", []), *getattr(config, "docs", [])]:
         assert (ROOT / data_path).exists(), f"{path.name} points at missing data {data_path}"
+
+
+def test_every_rag_command_has_an_example():
+    examples = {path.parent.name.removeprefix("rag_") for path in GROUP_EXAMPLES if path.parent.name.startswith("rag_")}
+    assert examples == set(RAG_STAGES)
 
 
 def test_overrides_win_and_are_typed(tmp_path):
@@ -101,7 +108,7 @@ def test_yaml_errors_name_file_and_line(tmp_path):
 
 
 def test_every_field_is_documented():
-    for stage in [*STAGES.values(), *DATA_STAGES.values()]:
+    for stage in [*STAGES.values(), *(stage for group in GROUPS.values() for stage in group.values())]:
         for key, _, _, doc in describe_fields(stage.config):
             assert doc, f"{stage.command}: {key} has no docstring"
 

@@ -8,10 +8,10 @@ import importlib
 import pytest
 
 from honing.config.loader import section_model
-from honing.config.stages import DATA_STAGES, STAGES, Stage
+from honing.config.stages import DATA_STAGES, RAG_STAGES, STAGES, Stage
 from honing.errors import HoningError
 
-ALL = [*STAGES.values(), *DATA_STAGES.values()]
+ALL = [*STAGES.values(), *DATA_STAGES.values(), *RAG_STAGES.values()]
 
 
 def _has_key(config, dotted: str) -> bool:

@@ -3,7 +3,7 @@
     base        StrictModel, the base of every section
     model       which model (one shape everywhere a model is named)
     data, train, sampling, output     the sections stages share
-    training, inference, alignment, evaluation, rl, redteam, workbench, synth
+    training, inference, alignment, evaluation, rl, redteam, workbench, synth, rag
                 one module per stage family
     loader      YAML + key=value overrides -> a validated config, with one-line errors
     help        the field table `honing <stage> --help` prints
@@ -29,12 +29,14 @@ from honing.config.alignment import (DPOConfig, LabelConfig, LabelSourceConfig, 
 from honing.config.evaluation import EvalConfig, EvalModelConfig, EvalTaskConfig, GateConfig, JudgeConfig, TaskKind
 from honing.config.rl import RewardSpec, RLConfig, RLDataConfig, RLObjectiveConfig, RolloutConfig
 from honing.config.redteam import ConstituteConfig, RedteamConfig, RedteamMutator
+from honing.config.rag import RagAskConfig, RagIndexConfig, RetrievalConfig
 
 __all__ = [
     "AdapterConfig", "ChatConfig", "ChatModelConfig", "ConstituteConfig", "DPOConfig", "DataConfig", "EvalConfig",
     "EvalModelConfig", "EvalTaskConfig", "ExportConfig", "GateConfig", "GenerateConfig", "InspectConfig", "JudgeConfig",
     "LabelConfig", "LabelSourceConfig", "MergeConfig", "ModelConfig", "OutputConfig", "PreferenceObjectiveConfig",
-    "PretrainConfig", "QuickstartConfig", "RLConfig", "RLDataConfig", "RLObjectiveConfig", "RedteamConfig",
+    "PretrainConfig", "QuickstartConfig", "RLConfig", "RagAskConfig", "RagIndexConfig", "RetrievalConfig",
+    "RLDataConfig", "RLObjectiveConfig", "RedteamConfig",
     "RedteamMutator", "RewardConfig", "RewardObjectiveConfig", "RewardSpec", "RolloutConfig", "SFTConfig",
     "GenerationConfig", "SamplingConfig", "ScoreConfig", "ScratchModelConfig", "StrictModel", "TaskKind", "TrainConfig",
     "describe_fields", "dump_config", "format_validation_error", "load_config", "parse_override",

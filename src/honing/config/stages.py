@@ -18,6 +18,7 @@ from honing.config.inference import ChatConfig, GenerateConfig, InspectConfig, M
 from honing.config.lineage import LineageConfig
 from honing.config.monitor import MonitorConfig, MonitorExportConfig
 from honing.config.pipeline import PipelineConfig
+from honing.config.rag import RagAskConfig, RagIndexConfig
 from honing.config.redteam import ConstituteConfig, RedteamConfig
 from honing.config.rl import RLConfig
 from honing.config.serve import ServeConfig
@@ -69,6 +70,10 @@ class Stage:
     """The config key a positional file sets (`honing inspect FILE` sets data.train); null: none."""
     subject_many: bool = False
     """Several positional files (data mix A B ...: one source each, named by file stem)."""
+    subject_list: bool = False
+    """Several positional files, as one list (rag index A B ...)."""
+    subject_text: bool = False
+    """The one positional argument is text taken as it is, never read as YAML (rag ask "QUESTION")."""
     output: str | None = None
     """The config key that -o/--output sets; null: the command has no -o."""
     flags: tuple[Flag, ...] = ()
@@ -87,7 +92,13 @@ class Stage:
         """key=value overrides for the positional files."""
         from honing.errors import HoningError
 
+        import json
+
+        if self.subject_list:
+            return [f"{self.subject}={json.dumps(files)}"]
         if not self.subject_many:
+            if self.subject_text:
+                return [f"{self.subject}={json.dumps(' '.join(files))}"]
             if len(files) > 1:
                 raise HoningError(f"`{self.command}` takes one file, got {len(files)}: {', '.join(files)}")
             return [f"{self.subject}={files[0]}"]
@@ -202,5 +213,16 @@ MONITOR_STAGES: dict[str, Stage] = {stage.name: stage for stage in (
 )}
 """`honing monitor <name>` (plain `honing monitor` is the report, STAGES["monitor"])."""
 
-GROUPS: dict[str, dict[str, Stage]] = {"data": DATA_STAGES, "monitor": MONITOR_STAGES}
+RAG_STAGES: dict[str, Stage] = {stage.name: stage for stage in (
+    Stage("index", "Index documents (.md, .txt, .html, .jsonl, .pdf) for retrieval: token chunks, embeddings and BM25; "
+          "a rerun embeds only what changed.", RagIndexConfig, "honing.stages.rag:index", group="rag",
+          subject="docs", subject_list=True, flags=(Flag("--index", "index", "The index directory.", metavar="DIR"),)),
+    Stage("ask", "Answer a question from an index: hybrid search, then the model answers citing chunk ids; prints the "
+          "answer, then its sources.", RagAskConfig, "honing.stages.rag:ask", group="rag", subject="question",
+          subject_text=True, flags=(Flag("--index", "index", "The index directory.", metavar="DIR"),
+                                    Flag("--no-answer", "answer", "Print only the retrieved chunks.", value="false"))),
+)}
+"""`honing rag <name>`."""
+
+GROUPS: dict[str, dict[str, Stage]] = {"data": DATA_STAGES, "monitor": MONITOR_STAGES, "rag": RAG_STAGES}
 """The commands under a group: `honing <group> <name>`."""

