@@ -102,6 +102,35 @@ def test_jsonl_reads_the_text_field_one_section_per_record(tmp_path):
         read_document(path)
 
 
+def tiny_pdf(lines: list[str]) -> bytes:
+    """A one-page PDF with these lines of text in Helvetica, written by hand (byte offsets in its xref table)."""
+    content = "BT /F1 12 Tf 72 720 Td " + " ".join(f"({line}) Tj 0 -16 Td" for line in lines) + " ET"
+    objects = ["<< /Type /Catalog /Pages 2 0 R >>", "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+               "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+               "/Resources << /Font << /F1 5 0 R >> >> >>",
+               f"<< /Length {len(content)} >>\nstream\n{content}\nendstream",
+               "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    out, offsets = b"%PDF-1.4\n", []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj\n{body}\nendobj\n".encode()
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += "".join(f"{o:010d} 00000 n \n" for o in offsets).encode()
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return out
+
+
+def test_a_pdf_is_read_through_pypdf(tmp_path):
+    path = tmp_path / "manual.pdf"
+    path.write_bytes(tiny_pdf(["The Zephyr resets in ten seconds.", "Hold the blue button."]))
+    document = read_document(path)
+    assert document.text.split() == "The Zephyr resets in ten seconds. Hold the blue button.".split()
+    (tmp_path / "blank.pdf").write_bytes(tiny_pdf([]))
+    with pytest.raises(BadDocument, match="empty"):
+        read_document(tmp_path / "blank.pdf")
+
+
 @pytest.mark.parametrize("name, content, reason", [
     ("empty.md", b"  \n\n", "empty"),
     ("blob.txt", b"\x00\x01\x02binary", "binary"),

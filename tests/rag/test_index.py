@@ -61,11 +61,11 @@ def test_a_rerun_embeds_only_new_chunks_and_removes_deleted_documents(corpus):
     assert updated["embedded"] == 1 and updated["reused"] == 3 and updated["chunks"] == 4
     assert updated["removed_documents"] == 1
     record = json.loads(Path("idx/run.json").read_text())
-    assert record["removed_documents"] == ["docs/changelog.jsonl"]
+    assert record["removed_documents"] == ["changelog.jsonl"]
     assert len(list(Path("idx/history").glob("*.json"))) == 2, "earlier runs are kept"
 
     hits = ask(RagAskConfig(question="battery drain", index="idx", answer=False, k=4))["chunks"]
-    assert all(not hit["id"].startswith("docs/changelog") for hit in hits)
+    assert all(not hit["id"].startswith("changelog") for hit in hits)
 
 
 def test_the_run_record_hashes_every_document_and_the_model(corpus):
@@ -85,12 +85,27 @@ def test_a_bad_document_is_skipped_into_rejects_or_stops_the_run(corpus):
     result = build(corpus)
     assert result["rejected"] == 2 and result["documents"] == 3
     rejects = [json.loads(line) for line in Path("idx/rejects.jsonl").read_text().splitlines()]
-    assert rejects == [{"path": f"{corpus}/blob.txt", "reason": "binary content (NUL bytes), not text"},
-                       {"path": f"{corpus}/empty.md", "reason": "empty: no text to index"}]
+    assert rejects == [{"path": f"{corpus}/blob.txt", "source": "blob.txt", "reason": "binary content (NUL bytes), not text"},
+                       {"path": f"{corpus}/empty.md", "source": "empty.md", "reason": "empty: no text to index"}]
     with pytest.raises(HoningError, match=r"empty\.md: empty: no text to index; fix or remove it"):
         index(RagIndexConfig(docs=[str(corpus / "empty.md"), str(corpus / "manual.md")], index="other",
                              on_bad_document="stop"))
     assert not Path("other").exists(), "a stopped run leaves no index behind"
+
+
+def test_chunk_ids_name_documents_relative_to_the_given_directory(corpus, tmp_path):
+    (corpus / "sub").mkdir()
+    (corpus / "sub" / "notes.txt").write_text("Inside a folder.")
+    (corpus / "idx").mkdir()
+    (corpus / "idx" / "stray.md").write_text("An index directory is never indexed.")
+    index(RagIndexConfig(docs=[str(corpus)], index=str(corpus / "idx")))
+    hits = ask(RagAskConfig(question="folder", index=str(corpus / "idx"), answer=False, k=10))["chunks"]
+    assert {hit["id"].split("#")[0] for hit in hits} == {"manual.md", "policy.html", "changelog.jsonl",
+                                                          "sub/notes.txt"}
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "manual.md").write_text("Another manual.")
+    with pytest.raises(HoningError, match=r"manual\.md and .*other/manual\.md would both be named manual\.md"):
+        index(RagIndexConfig(docs=[str(corpus), str(tmp_path / "other")], index="idx"))
 
 
 def _other_model(tmp_path) -> Path:

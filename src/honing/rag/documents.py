@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
+from honing.errors import HoningError
+
 SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm", ".jsonl", ".pdf")
 """What `honing rag index` reads; a directory is searched for these."""
 HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
@@ -38,18 +40,24 @@ class Document:
     sections: list[Section]
 
 
-def find_documents(paths: list[str]) -> list[Path]:
-    """The files to index: the given files and every supported file under the given directories, sorted, once each.
-    A path that does not exist is a BadDocument, named."""
-    found: dict[Path, None] = {}
+def find_documents(paths: list[str], exclude: Path | None = None) -> dict[str, Path]:
+    """The files to index, by the name chunk ids give them: a file under a given directory is named relative to
+    that directory (`docs/` -> `manuals/a.md`), a given file by its file name. Two files with one name are an
+    error naming both. Files under `exclude` (the index itself) are left out."""
+    found: dict[str, Path] = {}
+    skip = exclude.resolve() if exclude else None
     for given in paths:
         path = Path(given)
-        if path.is_dir():
-            for file in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES):
-                found[file] = None
-        else:
-            found[path] = None
-    return list(found)
+        files = ([(file.relative_to(path).as_posix(), file) for file in sorted(path.rglob("*"))
+                  if file.is_file() and file.suffix.lower() in SUFFIXES] if path.is_dir() else [(path.name, path)])
+        for name, file in files:
+            if skip and file.resolve().is_relative_to(skip):
+                continue
+            if name in found and found[name].resolve() != file.resolve():
+                raise HoningError(f"{found[name]} and {file} would both be named {name} in chunk ids; index them "
+                                  "into separate indexes, or give their common parent directory")
+            found.setdefault(name, file)
+    return found
 
 
 def read_document(path: Path, text_field: str = "text") -> Document:

@@ -23,29 +23,20 @@ REJECTS = "rejects.jsonl"
 # --------------------------------------------------------------------------- index
 
 
-def source_name(path: Path) -> str:
-    """How chunk ids name a document: its path relative to the working directory when under it, else absolute."""
-    resolved = path.resolve()
-    try:
-        return resolved.relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
-        return resolved.as_posix()
-
-
-def read_documents(cfg: RagIndexConfig) -> tuple[list[Any], list[dict[str, str]]]:
-    """(documents read, rejects); a bad document stops the run when on_bad_document is stop."""
+def read_documents(cfg: RagIndexConfig) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """(documents read, by source name; rejects); a bad document stops the run when on_bad_document is stop."""
     from honing.rag.documents import BadDocument, find_documents, read_document
 
-    documents, rejects = [], []
-    for path in find_documents(cfg.docs):
+    documents, rejects = {}, []
+    for source, path in find_documents(cfg.docs, exclude=Path(cfg.index)).items():
         try:
-            documents.append(read_document(path, cfg.text_field))
+            documents[source] = read_document(path, cfg.text_field)
         except (BadDocument, OSError) as err:
             reason = str(err) if isinstance(err, BadDocument) else f"unreadable ({err.strerror or err})"
             if cfg.on_bad_document == "stop":
                 raise HoningError(f"{path}: {reason}; fix or remove it, or set on_bad_document=skip") from None
             console.print(f"[yellow]skipped {path}: {reason}[/]", soft_wrap=True)
-            rejects.append({"path": str(path), "reason": reason})
+            rejects.append({"path": str(path), "source": source, "reason": reason})
     if not documents:
         raise HoningError(f"no readable document in {', '.join(cfg.docs)} (.md, .txt, .html, .jsonl, .pdf)")
     return documents, rejects
@@ -59,14 +50,13 @@ def check_index_model(store: Any, identity: dict[str, Any], index: str) -> None:
         check_model(index, recorded, identity)
 
 
-def chunk_all(documents: list[Any], embedder: Any, cfg: RagIndexConfig) -> tuple[list[Any], dict[str, dict]]:
+def chunk_all(documents: dict[str, Any], embedder: Any, cfg: RagIndexConfig) -> tuple[list[Any], dict[str, dict]]:
     """Every chunk, and the document table (source -> path, sha256, chunks)."""
     from honing.rag.chunking import chunk_document
     from honing.runs import file_sha256
 
     chunks, table = [], {}
-    for document in documents:
-        source = source_name(document.path)
+    for source, document in documents.items():
         found = chunk_document(document, source, embedder.spans, cfg.chunk_tokens, cfg.overlap_tokens)
         chunks.extend(found)
         table[source] = {"path": str(document.path), "sha256": file_sha256(document.path), "chunks": len(found)}
