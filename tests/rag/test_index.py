@@ -137,3 +137,20 @@ def test_a_missing_index_is_one_line_on_the_command_line(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip() == (f"error: index {tmp_path / 'nowhere'} does not exist; build it with: honing rag "
                                      f"index DOCS... --index {tmp_path / 'nowhere'}")
+
+
+@pytest.mark.slow
+def test_rag_ask_on_the_command_line_prints_the_answer_then_its_sources(corpus, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "honing.cli", "rag"]
+    built = subprocess.run([*command, "index", str(corpus), "--index", "idx"], capture_output=True, text=True,
+                           env=env, timeout=300)
+    assert built.returncode == 0, built.stderr
+    asked = subprocess.run([*command, "ask", "How long does the warranty last?", "--index", "idx", "k=2",
+                            "sampling.max_new_tokens=60"], capture_output=True, text=True, env=env, timeout=600)
+    assert asked.returncode == 0, asked.stderr
+    out = asked.stdout + asked.stderr
+    answer, _, sources = out.rpartition("sources:")
+    assert "18 months" in answer  # the embedded SmolLM2 reads it off the retrieved chunk
+    lines = [line.split() for line in sources.strip().splitlines()]
+    assert lines[0][:2] == [str(corpus / "manual.md"), "manual.md#1"] and len(lines) == 2
