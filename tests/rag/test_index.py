@@ -79,6 +79,18 @@ def test_the_run_record_hashes_every_document_and_the_model(corpus):
     assert record["metrics"]["chunks"] == 5 and record["status"] == "completed"
 
 
+def test_lineage_walks_from_the_index_to_its_documents(corpus):
+    from honing.registry.lineage import build_lineage
+
+    build(corpus)
+    graph = build_lineage("idx", verify=True)
+    files = {Path(node.path).name for node in graph.nodes.values() if node.kind == "file"}
+    assert {"manual.md", "policy.html", "changelog.jsonl", "model.zip"} <= files
+    assert graph.passed
+    (corpus / "manual.md").write_text("changed")
+    assert not build_lineage("idx", verify=True).passed, "a changed document shows"
+
+
 def test_a_bad_document_is_skipped_into_rejects_or_stops_the_run(corpus):
     (corpus / "empty.md").write_text("\n")
     (corpus / "blob.txt").write_bytes(b"\x00\x00binary")

@@ -104,7 +104,7 @@ def _load_reranker(path: str) -> Any:
 def rerank(reranker: Any, question: str, hits: list[Hit]) -> list[Hit]:
     """The hits reordered by the cross-encoder's score of (question, chunk); that score replaces the fused one."""
     scores = reranker.predict([(question, hit.chunk["text"]) for hit in hits], show_progress_bar=False)
-    for hit, score in zip(hits, scores):
-        hit.ranks["fused"] = hits.index(hit) + 1
+    for fused_rank, (hit, score) in enumerate(zip(hits, scores), 1):
+        hit.ranks["fused"] = fused_rank
         hit.score = float(score)
     return sorted(hits, key=lambda hit: -hit.score)

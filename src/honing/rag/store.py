@@ -88,7 +88,7 @@ class Store:
         if not (path / DATABASE).is_file():
             what = "does not exist" if not path.exists() else f"is not an index (no {DATABASE})"
             raise HoningError(f"index {path} {what}; build it with: honing rag index DOCS... --index {path}")
-        store = cls(path, sqlite3.connect(f"file:{path / DATABASE}?mode=ro", uri=True))
+        store = cls(path, sqlite3.connect(f"{(path / DATABASE).resolve().as_uri()}?mode=ro", uri=True))
         if store.meta("generation") is None:
             raise HoningError(f"index {path} holds no completed update; rebuild it with honing rag index")
         return store
