@@ -34,6 +34,12 @@ def test_a_chunk_never_crosses_a_heading_and_keeps_its_heading_path():
     assert chunks[2].embedded_text == "One > Two\n\ngamma delta"
 
 
+def test_a_comment_in_fenced_code_is_not_a_heading():
+    text = "# Install\n\n```bash\n# fetch it first\npip install zephyr\n```\n\n# Use\n\nRun it.\n"
+    assert [(s.headings, s.text.strip()) for s in split_sections(text)] == [
+        (("Install",), "```bash\n# fetch it first\npip install zephyr\n```"), (("Use",), "Run it.")]
+
+
 def test_paragraphs_are_kept_whole_when_they_fit():
     p1, p2, p3 = words("a", 5) + ".", words("b", 5) + ".", words("c", 5) + "."
     text = f"{p1}\n\n{p2}\n\n{p3}"

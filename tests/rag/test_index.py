@@ -141,6 +141,20 @@ def test_another_embedding_model_than_the_indexs_is_an_error_naming_both(corpus,
         build(corpus, embedding_model=str(other))
 
 
+def test_the_embedded_model_is_extracted_once_without_importing_its_package(tmp_path):
+    code = ("import sys; from honing.rag.embed import embedded_model_dir; first = embedded_model_dir(); "
+            "again = embedded_model_dir(); assert first == again; "
+            "assert not [m for m in sys.modules if m.startswith('all_minilm')], 'the package was imported'; "
+            "print(first)")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HONING_CACHE": str(tmp_path / "cache")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    folder = Path(result.stdout.strip())  # the only output: the package's own print never ran
+    assert folder.parent == tmp_path / "cache" / "embeddings"
+    assert (folder / "modules.json").is_file() and (folder / "model.safetensors").is_file()
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name], "no staging folder left behind"
+
+
 def test_a_missing_index_is_one_line_on_the_command_line(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = subprocess.run([sys.executable, "-m", "honing.cli", "rag", "ask", "How do I reset it?", "--index",

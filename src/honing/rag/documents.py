@@ -18,6 +18,8 @@ from honing.errors import HoningError
 SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm", ".jsonl", ".pdf")
 """What `honing rag index` reads; a directory is searched for these."""
 HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
+FENCE = re.compile(r"^[ \t]*(```|~~~).*?^[ \t]*\1[ \t]*$", re.MULTILINE | re.DOTALL)
+"""A fenced code block: a `# comment` inside one is not a heading."""
 
 
 class BadDocument(Exception):
@@ -87,12 +89,15 @@ def read_document(path: Path, text_field: str = "text") -> Document:
 
 
 def split_sections(text: str) -> list[Section]:
-    """Sections at Markdown headings (`#` to `######`); each keeps the path of headings above it. Text before the
-    first heading is a section with no heading."""
+    """Sections at Markdown headings (`#` to `######`, not inside fenced code); each keeps the path of headings
+    above it. Text before the first heading is a section with no heading."""
     sections: list[Section] = []
     path: list[tuple[int, str]] = []
     cursor = 0
+    fences = [(m.start(), m.end()) for m in FENCE.finditer(text)]
     for match in HEADING.finditer(text):
+        if any(start <= match.start() < end for start, end in fences):
+            continue
         _add_section(sections, path, text, cursor, match.start())
         level = len(match[1])
         path = [(lvl, title) for lvl, title in path if lvl < level] + [(level, match[2].strip())]
