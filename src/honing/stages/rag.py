@@ -42,12 +42,20 @@ def read_documents(cfg: RagIndexConfig) -> tuple[dict[str, Any], list[dict[str, 
     return documents, rejects
 
 
-def check_index_model(store: Any, identity: dict[str, Any], index: str) -> None:
+def check_index_model(index: str, identity: dict[str, Any]) -> None:
+    """An existing index must have been built with this embedding model (nothing is written before this check)."""
     from honing.rag.search import check_model
+    from honing.rag.store import DATABASE, Store
 
-    recorded = store.meta("embedding_model")
-    if recorded is not None:
-        check_model(index, recorded, identity)
+    if not (Path(index) / DATABASE).is_file():
+        return
+    store = Store.create_or_open(index)
+    try:
+        recorded = store.meta("embedding_model")
+        if recorded is not None:  # None: an earlier first update never completed
+            check_model(index, recorded, identity)
+    finally:
+        store.close()
 
 
 def chunk_all(documents: dict[str, Any], embedder: Any, cfg: RagIndexConfig) -> tuple[list[Any], dict[str, dict]]:
@@ -93,13 +101,13 @@ def index(cfg: RagIndexConfig) -> dict[str, Any]:
     from honing.rag.store import Store
 
     documents, rejects = read_documents(cfg)
+    check_index_model(cfg.index, model_identity(cfg.embedding_model))
+    embedder = Embedder(cfg.embedding_model, batch_size=cfg.batch_size)
+    chunks, table = chunk_all(documents, embedder, cfg)
+    console.print(f"{len(documents)} documents, {len(chunks)} chunks of at most {cfg.chunk_tokens} tokens "
+                  f"(overlap {cfg.overlap_tokens}); embedding model {embedder.identity['name']}", soft_wrap=True)
     store = Store.create_or_open(cfg.index)
     try:
-        check_index_model(store, model_identity(cfg.embedding_model), cfg.index)
-        embedder = Embedder(cfg.embedding_model, batch_size=cfg.batch_size)
-        chunks, table = chunk_all(documents, embedder, cfg)
-        console.print(f"{len(documents)} documents, {len(chunks)} chunks of at most {cfg.chunk_tokens} tokens "
-                      f"(overlap {cfg.overlap_tokens}); embedding model {embedder.identity['name']}", soft_wrap=True)
         run = _start_run(cfg, store.dir)
         settings = {"embedding_model": embedder.identity, "chunk_tokens": cfg.chunk_tokens,
                     "overlap_tokens": cfg.overlap_tokens}
