@@ -136,6 +136,23 @@ class Embedder:
         self.embedded += len(texts)
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        vectors = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                                    convert_to_numpy=True, show_progress_bar=False)
-        return np.asarray(vectors, dtype=np.float32)  # (N, D)
+        step = self.batch_size * 8
+        with _embedding_progress(enabled=len(texts) > step) as bar:
+            task = bar.add_task("embedding", total=len(texts))
+            parts = []
+            for start in range(0, len(texts), step):
+                parts.append(self.model.encode(texts[start:start + step], batch_size=self.batch_size,
+                                               normalize_embeddings=True, convert_to_numpy=True,
+                                               show_progress_bar=False))
+                bar.advance(task, len(parts[-1]))
+        return np.concatenate(parts).astype(np.float32)  # (N, D)
+
+
+def _embedding_progress(*, enabled: bool):
+    """Texts embedded so far and the time left, on stderr (shown only for more than a few batches)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from honing.ui import console
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=console, disable=not enabled, transient=True)

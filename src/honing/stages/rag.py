@@ -158,20 +158,24 @@ def answer_question(cfg: RagAskConfig, hits: list[Any], model: Any = None) -> st
     return model.texts([rag_prompt(cfg.question, hits)], cfg.sampling)[0].strip()
 
 
+def say(text: str = "") -> None:
+    """The command's result (the chunks, the answer, its sources) goes to stdout; progress and warnings to stderr."""
+    print(text, flush=True)
+
+
 def _print_chunks(hits: list[Any]) -> None:
     for rank, hit in enumerate(hits, 1):
         heading = " > ".join(hit.chunk["headings"])
-        console.print(f"[{rank}] {hit.id}  ({hit.chunk['path']}{', ' + heading if heading else ''}; "
-                      f"score {hit.score:.4f})", markup=False, soft_wrap=True)
-        console.print(hit.chunk["text"].strip(), markup=False, soft_wrap=True)
-        console.print()
+        say(f"[{rank}] {hit.id}  ({hit.chunk['path']}{', ' + heading if heading else ''}; score {hit.score:.4f})")
+        say(hit.chunk["text"].strip())
+        say()
 
 
 def _print_sources(hits: list[Any], citations: Any) -> None:
-    console.print("sources:")
+    say("sources:")
     for hit in hits:
         mark = "cited" if hit.id in citations.retrieved else "retrieved"
-        console.print(f"  {hit.chunk['path']}  {hit.id}  ({mark})", markup=False, soft_wrap=True)
+        say(f"  {hit.chunk['path']}  {hit.id}  ({mark})")
     if citations.unknown:
         console.print(f"[yellow]the answer cites ids that were not retrieved: {', '.join(citations.unknown)}[/]",
                       soft_wrap=True)
@@ -192,7 +196,7 @@ def ask(cfg: RagAskConfig, *, model: Any = None) -> dict[str, Any]:
         raise HoningError(f"index {cfg.index}: nothing retrieved for the question; the index is empty")
     answer = answer_question(cfg, hits, model)
     citations = check_citations(answer, hits)
-    console.print(answer, markup=False, soft_wrap=True)
-    console.print()
+    say(answer)
+    say()
     _print_sources(hits, citations)
     return {"answer": answer, "chunks": chunks, "cited": citations.retrieved, "cited_unknown": citations.unknown}
