@@ -114,3 +114,10 @@ def test_ask_answers_through_the_chat_model_and_reports_its_sources(built, capsy
     out = printed.out
     assert out.index("Hold the blue button") < out.index("sources:") < out.index(f"{top}  (cited)")
     assert "cites ids that were not retrieved: made-up.md#3" in printed.err
+
+
+def test_fewer_candidates_than_k_is_refused_at_load():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"candidates \(20\) must be at least k \(30\)"):
+        RagAskConfig(question="q", index="i", k=30)

@@ -63,6 +63,13 @@ class RetrievalConfig(StrictModel):
     reranker: str | None = None
     """A local sentence-transformers cross-encoder directory that reorders the fused candidates; null: no reranking."""
 
+    @model_validator(mode="after")
+    def _enough_candidates(self) -> RetrievalConfig:
+        if self.candidates < self.k:
+            raise ValueError(f"candidates ({self.candidates}) must be at least k ({self.k}): each search returns "
+                             "candidates chunks, of which k are kept")
+        return self
+
 
 class RagAskConfig(RetrievalConfig):
     """`honing rag ask`: retrieve the chunks nearest a question, then have a model answer from them, citing the chunk
