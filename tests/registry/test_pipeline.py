@@ -245,3 +245,11 @@ def test_the_bundled_redteam_loop_runs_on_a_tiny_model(tmp_path, tiny_model_dir,
     with Registry() as registry:
         version = registry.get("embedded-safe", "production")
         assert version.version == 1 and registry.attachments("embedded-safe", 1, "redteam")  # the rescan
+
+
+def test_a_server_or_an_interactive_command_is_not_a_step(tmp_path):
+    for command, why in (("serve", "runs until stopped"), ("chat", "interactive")):
+        path = tmp_path / f"{command}.yaml"
+        path.write_text(yaml.safe_dump({"name": command, "steps": [{"name": "it", "command": command}]}))
+        with pytest.raises(ConfigError, match=f"steps.it.command: {command} cannot be a pipeline step.*{why}"):
+            _run(path)

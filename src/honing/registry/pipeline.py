@@ -45,7 +45,8 @@ LOG_FILE = "log.jsonl"
 REFERENCE = re.compile(r"\$\{steps\.([^.}]*)\.([^}]*)\}")
 STEP_DIR = "@pipeline-step-dir@"
 """Stands for the step's run directory while its key is computed (the directory's name holds the key)."""
-NOT_IN_PIPELINES = {"chat": "interactive", "label": "interactive", "pipeline": "a pipeline cannot run a pipeline"}
+NOT_IN_PIPELINES = {"chat": "interactive", "label": "interactive", "pipeline": "a pipeline cannot run a pipeline",
+                    "serve": "a server runs until stopped, so the steps after it would never run"}
 GATE_OUTPUTS = ("run_dir", "version", "promoted", "previous", "eval_run", "report")
 _TRAINED = ("adapter", "model", "rejects")
 KNOWN_OUTPUTS: dict[str, tuple[str, ...]] = {
