@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from honing.config.base import StrictModel
+from honing.config.retrieval import ModelRagConfig
 from honing.config.sampling import GenerationConfig
 
 
@@ -78,6 +79,9 @@ class ChatModelConfig(StrictModel):
     """Seconds an endpoint request may take before it fails (or is retried)."""
     concurrency: int = Field(8, ge=1)
     """Endpoint requests in flight at once."""
+    rag: ModelRagConfig | None = None
+    """Retrieval-augmented answers: {index: DIR, k: 4, mode: hybrid, ...} puts the top k chunks of a `honing rag
+    index` into each prompt's last user turn (with the instruction to cite their ids); null: none."""
     max_retries: int = Field(3, ge=0)
     """Retries of an endpoint request after a 429, a 5xx, a timeout or a dropped connection, with exponential backoff."""
     tokenizer: str | None = None

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from honing.config.base import StrictModel
 from honing.config.model import ChatModelConfig
+from honing.config.retrieval import RetrievalConfig
 from honing.config.sampling import SamplingConfig
 
 
@@ -45,29 +46,6 @@ class RagIndexConfig(StrictModel):
             raise ValueError("docs and index are both required (e.g. honing rag index docs/ --index my-index)")
         if self.overlap_tokens >= self.chunk_tokens:
             raise ValueError(f"overlap_tokens ({self.overlap_tokens}) must be below chunk_tokens ({self.chunk_tokens})")
-        return self
-
-
-class RetrievalConfig(StrictModel):
-    """How chunks are retrieved for a question: BM25 and dense search fused by reciprocal rank fusion, optionally
-    reranked by a cross-encoder."""
-
-    k: int = Field(4, ge=1)
-    """Chunks retrieved (and, when answering, put in the prompt)."""
-    mode: Literal["hybrid", "bm25", "dense"] = "hybrid"
-    """hybrid: BM25 and dense search fused by reciprocal rank fusion; bm25 or dense: one of them alone."""
-    candidates: int = Field(20, ge=1)
-    """Chunks each search returns before fusion (and before reranking)."""
-    rrf_k: int = Field(60, ge=1)
-    """Reciprocal rank fusion's constant: a chunk scores sum(1 / (rrf_k + rank)) over the searches (ranks from 1)."""
-    reranker: str | None = None
-    """A local sentence-transformers cross-encoder directory that reorders the fused candidates; null: no reranking."""
-
-    @model_validator(mode="after")
-    def _enough_candidates(self) -> RetrievalConfig:
-        if self.candidates < self.k:
-            raise ValueError(f"candidates ({self.candidates}) must be at least k ({self.k}): each search returns "
-                             "candidates chunks, of which k are kept")
         return self
 
 

@@ -44,6 +44,8 @@ class Completion:
     finish_reason: Literal["stop", "length"] = "stop"
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    sources: list[str] = field(default_factory=list)
+    """With `model.rag`: the ids of the chunks that were put in the prompt, best first."""
 
 
 def load_local(cfg: ChatModelConfig) -> Any:
@@ -76,13 +78,33 @@ class ChatModel:
         self.generation = GenerationConfig()
         self.vllm: Any = None  # a honing.engine.vllm.VLLMModel when vLLM answers
         self.calls = 0  # complete() calls answered (scripted models count them for tests)
+        self.retriever: Any = None  # with cfg.rag: the open index (honing.rag.search.Retriever) and its settings
+        self.rag: Any = None
 
     # ------------------------------------------------------------------ construction
 
     @classmethod
     def load(cls, cfg: ChatModelConfig, sampling: SamplingConfig | None = None, *, role: str, batch_size: int = 8,
              progress: bool = False) -> ChatModel:
-        """The model `cfg` names; a local one goes on the GPU when there is one."""
+        """The model `cfg` names; a local one goes on the GPU when there is one; with `cfg.rag`, answering from
+        retrieved chunks."""
+        chat = cls._load(cfg, sampling, role=role, batch_size=batch_size, progress=progress)
+        if cfg.rag is not None:
+            chat.use_rag(cfg.rag)
+        return chat
+
+    def use_rag(self, rag: Any) -> ChatModel:
+        """Answer with the top `rag.k` chunks of `rag.index` in each prompt (a ModelRagConfig)."""
+        from honing.rag.search import Retriever
+
+        self.retriever = Retriever(rag.index, rag.embedding_model, rag.reranker)
+        self.rag = rag
+        self.identity = {**self.identity, "rag": {"index": str(rag.index), "k": rag.k, "mode": rag.mode}}
+        return self
+
+    @classmethod
+    def _load(cls, cfg: ChatModelConfig, sampling: SamplingConfig | None = None, *, role: str, batch_size: int = 8,
+              progress: bool = False) -> ChatModel:
         if cfg.endpoint:
             chat = cls("endpoint", {"kind": "endpoint", "endpoint": cfg.endpoint, "model": cfg.endpoint_model},
                        role=role, sampling=sampling, batch_size=batch_size)
@@ -147,6 +169,8 @@ class ChatModel:
         the i-th prompt). chat_template=False (plain-text completion) and `streamer` are local only."""
         if not prompts:
             return []
+        if self.retriever is not None:
+            return self._complete_with_context(prompts, sampling, seed, chat_template, system_prompt, streamer)
         sampling = sampling or self.sampling
         if seed is not None:
             sampling = sampling.model_copy(update={"seed": seed})
@@ -167,6 +191,28 @@ class ChatModel:
         for conversation in conversations:
             text = self.answer(conversation, seed)
             completions.append(Completion(text if isinstance(text, str) else ""))
+        return completions
+
+    def _complete_with_context(self, prompts: Sequence[Prompt], sampling: SamplingConfig | None, seed: int | None,
+                               chat_template: bool, system_prompt: str | None, streamer: Any) -> list[Completion]:
+        """complete() with each prompt's question (its last user turn, or the text itself) answered from the
+        retrieved chunks; each completion names the chunks it was given."""
+        from honing.rag.ask import rag_prompt
+
+        asked, sources = [], []
+        for prompt in prompts:
+            question = prompt if isinstance(prompt, str) else _last_user_text(prompt)
+            hits = self.retriever.search(question, self.rag) if question.strip() else []
+            sources.append([hit.id for hit in hits])
+            asked.append(_with_question(prompt, rag_prompt(question, hits)))
+        retriever, self.retriever = self.retriever, None  # answer the augmented prompts as this same model
+        try:
+            completions = self.complete(asked, sampling, seed=seed, chat_template=chat_template,
+                                        system_prompt=system_prompt, streamer=streamer)
+        finally:
+            self.retriever = retriever
+        for completion, ids in zip(completions, sources):
+            completion.sources = ids
         return completions
 
     def texts(self, prompts: Sequence[Prompt], sampling: SamplingConfig | None = None, *, seed: int | None = None,
@@ -214,6 +260,26 @@ class ChatModel:
                                    streamer=streamer, generation=self.generation)
         return [Completion(a.text, a.token_ids, "stop" if a.stopped else "length", a.prompt_tokens, len(a.token_ids))
                 for a in answers]
+
+
+def _last_user_text(messages: Sequence[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            content = message.get("content")
+            return content if isinstance(content, str) else ""
+    return ""
+
+
+def _with_question(prompt: Prompt, text: str) -> Prompt:
+    """`prompt` with its question (the last user turn, or the whole text) replaced by `text`."""
+    if isinstance(prompt, str):
+        return text
+    messages = [dict(m) for m in prompt]
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            message["content"] = text
+            return messages
+    return [*messages, {"role": "user", "content": text}]
 
 
 class _Endpoint:

@@ -27,7 +27,7 @@ from honing.evals.tasks import Example, data_path, label_set, load_examples, met
 from honing.io import write_json_atomic
 from honing.registry.actions import attach_to_registered
 from honing.registry.refs import pinned_in_registry
-from honing.runs import Run
+from honing.runs import Run, file_sha256
 from honing.ui import console
 
 
@@ -110,6 +110,11 @@ def _run_models(models: list[ModelUnderTest], cfg: EvalConfig, tasks: dict[str, 
             run.add_input(f"model_{model.name}", model.cfg.adapter or model.cfg.path or "embedded default",
                           sha256=model.fingerprint, base=model.cfg.path or "embedded default", adapter=model.cfg.adapter,
                           role_in_eval=model.cfg.role, **pinned)
+        if model.cfg.rag is not None:  # the index the answers were grounded in (its run.json lists the documents)
+            record = Path(model.cfg.rag.index) / "run.json"
+            run.add_input(f"rag_index_{model.name}", model.cfg.rag.index,
+                          sha256=file_sha256(record) if record.is_file() else None, k=model.cfg.rag.k,
+                          mode=model.cfg.rag.mode)
         model.release()
     return outputs
 
