@@ -171,6 +171,10 @@ class ChatModel:
             return []
         if self.retriever is not None:
             return self._complete_with_context(prompts, sampling, seed, chat_template, system_prompt, streamer)
+        return self._complete(prompts, sampling, seed, chat_template, system_prompt, streamer)
+
+    def _complete(self, prompts: Sequence[Prompt], sampling: SamplingConfig | None, seed: int | None,
+                  chat_template: bool, system_prompt: str | None, streamer: Any) -> list[Completion]:
         sampling = sampling or self.sampling
         if seed is not None:
             sampling = sampling.model_copy(update={"seed": seed})
@@ -205,12 +209,7 @@ class ChatModel:
             hits = self.retriever.search(question, self.rag) if question.strip() else []
             sources.append([hit.id for hit in hits])
             asked.append(_with_question(prompt, rag_prompt(question, hits)))
-        retriever, self.retriever = self.retriever, None  # answer the augmented prompts as this same model
-        try:
-            completions = self.complete(asked, sampling, seed=seed, chat_template=chat_template,
-                                        system_prompt=system_prompt, streamer=streamer)
-        finally:
-            self.retriever = retriever
+        completions = self._complete(asked, sampling, seed, chat_template, system_prompt, streamer)
         for completion, ids in zip(completions, sources):
             completion.sources = ids
         return completions
