@@ -37,11 +37,11 @@ class EvalTaskConfig(StrictModel):
     rubric: a judge grades each answer against a rubric; lm_eval: a task of lm-evaluation-harness (the lm-eval extra)."""
     data: str | None = None
     """The examples: a .jsonl/.json/.csv/.parquet file, or bundled data: builtin:quickstart (the quickstart's
-    held-out tickets), builtin:general_mc, builtin:general_refusal and builtin:general (the general-capability suite,
-    GENERAL_SUITE)."""
+    held-out tickets), builtin:kestrelmark (the knowledge task's 100 test questions), builtin:general_mc,
+    builtin:general_refusal and builtin:general (the general-capability suite, GENERAL_SUITE)."""
     metrics: list[str] = []
-    """generation: metric names (exact_match, exact_match_normalized, token_f1, rouge_l, bleu, chrf, regex_match,
-    json_valid, json_schema) or module:function; empty: the kind's defaults."""
+    """generation: metric names (exact_match, exact_match_normalized, contains_reference, token_f1, rouge_l, bleu,
+    chrf, regex_match, json_valid, json_schema) or module:function; empty: the kind's defaults."""
     primary: str | None = None
     """The metric that gates and orders the report; default: the first metric."""
     regression: bool = False

@@ -116,6 +116,27 @@ def as_messages(prompt: Prompt, system_prompt: str | None = None) -> list[dict[s
     return messages
 
 
+def last_user_text(messages: Sequence[dict[str, Any]]) -> str:
+    """The text of the conversation's last user turn ("" when it has none): the question a retriever is asked."""
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            content = message.get("content")
+            return content if isinstance(content, str) else ""
+    return ""
+
+
+def with_question(prompt: Prompt, text: str) -> Prompt:
+    """`prompt` with its question (the last user turn, or the whole text) replaced by `text`."""
+    if isinstance(prompt, str):
+        return text
+    messages = [dict(m) for m in prompt]
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            message["content"] = text
+            return messages
+    return [*messages, {"role": "user", "content": text}]
+
+
 def render_prompt(tokenizer: Any, prompt: Prompt, *, chat_template: bool = True,
                   system_prompt: str | None = None) -> tuple[str, bool]:
     """(text, add_special_tokens). Rendered chat text already holds its special tokens, so it

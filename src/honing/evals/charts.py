@@ -157,3 +157,31 @@ def confusion_table(matrix: dict) -> str:
             cells.append(f'<td style="{style}">{counts.get((g, p), 0.0):g}</td>')
         rows.append(f"<tr><th>{esc(g)}</th>{''.join(cells)}</tr>")
     return f'<table class="confusion"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def bar_chart(rows: list[tuple[str, float | None]], label: str, unit: str = "") -> str:
+    """An SVG with one horizontal bar per (name, value) from zero, the value written at its end (costs: tokens,
+    seconds, minutes)."""
+    values = [v for _, v in rows if v is not None]
+    high_end = _span([0.0, *values], 0.05)[1] if values and max(values) > 0 else 1.0
+    width, left, right, top, row_height = 640, 150, 90, 8, 26
+    axis_y = top + row_height * len(rows)
+    parts = [_svg_open(width, axis_y + 26, label)]
+
+    def x(value: float) -> float:
+        return left + min(max(value, 0.0), high_end) / high_end * (width - left - right)
+
+    for tick in _ticks(0.0, high_end):
+        parts.append(f'<line x1="{x(tick):.1f}" y1="{top}" x2="{x(tick):.1f}" y2="{axis_y}" stroke="#e5e7eb"/>')
+        parts.append(_text(x(tick), axis_y + 16, f"{tick:.4g}", "middle"))
+    for i, (name, value) in enumerate(rows):
+        y, color = top + row_height * i + row_height / 2, COLORS[i % len(COLORS)]
+        parts.append(_text(left - 8, y + 4, name if len(name) <= 22 else name[:21] + "…", "end"))
+        if value is None:
+            parts.append(_text(left + 4, y + 4, "n/a"))
+            continue
+        parts.append(f'<rect x="{left}" y="{y - 7:.1f}" width="{x(value) - left:.1f}" height="14" fill="{color}" '
+                     'fill-opacity="0.55"/>')
+        parts.append(_text(x(value) + 6, y + 4, f"{value:.4g}{unit}"))
+    parts.append(f'<line x1="{left}" y1="{axis_y}" x2="{width - right}" y2="{axis_y}" stroke="#6b7280"/>')
+    return "".join(parts) + "</svg>"

@@ -86,6 +86,14 @@ def exact_match_normalized(prediction: str, example: Mapping[str, Any]) -> float
     )
 
 
+def contains_reference(prediction: str, example: Mapping[str, Any]) -> float:
+    """1 when a reference, normalised as SQuAD does, appears in the normalised answer as whole words (a short fact
+    inside a sentence: "210 m³/h" in "The AP-20 delivers 210 m³/h."; "200" is not found in "2000")."""
+    return _best(lambda p, r: float(bool(normalize_answer(r))
+                                    and f" {normalize_answer(r)} " in f" {normalize_answer(p)} "),
+                 prediction, example, "contains_reference")
+
+
 def _token_f1(prediction: str, reference: str) -> float:
     predicted_tokens = normalize_answer(prediction).split()
     reference_tokens = normalize_answer(reference).split()
@@ -218,6 +226,7 @@ def json_schema(prediction: str, example: Mapping[str, Any]) -> float:
 METRICS: dict[str, Metric] = {
     "exact_match": exact_match,
     "exact_match_normalized": exact_match_normalized,
+    "contains_reference": contains_reference,
     "token_f1": token_f1,
     "rouge_l": rouge_l,
     "bleu": bleu,

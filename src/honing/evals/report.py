@@ -313,14 +313,14 @@ def _example_blocks(results: dict) -> list[Block]:
             blocks.append(Block("p", "No disagreements.", "meta"))
         for example in examples[task] or []:
             outputs, scores = example.get("outputs") or {}, example.get("scores") or {}
-            rows = [["prompt", _clip(example.get("prompt")), ""], ["reference", _clip(example.get("reference")), ""]]
-            rows += [[model, _clip(outputs.get(model)), _num(scores.get(model))]
+            rows = [["prompt", clip(example.get("prompt")), ""], ["reference", clip(example.get("reference")), ""]]
+            rows += [[model, clip(outputs.get(model)), _num(scores.get(model))]
                      for model in _ordered(set(outputs) | set(scores), _model_names(results))]
             blocks.append(Block("table", ([f"example {example.get('id', '?')}", "text", "score"], rows), "examples"))
     return blocks
 
 
-def _clip(value: Any, limit: int = EXAMPLE_CHARS) -> str:
+def clip(value: Any, limit: int = EXAMPLE_CHARS) -> str:
     if value is None:
         return ""
     text = " / ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)

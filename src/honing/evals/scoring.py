@@ -40,7 +40,7 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
-def _mean_rows(values: Sequence[float | None]) -> MetricRows:
+def mean_rows(values: Sequence[float | None]) -> MetricRows:
     kept = [float(v) for v in values if v is not None]
     return MetricRows(kept, _mean, list(values), is_mean=True)
 
@@ -70,17 +70,17 @@ def metric_rows(task: EvalTaskConfig, examples: list[Example], raw: list[dict[st
         out = {}
         for name in metric_names(task):
             metric = M.load_metric(name)
-            out[name] = _mean_rows([metric(r["answer"], e.record) for e, r in zip(examples, raw)])
+            out[name] = mean_rows([metric(r["answer"], e.record) for e, r in zip(examples, raw)])
         return out
     if kind == "multiple_choice":
         scores = [M.multiple_choice_scores(r["logprobs"], e.choices, e.gold) for e, r in zip(examples, raw)]
-        return {name: _mean_rows([s[name] for s in scores]) for name in metric_names(task)}
+        return {name: mean_rows([s[name] for s in scores]) for name in metric_names(task)}
     if kind == "classification":
         labels = label_set(task, examples)
         predictions = predicted_labels(task, examples, raw)
         pairs = list(zip(predictions, [e.label for e in examples]))
         hits = [float(p == g) for p, g in pairs]
-        out = {"accuracy": _mean_rows(hits),
+        out = {"accuracy": mean_rows(hits),
                "macro_f1": MetricRows(pairs, lambda rows: M.macro_f1([p for p, _ in rows], [g for _, g in rows], labels),
                                       hits)}
         return {name: out[name] for name in metric_names(task)}
@@ -97,12 +97,12 @@ def metric_rows(task: EvalTaskConfig, examples: list[Example], raw: list[dict[st
         return {name: out[name] for name in metric_names(task)}
     if kind == "lm_eval":
         reported = list(raw[0]["scores"]) if raw else []
-        return {name: _mean_rows([r["scores"].get(name) for r in raw]) for name in metric_names(task, reported)}
+        return {name: mean_rows([r["scores"].get(name) for r in raw]) for name in metric_names(task, reported)}
     if kind in ("pairwise", "rubric"):
         if judged is None:
             return {}
         name = "win_rate" if kind == "pairwise" else "rubric_score"
-        return {name: _mean_rows([j.get("score") for j in judged])}
+        return {name: mean_rows([j.get("score") for j in judged])}
     raise ValueError(f"unknown task kind {kind}")
 
 

@@ -67,9 +67,13 @@ def builtin_path(spec: str) -> Path:
         from honing.quickstart.task import DATA_DIR
 
         return DATA_DIR / "test.jsonl"
+    if name == "kestrelmark":
+        from honing.rag.make_ladder_data import DATA
+
+        return DATA / "kestrelmark_test.jsonl"
     path = BUILTIN_DIR / f"{name}.jsonl"
     if not path.is_file():
-        known = ["quickstart", *sorted(p.stem for p in BUILTIN_DIR.glob("*.jsonl"))]
+        known = ["quickstart", "kestrelmark", *sorted(p.stem for p in BUILTIN_DIR.glob("*.jsonl"))]
         raise ConfigError(f"unknown bundled task data {spec!r}; bundled: {', '.join('builtin:' + k for k in known)}")
     return path
 
@@ -136,7 +140,7 @@ def _example(task: EvalTaskConfig, record: dict[str, Any], where: str, index: in
     from honing.data.prompts import prompt_of
 
     prompt = prompt_of(record, where)
-    reference = _reference(record)
+    reference = reference_of(record)
     scored = dict(record)
     if reference is not None and "references" not in scored:
         scored["reference"] = reference
@@ -149,7 +153,7 @@ def _example(task: EvalTaskConfig, record: dict[str, Any], where: str, index: in
     return example
 
 
-def _reference(record: dict[str, Any]) -> str | None:
+def reference_of(record: dict[str, Any]) -> str | None:
     """The wanted answer: `reference`, `answer`, Alpaca's `output`, or a final assistant turn."""
     for key in ("reference", "answer", "output"):
         if isinstance(record.get(key), str):

@@ -18,11 +18,13 @@ INSTRUCTION = ("Answer the question using only the context below. After each sta
 CITATION = re.compile(r"\[([^\[\]\n]+?)\]")
 
 
-def rag_prompt(question: str, hits: Sequence[Hit]) -> str:
-    """The user turn: the instruction, the labelled chunks, then the question."""
+def rag_prompt(question: str, hits: Sequence[Hit], instruction: str | None = None) -> str:
+    """The user turn: the instruction (default: answer from the context and cite its ids), the labelled chunks,
+    then the question."""
     example = hits[0].id if hits else "doc.md#0"
     context = "\n\n".join(f"[{hit.id}]\n{hit.chunk['text'].strip()}" for hit in hits)
-    return f"{INSTRUCTION.format(example=example)}\n\nContext:\n\n{context}\n\nQuestion: {question}"
+    told = instruction if instruction is not None else INSTRUCTION.format(example=example)
+    return f"{told}\n\nContext:\n\n{context}\n\nQuestion: {question}"
 
 
 def cited_ids(answer: str) -> list[str]:

@@ -1,0 +1,194 @@
+"""The ladder's numbers and its report: quality per rung with bootstrap intervals, each rung's paired difference
+from the best, what each rung cost, and the recommendation.
+
+    best            the rung with the highest primary score (the lowest for a loss); ties go to the earlier rung
+    vs best         rung − best over the same examples, resampled jointly (a percentile bootstrap)
+    significantly worse   the whole interval of that difference is on the worse side of zero
+    recommended     the earliest rung in ladder order (zero-shot, few-shot, RAG, fine-tune, fine-tune + RAG: each
+                    adds work to set up and keep up) that is not significantly worse than the best
+
+Costs: prompt tokens and answer tokens per answer (the model's tokenizer, chat template included), seconds per
+answer (the rung's generation wall time over its answers, at the configured batch size, measured when the answer
+was computed), answer tokens per second, retrieval milliseconds per question, and the fine-tune's training minutes
+(the run's own record; "reused" when the ladder did not train it this time).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from honing.evals.charts import bar_chart, interval_chart
+from honing.evals.report import Block, blocks_html, blocks_markdown, clip
+from honing.evals.scoring import difference, higher_is_better, interval, mean_rows, metric_rows
+from honing.evals.tasks import metric_names, primary_metric
+from honing.io import write_text_atomic
+
+LABELS = {"zero_shot": "zero-shot", "few_shot": "few-shot", "rag": "RAG", "finetune": "fine-tuned",
+          "finetune_rag": "fine-tuned + RAG"}
+EXAMPLES_SHOWN = 6
+
+
+def _worse(diff: dict[str, float], higher: bool) -> bool:
+    return diff["high"] < 0 if higher else diff["low"] > 0
+
+
+def _cost(rows: list[dict[str, Any]], retrieval_seconds: float, training: dict[str, Any] | None) -> dict[str, Any]:
+    n = len(rows)
+    seconds = sum(r["seconds"] for r in rows)
+    new_tokens = sum(r["new_tokens"] for r in rows)
+    return {"prompt_tokens": sum(r["prompt_tokens"] for r in rows) / n, "answer_tokens": new_tokens / n,
+            "seconds_per_answer": seconds / n, "tokens_per_s": new_tokens / seconds if seconds > 0 else None,
+            "retrieval_ms": retrieval_seconds / n * 1000 if retrieval_seconds else None,
+            "training_minutes": training["minutes"] if training else None,
+            "training_reused": training["reused"] if training else None,
+            "stopped_at_length": sum(r.get("finish_reason") == "length" for r in rows)}
+
+
+def score_ladder(cfg: Any, examples: list[Any], answers: dict[str, Any], tuned: Any) -> dict[str, Any]:
+    """results.json of `honing ladder`: per rung its scores, difference from the best, cost; the recommendation."""
+    from honing.rag.metrics import groundedness
+
+    task = cfg.task
+    primary = primary_metric(task)
+    higher = higher_is_better(primary)
+    rows = {rung: metric_rows(task, examples, done.rows) for rung, done in answers.items()}
+    means = {rung: interval(metrics[primary], cfg).mean for rung, metrics in rows.items()}
+    order = list(answers)
+    best = max(order, key=lambda r: (means[r] if higher else -means[r], -order.index(r)))
+    training = {"minutes": tuned.minutes, "reused": tuned.reused} if tuned is not None else None
+    rungs: dict[str, Any] = {}
+    for rung, metrics in rows.items():
+        diff = difference(metrics[primary], rows[best][primary], cfg)
+        entry = {
+            "label": LABELS[rung],
+            "quality": interval(metrics[primary], cfg).as_dict(),
+            "vs_best": diff.as_dict() if diff is not None else None,
+            "metrics": {name: interval(values, cfg).as_dict() for name, values in metrics.items()},
+            "cost": _cost(answers[rung].rows, answers[rung].retrieval_seconds,
+                          training if rung.startswith("finetune") else None),
+            "computed": answers[rung].computed,
+        }
+        entry["significantly_worse"] = rung != best and diff is not None and _worse(entry["vs_best"], higher)
+        if any(r["context"] for r in answers[rung].rows):
+            entry["groundedness_overlap"] = interval(mean_rows(
+                [groundedness(r["answer"], r["context"]) for r in answers[rung].rows]), cfg).as_dict()
+        rungs[rung] = entry
+    pick = next(r for r in order if not rungs[r]["significantly_worse"])
+    return {
+        "title": f"honing ladder · {task.name}", "task": task.name, "metric": primary, "higher_is_better": higher,
+        "examples": len(examples), "metrics": metric_names(task), "best": best, "rungs": rungs,
+        "recommendation": {"rung": pick, "why": _why(pick, best, rungs, cfg.confidence)},
+        "bootstrap": {"resamples": cfg.resamples, "confidence": cfg.confidence},
+        "model": cfg.model.path or "embedded SmolLM2-135M-Instruct", "batch_size": cfg.batch_size,
+        "adapter": str(tuned.adapter) if tuned is not None else None,
+        "per_example": {rung: [{name: values.per_example[i] for name, values in metrics.items()}
+                               for i in range(len(examples))] for rung, metrics in rows.items()},
+        "shown": _shown(examples, answers, rows, primary),
+    }
+
+
+def _why(pick: str, best: str, rungs: dict[str, Any], confidence: float) -> str:
+    level = f"{confidence:.0%}"
+    if pick == best:
+        earlier = [LABELS[r] for r in rungs if r != best and list(rungs).index(r) < list(rungs).index(best)]
+        before = f"; every earlier rung ({', '.join(earlier)}) is significantly worse at {level}" if earlier else ""
+        return f"{LABELS[best]} scores best{before}"
+    d = rungs[pick]["vs_best"]
+    return (f"{LABELS[pick]} is the earliest rung not significantly worse than the best ({LABELS[best]}): its "
+            f"difference is {d['mean'] * 100:+.1f} points, {level} interval [{d['low'] * 100:+.1f}, "
+            f"{d['high'] * 100:+.1f}], which holds zero")
+
+
+def _shown(examples: list[Any], answers: dict[str, Any], rows: dict[str, Any], primary: str) -> list[dict[str, Any]]:
+    """A few examples on which the rungs' scores differ, for the report."""
+    shown = []
+    for i, example in enumerate(examples):
+        scores = {rung: metrics[primary].per_example[i] for rung, metrics in rows.items()}
+        if len({s for s in scores.values() if s is not None}) > 1:
+            question = next((m.get("content") for m in reversed(answers[next(iter(answers))].rows[i]["prompt"])
+                             if m.get("role") == "user"), "")
+            shown.append({"id": example.id, "question": question, "reference": example.record.get("reference")
+                          or example.record.get("references"),
+                          "answers": {rung: done.rows[i]["answer"] for rung, done in answers.items()},
+                          "scores": scores})
+        if len(shown) >= EXAMPLES_SHOWN:
+            break
+    return shown
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.1f}%"
+
+
+def _points(d: dict[str, float] | None) -> str:
+    return "n/a" if d is None else f"{d['mean'] * 100:+.1f} [{d['low'] * 100:+.1f}, {d['high'] * 100:+.1f}]"
+
+
+def _number(value: float | None, spec: str = ".1f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def ladder_blocks(results: dict[str, Any], charts: bool) -> list[Block]:
+    rungs, metric = results["rungs"], results["metric"]
+    level = f"{results['bootstrap']['confidence']:.0%}"
+    blocks = [Block("h1", results["title"]),
+              Block("p", f"{results['examples']} held-out examples; model {results['model']}; metric {metric} "
+                         f"({level} bootstrap intervals, {results['bootstrap']['resamples']} resamples; differences "
+                         f"are paired over the same examples); generation at batch size {results['batch_size']}.",
+                    "meta"),
+              Block("h2", "Recommendation"),
+              Block("p", f"{LABELS[results['recommendation']['rung']]}: {results['recommendation']['why']}.")]
+    blocks.append(Block("h2", "Quality"))
+    quality = [[row["label"], f"{_pct(row['quality']['mean'])} [{_pct(row['quality']['low'])}, "
+                              f"{_pct(row['quality']['high'])}]",
+                "best" if rung == results["best"] else _points(row["vs_best"]),
+                "yes" if row["significantly_worse"] else "no",
+                _pct(row["groundedness_overlap"]["mean"]) if "groundedness_overlap" in row else ""]
+               for rung, row in rungs.items()]
+    blocks.append(Block("table", (["rung", metric, "vs best (points)", "significantly worse", "groundedness (overlap)"],
+                                  quality)))
+    if charts:
+        blocks.append(Block("html", interval_chart(
+            [(row["label"], (row["quality"]["mean"], row["quality"]["low"], row["quality"]["high"]))
+             for row in rungs.values()], f"{metric} per rung")))
+    blocks.append(Block("h2", "Cost"))
+    cost = [[row["label"], _number(row["cost"]["prompt_tokens"], ".0f"), _number(row["cost"]["answer_tokens"]),
+             _number(row["cost"]["seconds_per_answer"], ".2f"), _number(row["cost"]["tokens_per_s"]),
+             _number(row["cost"]["retrieval_ms"]) if row["cost"]["retrieval_ms"] is not None else "",
+             (_number(row["cost"]["training_minutes"]) + (" (reused)" if row["cost"]["training_reused"] else ""))
+             if row["cost"]["training_minutes"] is not None else ""]
+            for row in rungs.values()]
+    blocks.append(Block("table", (["rung", "prompt tokens / answer", "answer tokens", "s / answer", "tokens / s",
+                                   "retrieval ms / question", "training minutes"], cost)))
+    if charts:
+        for key, label, unit in (("prompt_tokens", "prompt tokens per answer", ""),
+                                 ("seconds_per_answer", "seconds per answer", " s")):
+            blocks.append(Block("html", bar_chart([(row["label"], row["cost"][key]) for row in rungs.values()],
+                                                  label, unit)))
+    others = [m for m in results["metrics"] if m != metric]
+    if others:
+        blocks.append(Block("h2", "Every metric"))
+        blocks.append(Block("table", (["rung", *results["metrics"]],
+                                      [[row["label"], *(_pct(row["metrics"][m]["mean"]) for m in results["metrics"])]
+                                       for row in rungs.values()])))
+    blocks.append(Block("h2", "Examples where the rungs differ"))
+    for example in results["shown"]:
+        table = [["question", clip(example["question"]), ""], ["reference", clip(example["reference"]), ""]]
+        table += [[LABELS[rung], clip(text), _number(example["scores"][rung], ".2f")]
+                  for rung, text in example["answers"].items()]
+        blocks.append(Block("table", ([f"example {example['id']}", "text", metric], table), "examples"))
+    if not results["shown"]:
+        blocks.append(Block("p", "Every rung scored the same on every example.", "meta"))
+    return blocks
+
+
+def write_ladder_reports(results: dict[str, Any], directory: str | Path) -> dict[str, Path]:
+    """report.md and report.html (one list of blocks, so the two agree), each written atomically."""
+    directory = Path(directory)
+    return {"markdown": write_text_atomic(directory / "report.md", blocks_markdown(ladder_blocks(results, False))),
+            "html": write_text_atomic(directory / "report.html",
+                                      blocks_html(ladder_blocks(results, True), results["title"]))}

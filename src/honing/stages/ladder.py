@@ -1,0 +1,370 @@
+"""`honing ladder`: prompt → few-shot → RAG → fine-tune → fine-tune + RAG, on one held-out set.
+
+    read the task (file:line errors) and the training data ─▶ [rag.docs: honing rag index, incremental]
+    ─▶ [fine-tune rungs: reuse the finished run, or train a LoRA with honing sft (resumed when it was cut off)]
+    ─▶ each rung's prompts: the task's own; + the k most similar training examples as earlier turns;
+       + the top k chunks in the question's turn ─▶ answers (the base model, then the fine-tuned one; cached)
+    ─▶ scores with bootstrap intervals, each rung's paired difference from the best, costs, the recommendation
+    ─▶ results.json, answers.jsonl, report.md, report.html, run.json
+
+Every rung answers the same examples with the same sampling, so differences are paired. A rung's prompt is built
+here (not inside the model), so the cache keys on exactly what the model was asked.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from honing.config.ladder import NEEDS_RAG, RUNGS, LadderConfig
+from honing.errors import DataError, HoningError
+from honing.ui import console
+
+CACHE_VERSION = 1
+FINETUNE_RUNGS = ("finetune", "finetune_rag")
+
+
+@dataclass
+class RungAnswers:
+    """One rung's answers, with what each cost. `seconds` is the answer's share of its batch's wall time."""
+
+    rung: str
+    rows: list[dict[str, Any]]
+    computed: int = 0
+    retrieval_seconds: float = 0.0
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Tuned:
+    """The fine-tuned rungs' adapter and what training it took."""
+
+    adapter: Path
+    run_dir: Path | None
+    minutes: float | None
+    reused: bool
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _load_task(cfg: LadderConfig) -> list[Any]:
+    from honing.evals import metrics as M
+    from honing.evals.tasks import data_path, load_examples, metric_names, primary_metric
+
+    for name in metric_names(cfg.task):
+        M.load_metric(name)  # an unknown metric fails before any model loads
+    primary_metric(cfg.task)
+    examples = load_examples(cfg.task)
+    console.print(f"task {cfg.task.name}: {len(examples)} held-out examples from {data_path(cfg.task)}")
+    return examples
+
+
+def read_shots(path: str) -> list[tuple[str, str]]:
+    """(question, answer) of every training record: its last user turn and its wanted answer."""
+    from honing.data.loading import read_records
+    from honing.data.prompts import as_messages, last_user_text, prompt_of
+    from honing.evals.tasks import reference_of
+
+    shots = []
+    for file, line, record in read_records(Path(path)):
+        where = f"{file}:{line}"
+        if not isinstance(record, dict):
+            raise DataError(f"{where}: each training record must be an object, got {type(record).__name__}")
+        question, answer = last_user_text(as_messages(prompt_of(record, where))), reference_of(record)
+        if not question.strip() or not isinstance(answer, str) or not answer.strip():
+            raise DataError(f"{where}: a training record needs a user turn and an answer (a final assistant turn, "
+                            "`answer`, `output` or `reference`)")
+        shots.append((question, answer))
+    if not shots:
+        raise DataError(f"{path} holds no training records")
+    return shots
+
+
+class ShotPicker:
+    """The training examples nearest a question by embedding cosine (the question itself left out when the
+    training data holds it too)."""
+
+    def __init__(self, shots: list[tuple[str, str]], embedding_model: str | None):
+        from honing.rag.embed import Embedder
+
+        self.shots = shots
+        self.embedder = Embedder(embedding_model)
+        self.vectors = self.embedder.embed([question for question, _ in shots])  # (N, D) unit rows
+
+    def nearest(self, questions: list[str], k: int) -> list[list[int]]:
+        """For each question, the indices of its k nearest shots, the nearest last."""
+        import numpy as np
+
+        similarity = self.embedder.embed(questions) @ self.vectors.T  # (Q, N)
+        picked = []
+        for row, question in zip(similarity, questions):
+            order = [int(i) for i in np.argsort(-row, kind="stable") if self.shots[int(i)][0].strip() != question.strip()]
+            picked.append(order[:k][::-1])
+        return picked
+
+
+def _prepare_index(cfg: LadderConfig) -> Path:
+    """The rag rungs' index: built or brought up to date from rag.docs, or the one given."""
+    from honing.config.rag import RagIndexConfig
+    from honing.rag.store import DATABASE
+
+    rag = cfg.rag
+    assert rag is not None
+    if rag.docs:
+        from honing.stages.rag import index
+
+        console.print(f"indexing {', '.join(rag.docs)} into {rag.index} (only what changed is embedded)")
+        index(RagIndexConfig(docs=rag.docs, index=rag.index, embedding_model=rag.embedding_model,
+                             chunk_tokens=rag.chunk_tokens, overlap_tokens=rag.overlap_tokens))
+    elif not (Path(rag.index) / DATABASE).is_file():
+        raise HoningError(f"rag.index {rag.index} is not an index; build it with honing rag index DOCS --index "
+                          f"{rag.index}, or give rag.docs so the ladder builds it")
+    return Path(rag.index)
+
+
+# --------------------------------------------------------------------------- the fine-tune
+
+
+def _sft_config(cfg: LadderConfig, directory: str | None) -> Any:
+    from honing.config import SFTConfig
+    from honing.config.data import DataConfig
+    from honing.config.model import ModelConfig
+    from honing.config.output import OutputConfig
+
+    tune = cfg.finetune
+    model = ModelConfig(path=cfg.model.path, tokenizer=cfg.model.tokenizer, dtype=cfg.model.dtype)
+    return SFTConfig(model=model, adapter=tune.adapter, train=tune.train,
+                     data=DataConfig(train=cfg.train, max_length=tune.max_length,
+                                     validation_split=tune.validation_split, train_on="all_assistant"),
+                     output=OutputConfig(dir=directory, save="adapter", tensorboard=False))
+
+
+def finetune_dir(cfg: LadderConfig) -> Path:
+    """runs/ladder-finetune-<12 hex>: the hash of the fine-tune's settings and of the training data's bytes."""
+    from honing.evals.cache import key_of
+    from honing.runs import file_sha256
+
+    if cfg.finetune.dir:
+        return Path(cfg.finetune.dir)
+    settings = _sft_config(cfg, None).model_dump(mode="json", exclude={"output"})
+    return Path("runs") / f"ladder-finetune-{key_of(settings=settings, data=file_sha256(Path(cfg.train)))[:12]}"
+
+
+def _run_minutes(run_dir: Path) -> float | None:
+    """Wall minutes of a run from its record (started → finished, or → each resume's end), None when unknown."""
+    import datetime as dt
+
+    path = run_dir / "run.json"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        started, finished = dt.datetime.fromisoformat(record["started"]), dt.datetime.fromisoformat(record["finished"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    train_seconds = (record.get("metrics") or {}).get("train_seconds")
+    if isinstance(train_seconds, (int, float)) and train_seconds > 0:
+        return train_seconds / 60
+    return (finished - started).total_seconds() / 60
+
+
+def _prepare_finetune(cfg: LadderConfig) -> Tuned:
+    from honing.config.stages import STAGES
+    from honing.models.adapters import resolve_adapter_dir
+
+    if cfg.finetune.run:
+        adapter = resolve_adapter_dir(cfg.finetune.run)
+        run_dir = next((d for d in (adapter, adapter.parent) if (d / "run.json").is_file()), None)
+        minutes = _run_minutes(run_dir) if run_dir else None
+        console.print(f"fine-tuned rungs: the adapter of {cfg.finetune.run} (given; not trained again)")
+        return Tuned(adapter, run_dir, minutes, reused=True)
+    directory = finetune_dir(cfg)
+    record = directory / "run.json"
+    status = json.loads(record.read_text(encoding="utf-8")).get("status") if record.is_file() else None
+    if status == "completed":
+        console.print(f"fine-tuned rungs: reusing the finished fine-tune in {directory}")
+        return Tuned(resolve_adapter_dir(directory), directory, _run_minutes(directory), reused=True)
+    resume = directory if status is not None else None
+    console.print(f"fine-tuned rungs: {'resuming' if resume else 'training'} a LoRA fine-tune on {cfg.train} in "
+                  f"{directory}")
+    result = STAGES["sft"].run(_sft_config(cfg, str(directory)), resume=resume)
+    if result.get("status") not in ("completed", "early_stopped"):
+        raise HoningError(f"the fine-tune in {directory} stopped ({result.get('status')}); run the ladder again to "
+                          "resume it")
+    return Tuned(resolve_adapter_dir(directory), directory, _run_minutes(directory), reused=False)
+
+
+# --------------------------------------------------------------------------- the rungs
+
+
+def rung_prompts(rung: str, examples: list[Any], cfg: LadderConfig, picker: ShotPicker | None,
+                 retriever: Any) -> tuple[list[list[dict[str, str]]], list[list[Any]], float]:
+    """Every example's conversation on this rung, the chunks put in it (Hits), and the seconds retrieval took."""
+    from honing.data.prompts import as_messages, last_user_text, with_question
+
+    prompts = [as_messages(e.prompt, cfg.task.system_prompt) for e in examples]
+    if rung == "few_shot":
+        assert picker is not None
+        questions = [last_user_text(p) for p in prompts]
+        nearest = picker.nearest(questions, cfg.few_shot.k)
+        for i, picked in enumerate(nearest):
+            turns = [turn for s in picked for turn in ({"role": "user", "content": picker.shots[s][0]},
+                                                        {"role": "assistant", "content": picker.shots[s][1]})]
+            prompts[i] = [*prompts[i][:-1], *turns, prompts[i][-1]]
+    sources: list[list[Any]] = [[] for _ in prompts]
+    seconds = 0.0
+    if rung in NEEDS_RAG:
+        from honing.rag.ask import rag_prompt
+
+        started = time.perf_counter()
+        for i, prompt in enumerate(prompts):
+            question = last_user_text(prompt)
+            hits = retriever.search(question, cfg.rag)
+            sources[i] = hits
+            prompts[i] = with_question(prompt, rag_prompt(question, hits, cfg.rag.instruction))
+        seconds = time.perf_counter() - started
+    return prompts, sources, seconds
+
+
+def answer(chat: Any, fingerprint: str, rung: str, prompts: list[list[dict[str, str]]], cfg: LadderConfig,
+           cache: Any) -> tuple[list[dict[str, Any]], int]:
+    """The model's answer to each prompt (cached by weights, sampling and the exact prompt), and how many were
+    computed now."""
+    from honing.evals.cache import key_of
+
+    sampling = cfg.sampling.model_copy(update={"max_new_tokens": cfg.task.max_new_tokens}
+                                       if cfg.task.max_new_tokens else {})
+    settings = key_of(version=CACHE_VERSION, stage="ladder", sampling=sampling.model_dump())
+    keys = [key_of(prompt=p) for p in prompts]
+    found = cache.get_many(fingerprint, settings, keys)
+    todo = [i for i, key in enumerate(keys) if key not in found]
+    if todo:
+        console.print(f"{rung}: answering {len(todo)} of {len(prompts)} prompts ({len(prompts) - len(todo)} cached)")
+        started = time.perf_counter()
+        completions = chat.complete([prompts[i] for i in todo], sampling)
+        share = (time.perf_counter() - started) / len(todo)
+        new = {keys[i]: {"answer": c.text, "prompt_tokens": c.prompt_tokens, "new_tokens": c.completion_tokens,
+                         "finish_reason": c.finish_reason, "seconds": share} for i, c in zip(todo, completions)}
+        cache.put_many(fingerprint, settings, new)
+        found.update(new)
+    return [found[key] for key in keys], len(todo)
+
+
+def _fingerprint(cfg: LadderConfig, adapter: Path | None) -> str:
+    from honing.evals.runner import model_fingerprint
+
+    model = cfg.model.model_copy(update={"adapter": str(adapter) if adapter else None, "rag": None})
+    return model_fingerprint(model)
+
+
+def run_rungs(cfg: LadderConfig, examples: list[Any], picker: ShotPicker | None, index: Path | None,
+              tuned: Tuned | None) -> dict[str, RungAnswers]:
+    from honing.evals.cache import AnswerCache
+    from honing.models.chat import ChatModel
+
+    ordered = [r for r in RUNGS if r in cfg.rungs]
+    retriever = None
+    if index is not None:
+        from honing.rag.search import Retriever
+
+        retriever = Retriever(index, cfg.rag.embedding_model, cfg.rag.reranker)
+    cache = AnswerCache(enabled=cfg.cache)
+    results: dict[str, RungAnswers] = {}
+    try:
+        for weights in ("base", "tuned"):
+            rungs = [r for r in ordered if (r in FINETUNE_RUNGS) == (weights == "tuned")]
+            if not rungs:
+                continue
+            adapter = tuned.adapter if weights == "tuned" else None
+            model_cfg = cfg.model.model_copy(update={"adapter": str(adapter) if adapter else cfg.model.adapter,
+                                                     "rag": None})
+            fingerprint, chat = _fingerprint(cfg, adapter), None
+            for rung in rungs:
+                prompts, sources, seconds = rung_prompts(rung, examples, cfg, picker, retriever)
+                if chat is None:
+                    chat = ChatModel.load(model_cfg, cfg.sampling, role=f"{weights} model", batch_size=cfg.batch_size,
+                                          progress=True)
+                rows, computed = answer(chat, fingerprint, rung, prompts, cfg, cache)
+                for row, prompt, hits in zip(rows, prompts, sources):
+                    row.update(prompt=prompt, sources=[hit.id for hit in hits],
+                               context=[hit.chunk["text"] for hit in hits])
+                results[rung] = RungAnswers(rung, rows, computed, seconds)
+            chat = None
+    finally:
+        cache.close()
+        if retriever is not None:
+            retriever.close()
+    return results
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def ladder(cfg: LadderConfig) -> dict[str, Any]:
+    from honing.evals.ladder import score_ladder, write_ladder_reports
+    from honing.evals.tasks import data_path
+    from honing.io import write_json_atomic, write_jsonl_atomic
+    from honing.runs import Run, file_sha256
+
+    examples = _load_task(cfg)
+    picker = None
+    if "few_shot" in cfg.rungs:
+        shots = read_shots(cfg.train)
+        console.print(f"few-shot pool: {len(shots)} training examples from {cfg.train}; {cfg.few_shot.k} per prompt")
+        picker = ShotPicker(shots, cfg.few_shot.embedding_model)
+    index = _prepare_index(cfg) if any(r in NEEDS_RAG for r in cfg.rungs) else None
+    tuned = _prepare_finetune(cfg) if any(r in FINETUNE_RUNGS for r in cfg.rungs) else None
+
+    run = Run.create("ladder", cfg, cfg.output.dir)
+    run.add_input("task", data_path(cfg.task))
+    if cfg.train:
+        run.add_input("train", cfg.train)
+    if index is not None:
+        record = index / "run.json"
+        run.add_input("rag_index", index, sha256=file_sha256(record) if record.is_file() else None, k=cfg.rag.k,
+                      mode=cfg.rag.mode)
+    if tuned is not None:
+        run.add_input("adapter", tuned.adapter, run_dir=str(tuned.run_dir) if tuned.run_dir else None,
+                      reused=tuned.reused)
+    answers = run_rungs(cfg, examples, picker, index, tuned)
+    results = score_ladder(cfg, examples, answers, tuned)
+    results["run_dir"] = str(run.dir)
+    write_json_atomic(run.dir / "results.json", results)
+    write_jsonl_atomic(run.dir / "answers.jsonl", [
+        {"rung": rung, "id": e.id, "answer": row["answer"], "scores": scores, "prompt_tokens": row["prompt_tokens"],
+         "new_tokens": row["new_tokens"], "sources": row["sources"]}
+        for rung, done in answers.items()
+        for e, row, scores in zip(examples, done.rows, results["per_example"][rung])])
+    paths = write_ladder_reports(results, run.dir)
+    for role, path in [("results", run.dir / "results.json"), ("answers", run.dir / "answers.jsonl"), *paths.items()]:
+        run.add_output(role, path)
+    run.finish("completed", metrics={"quality": {r: v["quality"]["mean"] for r, v in results["rungs"].items()},
+                                     "recommended": results["recommendation"]["rung"]})
+    _print_summary(results, paths)
+    return {"run_dir": str(run.dir), "rungs": results["rungs"], "recommendation": results["recommendation"]}
+
+
+def _print_summary(results: dict[str, Any], paths: dict[str, Path]) -> None:
+    from rich.table import Table
+
+    metric = results["metric"]
+    table = Table(title=f"{results['task']} · {results['examples']} held-out examples · {metric}")
+    for column in ("rung", metric, "vs best", "prompt tok", "s/answer", "tok/s", "train min"):
+        table.add_column(column, justify="left" if column == "rung" else "right")
+    for rung, row in results["rungs"].items():
+        q, d, cost = row["quality"], row["vs_best"], row["cost"]
+        table.add_row(rung, f"{q['mean']:.1%} [{q['low']:.1%}, {q['high']:.1%}]",
+                      "best" if rung == results["best"] else f"{d['mean'] * 100:+.1f} [{d['low'] * 100:+.1f}, "
+                                                             f"{d['high'] * 100:+.1f}]",
+                      f"{cost['prompt_tokens']:.0f}", f"{cost['seconds_per_answer']:.2f}",
+                      f"{cost['tokens_per_s']:.1f}" if cost["tokens_per_s"] else "n/a",
+                      f"{cost['training_minutes']:.1f}" if cost["training_minutes"] is not None else "")
+    console.print(table)
+    console.print(f"[bold]recommended: {results['recommendation']['rung']}[/] — {results['recommendation']['why']}",
+                  soft_wrap=True)
+    console.print(f"report: {paths['html']} (and {paths['markdown'].name}); answers: answers.jsonl")
+
+
+run = ladder

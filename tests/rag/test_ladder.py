@@ -1,0 +1,157 @@
+"""`honing ladder`: a run on a tiny model produces every rung, each prompt is what its rung says, the fine-tune is
+reused, and the recommendation follows the paired differences."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from honing.config.ladder import LadderConfig
+from honing.errors import HoningError
+from tests.conftest import write_jsonl
+
+FACTS = [("What colour is the Zorbel lamp?", "teal"), ("How heavy is the Zorbel lamp?", "900 grams"),
+         ("What does the Quint kettle cost?", "forty euros"), ("When was the Quint kettle launched?", "in 2019"),
+         ("Which battery does the Zorbel lamp use?", "a ZB-7 cell"), ("How long is the Quint warranty?", "three years")]
+
+
+@pytest.fixture()
+def ladder_files(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "zorbel.md").write_text("# Zorbel lamp\n\nThe Zorbel lamp is teal. It weighs 900 grams and runs on a ZB-7 "
+                                    "cell.\n", encoding="utf-8")
+    (docs / "quint.md").write_text("# Quint kettle\n\nThe Quint kettle costs forty euros. It was launched in 2019 and "
+                                   "has a three years warranty.\n", encoding="utf-8")
+    system = {"role": "system", "content": "Answer in a few words."}
+    test = write_jsonl(tmp_path / "test.jsonl", [{"id": f"q{i}", "messages": [system, {"role": "user", "content": q}],
+                                                  "reference": a} for i, (q, a) in enumerate(FACTS[:4])])
+    train = write_jsonl(tmp_path / "train.jsonl", [{"messages": [system, {"role": "user", "content": q},
+                                                                 {"role": "assistant", "content": a}]}
+                                                   for q, a in FACTS])
+    return SimpleNamespace(docs=docs, test=test, train=train, tmp=tmp_path)
+
+
+def _config(files, model_dir, **changes) -> LadderConfig:
+    values = {
+        "model": {"path": str(model_dir)},
+        "task": {"name": "facts", "data": str(files.test), "metrics": ["contains_reference", "token_f1"],
+                 "max_new_tokens": 4},
+        "train": str(files.train),
+        "few_shot": {"k": 2},
+        "rag": {"docs": [str(files.docs)], "index": str(files.tmp / "index"), "k": 1, "candidates": 2},
+        "finetune": {"dir": str(files.tmp / "tuned"), "max_length": 64,
+                     "train": {"max_steps": 2, "micro_batch_size": 2, "eval_every": None, "save_every": None}},
+        "cache": False, "resamples": 200,
+        "output": {"dir": str(files.tmp / "ladder"), "tensorboard": False},
+    }
+    values.update(changes)
+    return LadderConfig.model_validate(values)
+
+
+def test_a_ladder_on_a_tiny_model_produces_every_rung(ladder_files, tiny_model_dir):
+    from honing.stages.ladder import ladder
+
+    result = ladder(_config(ladder_files, tiny_model_dir))
+    run_dir = ladder_files.tmp / "ladder"
+    results = json.loads((run_dir / "results.json").read_text())
+    assert list(results["rungs"]) == ["zero_shot", "few_shot", "rag", "finetune", "finetune_rag"]
+    assert result["recommendation"]["rung"] in results["rungs"]
+    for rung, row in results["rungs"].items():
+        assert row["quality"]["n"] == 4 and 0.0 <= row["quality"]["mean"] <= 1.0, rung
+        assert row["computed"] == 4, rung
+        assert row["cost"]["prompt_tokens"] > 0 and row["cost"]["seconds_per_answer"] > 0, rung
+    best = results["best"]
+    assert results["rungs"][best]["vs_best"]["mean"] == 0.0
+    # Each rung's prompt is longer than zero-shot's by what it adds: examples, passages, both.
+    tokens = {rung: row["cost"]["prompt_tokens"] for rung, row in results["rungs"].items()}
+    assert tokens["few_shot"] > tokens["zero_shot"] and tokens["rag"] > tokens["zero_shot"]
+    assert tokens["finetune"] == tokens["zero_shot"] and tokens["finetune_rag"] == tokens["rag"]
+    assert results["rungs"]["finetune"]["cost"]["training_minutes"] > 0
+    assert results["rungs"]["finetune"]["cost"]["training_reused"] is False
+    assert "groundedness_overlap" in results["rungs"]["rag"] and "groundedness_overlap" not in results["rungs"]["few_shot"]
+    answers = [json.loads(line) for line in (run_dir / "answers.jsonl").read_text().splitlines()]
+    assert len(answers) == 20
+    rag_sources = [a["sources"] for a in answers if a["rung"] == "rag"]
+    assert [s[0].split("#")[0] for s in rag_sources] == ["zorbel.md", "zorbel.md", "quint.md", "quint.md"]
+    report = (run_dir / "report.md").read_text()
+    for label in ("zero-shot", "few-shot", "RAG", "fine-tuned", "fine-tuned + RAG", "Recommendation"):
+        assert label in report
+    html = (run_dir / "report.html").read_text()
+    assert html.count("<svg") == 3
+    record = json.loads((run_dir / "run.json").read_text())
+    roles = {i["role"] for i in record["inputs"]}
+    assert {"task", "train", "rag_index", "adapter"} <= roles and record["status"] == "completed"
+
+
+def test_the_fine_tune_is_reused_and_the_prompts_are_what_each_rung_says(ladder_files, tiny_model_dir):
+    from honing.stages.ladder import ShotPicker, _prepare_finetune, read_shots, rung_prompts
+
+    cfg = _config(ladder_files, tiny_model_dir, rungs=["finetune"])
+    first = _prepare_finetune(cfg)
+    again = _prepare_finetune(cfg)
+    assert not first.reused and again.reused and again.adapter == first.adapter
+    assert again.minutes == pytest.approx(first.minutes)
+
+    from honing.evals.tasks import load_examples
+
+    examples = load_examples(cfg.task)
+    picker = ShotPicker(read_shots(str(ladder_files.train)), None)
+    prompts, _, _ = rung_prompts("few_shot", examples, cfg, picker, None)
+    first_prompt = prompts[0]
+    assert first_prompt[0]["role"] == "system" and first_prompt[-1]["content"] == FACTS[0][0]
+    shots = [m["content"] for m in first_prompt[1:-1:2]]
+    assert len(shots) == 2 and FACTS[0][0] not in shots  # the question itself is never its own example
+    assert all("Zorbel" in s for s in shots)  # the nearest training questions are about the same product
+
+
+def test_the_recommendation_is_the_earliest_rung_not_significantly_worse():
+    from honing.evals.ladder import score_ladder
+    from honing.evals.tasks import Example
+    from honing.stages.ladder import RungAnswers
+
+    n = 40
+    examples = [Example(str(i), f"t:{i}", {"reference": "yes"}, prompt="q") for i in range(n)]
+
+    def rows(right: int) -> list[dict]:
+        return [{"answer": "yes" if i < right else "no", "prompt_tokens": 10, "new_tokens": 1, "seconds": 0.1,
+                 "prompt": [{"role": "user", "content": "q"}], "context": [], "sources": []} for i in range(n)]
+
+    cfg = LadderConfig.model_validate({"task": {"name": "t", "data": "t.jsonl", "metrics": ["exact_match"]},
+                                       "train": "train.jsonl", "rungs": ["zero_shot", "few_shot", "rag"],
+                                       "rag": {"index": "index"}, "resamples": 500})
+    # zero-shot far behind; few-shot 1 example behind RAG (not significant); RAG best.
+    answers = {"zero_shot": RungAnswers("zero_shot", rows(5)), "few_shot": RungAnswers("few_shot", rows(35)),
+               "rag": RungAnswers("rag", rows(36))}
+    results = score_ladder(cfg, examples, answers, None)
+    assert results["best"] == "rag"
+    assert results["rungs"]["zero_shot"]["significantly_worse"]
+    assert not results["rungs"]["few_shot"]["significantly_worse"]
+    assert results["recommendation"]["rung"] == "few_shot"
+    assert results["rungs"]["few_shot"]["vs_best"]["mean"] == pytest.approx(-1 / n)
+
+
+def test_bad_ladder_configs_say_what_is_missing(tmp_path):
+    with pytest.raises(ValueError, match="need train"):
+        LadderConfig.model_validate({"task": {"name": "t", "data": "x.jsonl"}, "rungs": ["few_shot"]})
+    with pytest.raises(ValueError, match="need rag"):
+        LadderConfig.model_validate({"task": {"name": "t", "data": "x.jsonl"}, "rungs": ["rag"]})
+    with pytest.raises(ValueError, match="task.kind must be generation"):
+        LadderConfig.model_validate({"task": {"name": "t", "data": "x.jsonl", "kind": "perplexity"},
+                                     "rungs": ["zero_shot"]})
+    from honing.stages.ladder import _prepare_index
+
+    cfg = LadderConfig.model_validate({"task": {"name": "t", "data": "x.jsonl"}, "rungs": ["rag"],
+                                       "rag": {"index": str(tmp_path / "none")}})
+    with pytest.raises(HoningError, match="is not an index"):
+        _prepare_index(cfg)
+
+
+def test_the_bundled_ladder_files_are_what_make_ladder_data_writes():
+    from honing.rag.make_ladder_data import DATA, records, render
+
+    for name, rows in records().items():
+        assert (DATA / name).read_text(encoding="utf-8") == render(rows), "run python -m honing.rag.make_ladder_data"
+    assert len(records()["kestrelmark_test.jsonl"]) == 100 and len(records()["kestrelmark_train.jsonl"]) == 20
