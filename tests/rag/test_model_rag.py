@@ -7,6 +7,7 @@ import json
 import re
 
 from honing.config import EvalConfig, EvalModelConfig, EvalTaskConfig
+from honing.config.model import ChatModelConfig
 from honing.config.output import OutputConfig
 from honing.config.rag import RagIndexConfig
 from honing.config.stages import STAGES
@@ -65,3 +66,17 @@ def test_a_missing_index_on_a_model_entry_is_one_line(tmp_path):
     with pytest.raises(HoningError, match="index"):
         ChatModel.load(ChatModelConfig(endpoint="http://127.0.0.1:9/v1", endpoint_model="m",
                                        rag={"index": str(tmp_path / "nowhere")}), role="model")
+
+
+def test_the_answer_cache_keeps_answers_with_and_without_rag_apart(tmp_path):
+    from honing.evals.runner import model_fingerprint
+
+    (tmp_path / "idx").mkdir()
+    plain = ChatModelConfig(endpoint="http://127.0.0.1:1/v1", endpoint_model="m")
+    with_rag = ChatModelConfig.model_validate({**plain.model_dump(), "rag": {"index": str(tmp_path / "idx"), "k": 2}})
+    first = model_fingerprint(with_rag)
+    assert first != model_fingerprint(plain)
+    other_k = ChatModelConfig.model_validate({**with_rag.model_dump(), "rag": {"index": str(tmp_path / "idx"), "k": 3}})
+    assert model_fingerprint(other_k) != first
+    (tmp_path / "idx" / "run.json").write_text('{"run_id": "rag-index-1"}')  # the index was updated
+    assert model_fingerprint(with_rag) != first

@@ -59,9 +59,11 @@ class ModelUnderTest:
 
 def model_fingerprint(cfg: ChatModelConfig) -> str:
     """The content of the weights the model will run with: base weights, plus the adapter's. An endpoint's
-    weights are not known: its URL and model name stand for them."""
+    weights are not known: its URL and model name stand for them. With `rag`, its settings and the index's run
+    record too (answers from other chunks are other answers: the answer cache must not mix them)."""
+    rag = {**cfg.rag.model_dump(mode="json"), "index_record": _index_record(cfg.rag.index)} if cfg.rag else None
     if cfg.endpoint:
-        return key_of(endpoint=cfg.endpoint, model=cfg.endpoint_model)
+        return key_of(endpoint=cfg.endpoint, model=cfg.endpoint_model, **({"rag": rag} if rag else {}))
     from honing.models.adapters import resolve_adapter_dir
     from honing.models.load import adapter_base_config
     from honing.models.source import resolve_model_source, source_sha256, weight_files, weights_sha256
@@ -79,11 +81,21 @@ def model_fingerprint(cfg: ChatModelConfig) -> str:
     loading = {"tokenizer": cfg.tokenizer, "dtype": cfg.dtype, "attn_implementation": cfg.attn_implementation}
     if loading != {"tokenizer": None, "dtype": "auto", "attn_implementation": "sdpa"}:  # defaults keep old keys valid
         parts["loading"] = loading
+    if rag:  # answers from retrieved chunks: the settings and the index's content (its run record)
+        parts["rag"] = rag
     import torch
 
     if torch.cuda.is_available():  # answers computed on a GPU are kept apart from CPU ones (kernels differ)
         parts["device"] = "cuda"
     return key_of(**parts)
+
+
+def _index_record(index: str) -> str | None:
+    """The sha256 of an index's run.json: it changes with every update of the index (documents and their hashes)."""
+    from honing.runs import file_sha256
+
+    record = Path(index) / "run.json"
+    return file_sha256(record) if record.is_file() else None
 
 
 def task_key(task: EvalTaskConfig, cfg: EvalConfig) -> str:
