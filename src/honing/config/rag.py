@@ -39,6 +39,10 @@ class RagIndexConfig(StrictModel):
     and count it in the run record, or stop the run with its path."""
     batch_size: int = Field(32, ge=1)
     """Chunks embedded together."""
+    dense_index: Literal["auto", "flat", "ivf"] = "auto"
+    """The dense index: flat, exact (every chunk compared with the query); ivf, approximate (FAISS IndexIVFFlat:
+    k-means lists, nlist ≈ 4·√chunks, retrained on every update; a query searches `nprobe` of them); auto: flat
+    below 100,000 chunks, ivf from there. The index records which, so a query opens it as built."""
 
     @model_validator(mode="after")
     def _check(self) -> RagIndexConfig:

@@ -75,7 +75,8 @@ class Retriever:
         if cfg.mode in ("hybrid", "bm25"):
             rankings["bm25"] = [row for row, _ in self.store.bm25_search(question, cfg.candidates)]
         if cfg.mode in ("hybrid", "dense"):
-            rankings["dense"] = [row for row, _ in self.store.dense_search(self._embed_query(question), cfg.candidates)]
+            query = self._embed_query(question)  # (D,)
+            rankings["dense"] = [row for row, _ in self.store.dense_search(query, cfg.candidates, cfg.nprobe)]
         fused = reciprocal_rank_fusion(list(rankings.values()), cfg.rrf_k)
         records = self.store.chunks([row for row, _ in fused])
         hits = [Hit(records[row], score, {name: (ranking.index(row) + 1 if row in ranking else None)

@@ -2,7 +2,8 @@
 
     <index>/chunks.sqlite       meta (embedding model, chunking, generation), documents (source, path, sha256),
                                 chunks (id, source, position, headings, text, hash), vectors (one per chunk hash)
-    <index>/dense-<g>.faiss     an exact inner-product index (IndexFlatIP; unit vectors, so cosine) over chunk rows
+    <index>/dense-<g>.faiss     the inner-product index over chunk rows (unit vectors, so cosine): exact (IndexFlatIP)
+                                or approximate (IndexIVFFlat); meta `dense` records which, and its nlist
     <index>/bm25-<g>/           the bm25s index over the same rows, and rows.npy (its document order)
     <index>/run.json            the latest `honing rag index` run; earlier ones in history/
 
@@ -17,6 +18,13 @@ for indexes that outgrow exact search, and SQLite makes the incremental update o
 An update is atomic: new FAISS and BM25 files are written under the next generation number, then one SQLite
 transaction commits the chunks and that number; a crash before the commit leaves the last index usable (the
 orphaned files are removed by the next update).
+
+Exact or approximate dense search (`dense_index`). flat: IndexFlatIP, every vector compared with the query. ivf:
+IndexIVFFlat, the vectors split by k-means into nlist ≈ 4·√N inverted lists (trained on at most 64 vectors a list,
+10 iterations, seed 0), a query compared with the vectors of its `nprobe` nearest lists only. auto: flat below
+AUTO_IVF_ROWS chunks, ivf from there. An ivf index is retrained on every update (the lists follow the data; the
+update stays one generation and one commit). `python -m bench.rag` measures both, and ivf's recall against
+exact search (bench/RESULTS.md, "Retrieval").
 """
 
 from __future__ import annotations
@@ -32,6 +40,12 @@ from honing.errors import HoningError
 from honing.rag.chunking import Chunk
 
 DATABASE = "chunks.sqlite"
+DENSE_KINDS = ("flat", "ivf", "auto")
+AUTO_IVF_ROWS = 100_000
+"""dense_index auto: an exact index below this many chunks, ivf from there."""
+IVF_POINTS_PER_LIST = 64
+"""k-means trains on at most this many vectors per inverted list (a seeded random subset beyond that)."""
+IVF_ITERATIONS = 10
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS documents (source TEXT PRIMARY KEY, path TEXT NOT NULL, sha256 TEXT NOT NULL,
@@ -54,6 +68,41 @@ class UpdateCounts:
     """Chunks whose text was new to the index and so were embedded."""
     reused: int
     removed_documents: list[str]
+
+
+def ivf_lists(rows: int) -> int:
+    """nlist of an ivf index over this many vectors: ≈ 4·√rows, and at least one vector per list."""
+    return max(1, min(round(4 * rows ** 0.5), rows))
+
+
+def dense_kind(requested: str, rows: int) -> str:
+    """flat or ivf, for dense_index `requested` over this many vectors."""
+    if requested not in DENSE_KINDS:
+        raise HoningError(f"dense_index {requested!r}: use one of {', '.join(DENSE_KINDS)}")
+    if requested == "auto":
+        return "ivf" if rows >= AUTO_IVF_ROWS else "flat"
+    return requested
+
+
+def build_dense(matrix: Any, kind: str) -> tuple[Any, dict[str, Any]]:
+    """(the FAISS index over the matrix's rows, what meta records about it: index, nlist)."""
+    import faiss
+
+    dimension = matrix.shape[1]
+    if kind == "flat":
+        index = faiss.IndexFlatIP(dimension)
+        index.add(matrix)
+        return index, {"index": "flat"}
+    nlist = ivf_lists(len(matrix))
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dimension), dimension, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.cp.niter = IVF_ITERATIONS
+    index.cp.seed = 0
+    index.cp.max_points_per_centroid = IVF_POINTS_PER_LIST
+    index.cp.min_points_per_centroid = 1  # a small index has few vectors a list: no warning, it is still correct
+    if len(matrix):
+        index.train(matrix)
+        index.add(matrix)
+    return index, {"index": "ivf", "nlist": nlist}
 
 
 def bm25_tokens(texts: list[str]):
@@ -115,10 +164,12 @@ class Store:
     # ------------------------------------------------------------------ updating
 
     def update(self, chunks: list[Chunk], documents: dict[str, dict[str, Any]], embedder: Any,
-               settings: dict[str, Any]) -> UpdateCounts:
+               settings: dict[str, Any], dense_index: str = "auto") -> UpdateCounts:
         """Make the index hold exactly these chunks: embed those whose hash it lacks, drop the rest, rebuild
-        the FAISS and BM25 files, and commit."""
+        the FAISS (dense_index: flat, ivf or auto) and BM25 files, and commit."""
         import numpy as np
+
+        dense_kind(dense_index, 0)  # a bad value fails before anything is embedded or written
 
         previous = set(self.documents())
         known = {sha for (sha,) in self.conn.execute("SELECT sha256 FROM vectors")}
@@ -140,9 +191,11 @@ class Store:
             self.conn.executemany("INSERT INTO documents VALUES (?, ?, ?, ?)",
                                   [(s, d["path"], d["sha256"], d["chunks"]) for s, d in documents.items()])
             matrix = self._matrix(embedder.dimension, np)
-            self._write_dense(matrix, generation)
+            dense = self._write_dense(matrix, generation, dense_kind(dense_index, len(matrix)))
             self._write_bm25([c.embedded_text for c in chunks], generation)
-            for key, value in {**settings, "generation": generation, "dimension": embedder.dimension}.items():
+            dense["requested"] = dense_index
+            for key, value in {**settings, "generation": generation, "dimension": embedder.dimension,
+                               "dense": dense}.items():
                 self._set_meta(key, value)
         self._remove_other_generations(generation)
         return UpdateCounts(len(documents), len(chunks), len(fresh), len(chunks) - sum(
@@ -154,12 +207,12 @@ class Store:
         return (np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dimension) if blobs
                 else np.zeros((0, dimension), dtype=np.float32))  # (rows, D)
 
-    def _write_dense(self, matrix: Any, generation: int) -> None:
+    def _write_dense(self, matrix: Any, generation: int, kind: str) -> dict[str, Any]:
         import faiss
 
-        index = faiss.IndexFlatIP(matrix.shape[1])
-        index.add(matrix)
+        index, info = build_dense(matrix, kind)
         faiss.write_index(index, str(self.dir / f"dense-{generation}.faiss"))
+        return info
 
     def _write_bm25(self, texts: list[str], generation: int) -> None:
         import bm25s
@@ -184,14 +237,22 @@ class Store:
 
     # ------------------------------------------------------------------ searching
 
-    def dense_search(self, query_vector: Any, k: int) -> list[tuple[int, float]]:
-        """(row, cosine) of the k nearest chunks."""
+    def dense_info(self) -> dict[str, Any]:
+        """What the dense index is: {"index": "flat"} or {"index": "ivf", "nlist": ...} (and the requested
+        dense_index); an index written before the choice existed is flat."""
+        return self.meta("dense") or {"index": "flat"}
+
+    def dense_search(self, query_vector: Any, k: int, nprobe: int | None = None) -> list[tuple[int, float]]:
+        """(row, cosine) of the k nearest chunks; an ivf index searches its nprobe nearest lists (None: all of
+        them, i.e. exact), a flat one ignores nprobe."""
         import faiss
 
         if self._dense is None:
             self._dense = faiss.read_index(str(self.dir / f"dense-{self.meta('generation')}.faiss"))
         if self._dense.ntotal == 0:
             return []
+        if isinstance(self._dense, faiss.IndexIVF):
+            self._dense.nprobe = min(nprobe or self._dense.nlist, self._dense.nlist)
         scores, rows = self._dense.search(query_vector.reshape(1, -1), min(k, self._dense.ntotal))
         return [(int(r), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0]
 
