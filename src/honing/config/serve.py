@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from honing.config.base import StrictModel
+from honing.config.retrieval import ModelRagConfig
 from honing.config.sampling import GenerationConfig
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -29,6 +30,10 @@ class ServedModelConfig(StrictModel):
     """A tokenizer directory, when not the model's own."""
     system_prompt: str | None = None
     """System message added to chat requests that have none."""
+    rag: ModelRagConfig | None = None
+    """Answer from an index (`honing rag index`): the question (a chat request's last user message, a completion's
+    prompt) is replaced by the top k chunks, labelled with their ids, the instruction to cite them, and the
+    question. The index is opened when the server starts; responses and the log name the chunks in `sources`."""
 
 
 class LimitsConfig(StrictModel):

@@ -1,7 +1,7 @@
 """The HTTP edge of `honing serve`: OpenAI's chat-completions and completions API over the pool's engines.
 
     GET  /health                 200 with each name's version once the models are loaded
-    GET  /v1/models              the served names (OpenAI's list shape)
+    GET  /v1/models              the served names (OpenAI's list shape); a model with `rag:` shows its index and k
     POST /v1/chat/completions    messages -> n answers; stream=true sends server-sent events
     POST /v1/completions         plain-text prompts (no chat template)
     POST /v1/feedback            a rating, a corrected answer, or a choice between the answers of one response
@@ -12,6 +12,13 @@ that it is JSON of the right shape (400, naming the field), the model (404), the
 (400); then it hands the request to the model's worker and waits, at most `request_timeout_s` (408). Every
 rejection is OpenAI's error shape {"error": {"message", "type", "param", "code"}}. A request is written to the
 log before its response's last byte is sent.
+
+A model with `rag:` answers from its index: the question (a chat request's last user message; a completion's
+whole prompt, as ChatModel treats a plain-text prompt) is searched on the index's own thread, and replaced by
+rag_prompt's turn (the instruction to cite ids, the top k chunks labelled with their ids, the question) before the
+chat template; the prompt limits count those chunks. The response names them in a top-level `sources` list
+({id, source, score}: a chunk id, its document's name in the index, its score), streamed on the first chunk; the
+log keeps the prompt the model saw and the chunks (with the documents' paths) in its `sources` column.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from starlette.requests import ClientDisconnect
 from honing.config.serve import ServeConfig
 from honing.errors import HoningError
 from honing.serve.log import LoggedRequest, RequestLog
-from honing.serve.pool import Job, Pool, Target
+from honing.serve.pool import Job, Pool, Retrieval, Target
 from honing.serve.security import Keys, Limiter
 
 log = logging.getLogger(__name__)
@@ -295,6 +302,9 @@ class Metrics:
         self.version = Gauge("honing_model_version_info", "The version each served name answers with (value 1).",
                              ["model", "version"], registry=self.registry)
         self.feedback = Counter("honing_feedback", "Feedback received.", ["kind"], registry=self.registry)
+        self.retrieval = Histogram("honing_retrieval_duration_seconds", "Seconds to retrieve a prompt's chunks "
+                                   "(models with rag:).", ["model"], registry=self.registry,
+                                   buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 
 
 class Server:
@@ -388,14 +398,19 @@ class Server:
             raise APIError(400, "only response_format type text is supported", param="response_format")
         return max_tokens
 
-    def check_prompt(self, prompt_ids: list[int], max_tokens: int, target: Target) -> None:
+    def check_prompt(self, prompt_ids: list[int], max_tokens: int, target: Target, param: str,
+                     retrieved: int | None = None) -> None:
+        """APIError 400 for a prompt over the limits; `retrieved`: how many of its chunks retrieval put in it."""
         limit = self.cfg.limits.max_prompt_tokens
+        what = "the prompt" if retrieved is None else f"the prompt with the {retrieved} chunks retrieved for it"
+        fix = "" if retrieved is None else (f" (most of it is the retrieved context: ask a shorter question, or have "
+                                            f"the server lower models.{target.name}.rag.k)")
         if len(prompt_ids) > limit:
-            raise APIError(400, f"the prompt is {len(prompt_ids)} tokens; this server allows at most {limit}",
-                           param="messages", code="context_length_exceeded")
+            raise APIError(400, f"{what} is {len(prompt_ids)} tokens; this server allows at most {limit}{fix}",
+                           param=param, code="context_length_exceeded")
         if len(prompt_ids) + max_tokens > target.capacity:
-            raise APIError(400, f"the prompt ({len(prompt_ids)} tokens) plus max_tokens ({max_tokens}) is over the "
-                           f"model's context of {target.capacity} tokens", param="max_tokens",
+            raise APIError(400, f"{what} ({len(prompt_ids)} tokens) plus max_tokens ({max_tokens}) is over the "
+                           f"model's context of {target.capacity} tokens{fix}", param="max_tokens",
                            code="context_length_exceeded")
 
     # ------------------------------------------------------------------ logging
@@ -466,7 +481,8 @@ def create_app(server: Server) -> Any:
     async def models(request: Request) -> Any:
         server.caller(request)
         return {"object": "list", "data": [
-            {"id": name, "object": "model", "created": 0, "owned_by": "honing", "version": target.label}
+            {"id": name, "object": "model", "created": 0, "owned_by": "honing", "version": target.label,
+             **_rag_entry(server.pool.retrievals.get(name))}
             for name, target in server.pool.targets.items()]}
 
     @app.post("/v1/chat/completions")
@@ -518,8 +534,15 @@ def create_app(server: Server) -> Any:
             target = await _within(server.pool.target(body.model), deadline)
             held.hold(target)
             entry.model_version = target.version
-            prompt_ids, entry.request = await asyncio.to_thread(_prompt, body, endpoint, target)
-            server.check_prompt(prompt_ids, max_tokens, target)
+            asked = _asked(body, endpoint, target)
+            entry.request = {"messages": asked} if isinstance(asked, list) else {"prompt": asked}
+            retrieval = server.pool.retrievals.get(body.model)
+            if retrieval is not None:  # the log keeps what the model saw: the question with its chunks
+                asked = await _ground(server, retrieval, asked, entry, deadline)
+                entry.request = {"messages": asked} if isinstance(asked, list) else {"prompt": asked}
+            prompt_ids = await asyncio.to_thread(_encode, asked, target)
+            server.check_prompt(prompt_ids, max_tokens, target, "messages" if isinstance(asked, list) else "prompt",
+                                None if entry.sources is None else len(entry.sources["chunks"]))
             entry.request.update({k: v for k, v in body.model_dump(exclude={"messages", "prompt"}).items()
                                   if v is not None})
             entry.prompt_tokens = len(prompt_ids)
@@ -559,8 +582,16 @@ def create_app(server: Server) -> Any:
         base = {"id": entry.id, "object": kind, "created": int(entry.created), "model": entry.model,
                 "system_fingerprint": generation.target.label}
 
-        def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
-            return f"data: {json.dumps({**base, 'choices': choices, **extra}, ensure_ascii=False)}\n\n".encode()
+        first = _public_sources(entry)  # on the first chunk sent
+
+        def event(choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+            return {**base, "choices": choices, **extra}
+
+        def sent(payload: dict[str, Any]) -> bytes:
+            if first:
+                payload = {**payload, **first}
+                first.clear()
+            return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
 
         def delta(index: int, text: str, finish: str | None = None, role: bool = False) -> dict[str, Any]:
             if chat_mode:
@@ -570,8 +601,8 @@ def create_app(server: Server) -> Any:
 
         try:
             if chat_mode:
-                yield event([delta(j, "", role=True) for j in range(body.n)])
-            endings: list[bytes] = []  # each answer's last piece, held until the log has the request
+                yield sent(event([delta(j, "", role=True) for j in range(body.n)]))
+            endings: list[dict[str, Any]] = []  # each answer's last piece, held until the log has the request
             while not generation.done:
                 _, index, _ = await generation.next_event(deadline)
                 answer = generation.answers[index]
@@ -582,13 +613,13 @@ def create_app(server: Server) -> Any:
                 if final:
                     endings.append(event([delta(index, piece, generation.finish_reason(index))]))
                 elif piece:
-                    yield event([delta(index, piece)])
+                    yield sent(event([delta(index, piece)]))
             _finish_entry(entry, generation, started, 200)
             await ending.record()  # on disk before the answer's end is sent
             for piece in endings:
-                yield piece
+                yield sent(piece)
             if (body.stream_options or {}).get("include_usage"):
-                yield event([], usage=_usage(entry))
+                yield sent(event([], usage=_usage(entry)))
             yield b"data: [DONE]\n\n"
         except APIError as err:
             await ending.fail(err)
@@ -684,11 +715,10 @@ def _failed_entry(entry: LoggedRequest, generation: Generation | None, started: 
     entry.error = kind
 
 
-def _prompt(body: _Body, endpoint: str, target: Target) -> tuple[list[int], dict[str, Any]]:
-    """The prompt's token ids (chat: through the model's chat template) and what the log keeps of it."""
-    from jinja2 import TemplateError
-
-    from honing.data.prompts import as_messages, encode_prompts
+def _asked(body: _Body, endpoint: str, target: Target) -> list[dict[str, str]] | str:
+    """What the model is asked: a chat request's messages (with the model's system prompt) or a completion's
+    prompt text; APIError for what this server does not do."""
+    from honing.data.prompts import as_messages
 
     if endpoint == "chat.completions":
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
@@ -696,12 +726,7 @@ def _prompt(body: _Body, endpoint: str, target: Target) -> tuple[list[int], dict
         if messages[-1]["role"] == "assistant":
             raise APIError(400, "the last message must not be the assistant's (continuing an answer is not supported)",
                            param="messages")
-        messages = as_messages(messages, target.system_prompt)  # what the model sees is what the log keeps
-        try:
-            ids = encode_prompts(target.tokenizer, [messages])[0]
-        except TemplateError as err:  # e.g. a template that wants user and assistant turns to alternate
-            raise APIError(400, f"the model's chat template refuses these messages: {err}", param="messages") from None
-        return ids, {"messages": messages}
+        return as_messages(messages, target.system_prompt)  # what the model sees is what the log keeps
     prompt = body.prompt  # type: ignore[attr-defined]
     if isinstance(prompt, list):
         if len(prompt) != 1:
@@ -709,8 +734,71 @@ def _prompt(body: _Body, endpoint: str, target: Target) -> tuple[list[int], dict
         prompt = prompt[0]
     if body.echo:  # type: ignore[attr-defined]
         raise APIError(400, "echo is not supported", param="echo")
-    ids = encode_prompts(target.tokenizer, [prompt], chat_template=False)[0]
-    return ids, {"prompt": prompt}
+    return prompt
+
+
+def _encode(asked: list[dict[str, str]] | str, target: Target) -> list[int]:
+    """The prompt's token ids: messages through the model's chat template, a completion's text as it is."""
+    from jinja2 import TemplateError
+
+    from honing.data.prompts import encode_prompts
+
+    if isinstance(asked, str):
+        return encode_prompts(target.tokenizer, [asked], chat_template=False)[0]
+    try:
+        return encode_prompts(target.tokenizer, [asked])[0]
+    except TemplateError as err:  # e.g. a template that wants user and assistant turns to alternate
+        raise APIError(400, f"the model's chat template refuses these messages: {err}", param="messages") from None
+
+
+async def _ground(server: Server, retrieval: Retrieval, asked: list[dict[str, str]] | str, entry: LoggedRequest,
+                  deadline: float) -> list[dict[str, str]] | str:
+    """`asked` with its question (the last user message; a completion's prompt) replaced by rag_prompt's turn over
+    the chunks retrieved for it, as ChatModel does for `rag:` elsewhere; the chunks go in `entry.sources`."""
+    from honing.models.chat import _last_user_text, _with_question
+    from honing.rag.ask import rag_prompt
+
+    question = asked if isinstance(asked, str) else _last_user_text(asked)
+    if not question.strip():
+        missing = isinstance(asked, list) and not any(m["role"] == "user" for m in asked)
+        where = "prompt" if isinstance(asked, str) else "last user message"
+        raise APIError(400, f"the model {entry.model!r} answers from an index: its question is the {where}, which "
+                       f"is {'missing' if missing else 'empty'}", param="prompt" if isinstance(asked, str) else "messages")
+    started = time.perf_counter()
+    try:
+        hits = await asyncio.wait_for(asyncio.wrap_future(retrieval.search(question)),
+                                      timeout=max(0.0, deadline - time.monotonic()))
+    except asyncio.TimeoutError:
+        raise APIError(408, "retrieval took longer than the server's request_timeout_s", "timeout_error",
+                       code="request_timeout") from None
+    except (asyncio.CancelledError, APIError):
+        raise
+    except Exception as err:  # noqa: BLE001  (a bug, or the index changed under the server: the log has it)
+        log.error("%s: retrieval failed: %s: %s", entry.model, type(err).__name__, err)
+        raise APIError(500, f"retrieval failed ({type(err).__name__}); see the server's log", "server_error") from None
+    server.metrics.retrieval.labels(retrieval.name).observe(time.perf_counter() - started)
+    entry.sources = {"index": str(retrieval.rag.index),
+                     "chunks": [{"id": hit.id, "source": hit.chunk["source"], "path": hit.chunk["path"],
+                                 "score": hit.score} for hit in hits]}
+    return _with_question(asked, rag_prompt(question, hits))
+
+
+def _public_sources(entry: LoggedRequest) -> dict[str, Any]:
+    """{"sources": [{id, source, score}]} for a response grounded by retrieval, else {} (the documents' paths on the
+    server stay in the log: they are not the client's business)."""
+    if entry.sources is None:
+        return {}
+    return {"sources": [{k: chunk[k] for k in ("id", "source", "score")} for chunk in entry.sources["chunks"]]}
+
+
+def _rag_entry(retrieval: Retrieval | None) -> dict[str, Any]:
+    """What /v1/models says of a model's retrieval: the index's name, k and mode (not the server's path)."""
+    if retrieval is None:
+        return {}
+    from pathlib import Path
+
+    rag = retrieval.rag
+    return {"rag": {"index": Path(rag.index).name, "k": rag.k, "mode": rag.mode}}
 
 
 def _choices(generation: Generation) -> list[dict[str, Any]]:
@@ -750,4 +838,4 @@ def _response(generation: Generation, body: _Body, entry: LoggedRequest, endpoin
     entry.completion_tokens = generation.completion_tokens
     return {"id": entry.id, "object": "chat.completion" if chat_mode else "text_completion",
             "created": int(entry.created), "model": body.model, "system_fingerprint": generation.target.label,
-            "choices": choices, "usage": _usage(entry)}
+            "choices": choices, "usage": _usage(entry), **_public_sources(entry)}

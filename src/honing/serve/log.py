@@ -9,7 +9,9 @@ kept. `PRAGMA user_version` is the schema version; a log written by a newer honi
 
     requests   one row per request: id (the response id the client saw), when, endpoint, model name and
                version, key id, HTTP status and error type, latency, time to first token, tokens, finish
-               reason, whether it streamed, the (redacted) request and answers as JSON
+               reason, whether it streamed, the (redacted) request and answers as JSON, and for a model
+               with `rag:` the chunks retrieved into its prompt (`sources`: the index and each chunk's id,
+               document and score; kept even with store_text false: ids, not text)
     feedback   ratings (up/down), corrected answers and choices between the n answers of one request
 """
 
@@ -25,7 +27,7 @@ from typing import Any
 
 from honing.errors import HoningError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
     id TEXT PRIMARY KEY,
@@ -45,7 +47,8 @@ CREATE TABLE IF NOT EXISTS requests (
     n INTEGER NOT NULL DEFAULT 1,
     request TEXT,
     choices TEXT,
-    redactions INTEGER NOT NULL DEFAULT 0
+    redactions INTEGER NOT NULL DEFAULT 0,
+    sources TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_created ON requests(created);
 CREATE TABLE IF NOT EXISTS feedback (
@@ -61,6 +64,10 @@ CREATE TABLE IF NOT EXISTS feedback (
 );
 CREATE INDEX IF NOT EXISTS feedback_request ON feedback(request_id);
 """
+MIGRATIONS = {
+    2: "ALTER TABLE requests ADD COLUMN sources TEXT;",
+}
+"""What brings a log of schema version v - 1 to v (SCHEMA creates a new log at the newest version directly)."""
 
 
 @dataclass
@@ -85,6 +92,8 @@ class LoggedRequest:
     n: int = 1
     request: dict[str, Any] | None = None
     choices: list[dict[str, Any]] | None = None
+    sources: dict[str, Any] | None = None
+    """With `rag:` on the model: {index, chunks: [{id, source, path, score}]}, the chunks put in the prompt."""
 
 
 class Redactor:
@@ -130,12 +139,30 @@ def connect(path: str | Path, *, create: bool, sync: str = "normal") -> sqlite3.
             raise HoningError(f"{path} was written by a newer honing (request-log schema {version}, this one reads "
                               f"up to {SCHEMA_VERSION}); upgrade honing")
         if create and version < SCHEMA_VERSION:
-            conn.executescript(SCHEMA)
-            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            _migrate(conn, version)
     except sqlite3.DatabaseError as err:
         raise HoningError(f"{path} is not a honing request log ({err})") from None
     conn.row_factory = sqlite3.Row
     return conn
+
+
+def _migrate(conn: sqlite3.Connection, version: int) -> None:
+    """Bring the log from schema `version` to SCHEMA_VERSION in one transaction (0: a new log, created whole)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]  # again: another process may have done it
+        if version == 0:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+        else:
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                conn.execute(MIGRATIONS[step])
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 class RequestLog:
@@ -164,6 +191,7 @@ class RequestLog:
                 redactions += found
                 row[key] = json.dumps(row[key], ensure_ascii=False)
         row["stream"] = int(row["stream"])
+        row["sources"] = json.dumps(row["sources"], ensure_ascii=False) if row["sources"] is not None else None
         row["redactions"] = redactions
         columns = ", ".join(row)
         marks = ", ".join(f":{k}" for k in row)
@@ -198,8 +226,8 @@ def read_requests(conn: sqlite3.Connection, since: float | None = None) -> list[
     rows = []
     for row in conn.execute(query, () if since is None else (since,)):
         item = dict(row)
-        for key in ("request", "choices"):
-            item[key] = json.loads(item[key]) if item[key] else None
+        for key in ("request", "choices", "sources"):
+            item[key] = json.loads(item[key]) if item.get(key) else None
         item["stream"] = bool(item["stream"])
         rows.append(item)
     return rows
@@ -219,8 +247,8 @@ def read_requests_by_id(conn: sqlite3.Connection, ids: set[str] | list[str]) -> 
         query = f"SELECT * FROM requests WHERE id IN ({', '.join('?' for _ in chunk)})"
         for row in conn.execute(query, chunk):
             item = dict(row)
-            for key in ("request", "choices"):
-                item[key] = json.loads(item[key]) if item[key] else None
+            for key in ("request", "choices", "sources"):
+                item[key] = json.loads(item[key]) if item.get(key) else None
             item["stream"] = bool(item["stream"])
             found[item["id"]] = item
     return found

@@ -7,6 +7,7 @@
                  different adapters are never in the same forward pass.
     Target       what one served name answers with now: a worker, an adapter on it (or none), the tokenizer, the
                  stop tokens, and the version label (support-bot@3). Counted while requests use it.
+    Retrieval    a served name's index (`rag:`), opened at start on a thread of its own, where every search runs.
     Pool         names -> targets. A name given as a registry reference is looked up again (at most every
                  reload_check_s); when its alias moved, the new version is loaded (its base shared when it is
                  the same), new requests go to it, and the old target is retired once its last request ends.
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from honing.config import ModelConfig
+from honing.config.retrieval import ModelRagConfig
 from honing.config.serve import ServeConfig, ServedModelConfig
 from honing.errors import HoningError
 
@@ -253,6 +255,42 @@ class Target:
             drop()
 
 
+class Retrieval:
+    """The index a served name answers from, open on one thread of its own: the index's SQLite connection belongs
+    to the thread that opened it, and one search at a time bounds the embedding model's memory and CPU threads
+    (a search is milliseconds; the event loop never waits on one)."""
+
+    def __init__(self, name: str, rag: ModelRagConfig):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.name, self.rag = name, rag
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"honing-rag-{name[:8]}")
+        try:
+            self.retriever = self.executor.submit(self._open).result()
+        except BaseException:
+            self.executor.shutdown(wait=False)
+            raise
+
+    def _open(self) -> Any:
+        from honing.rag.search import Retriever
+
+        try:
+            retriever = Retriever(self.rag.index, self.rag.embedding_model, self.rag.reranker)
+            if self.rag.mode != "bm25":  # load the embedding model now, not during the first request
+                retriever.search("warm-up", self.rag)
+        except HoningError as err:
+            raise type(err)(f"models.{self.name}.rag: {err}") from None
+        return retriever
+
+    def search(self, question: str) -> Future:
+        """The top `rag.k` hits (honing.rag.search.Hit) for `question`, searched on this index's thread."""
+        return self.executor.submit(self.retriever.search, question, self.rag)
+
+    def close(self) -> None:
+        self.executor.submit(self.retriever.close)
+        self.executor.shutdown(wait=False)
+
+
 class Pool:
     """Served names -> targets, with the weights shared between them where they are the same."""
 
@@ -268,16 +306,28 @@ class Pool:
         """Per name, the registry look-up (and load) in progress; requests for the name wait for it."""
         self.lock = threading.Lock()
         self._names = itertools.count(1)
+        self.retrievals: dict[str, Retrieval] = {}
+        """The names with `rag:`, and their open indexes (the same whichever version of the model answers)."""
 
     def load_all(self) -> None:
-        """Load every configured model (at start: any error stops the server before it listens)."""
-        for name, spec in self.cfg.models.items():
-            self.targets[name] = self._load(name, spec)
-            self.checked[name] = time.monotonic()
+        """Open every index, then load every configured model (at start: any error stops the server before it
+        listens; the indexes first, as they are quicker to find wrong)."""
+        try:
+            for name, spec in self.cfg.models.items():
+                if spec.rag is not None:
+                    self.retrievals[name] = Retrieval(name, spec.rag)
+            for name, spec in self.cfg.models.items():
+                self.targets[name] = self._load(name, spec)
+                self.checked[name] = time.monotonic()
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         for worker in self.workers.values():
             worker.close()
+        for retrieval in self.retrievals.values():
+            retrieval.close()
 
     def names(self) -> list[str]:
         return list(self.cfg.models)

@@ -25,7 +25,9 @@ def run(cfg: ServeConfig) -> dict[str, Any]:
     server, sock = build(cfg)
     host, port = sock.getsockname()[:2]
     for name, target in server.pool.targets.items():
-        print(f"serving {name} ({target.version})", file=sys.stderr)
+        rag = cfg.models[name].rag
+        grounded = f", answering from the index {rag.index} (top {rag.k}, {rag.mode})" if rag is not None else ""
+        print(f"serving {name} ({target.version}){grounded}", file=sys.stderr)
     print(f"honing serve listening on http://{_url_host(host)}:{port}/v1 — requests logged to {cfg.log.path}; "
           "Ctrl-C stops", file=sys.stderr, flush=True)
     listen(server, sock)
