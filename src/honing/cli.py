@@ -164,7 +164,8 @@ def data_group() -> None:
 
 @cli.group(name="rag")
 def rag_group() -> None:
-    """Retrieval over your documents: `honing rag index DOCS... --index DIR`, then `honing rag ask QUESTION --index DIR`."""
+    """Retrieval over your documents: `honing rag index DOCS... --index DIR`, then `honing rag ask QUESTION --index DIR`;
+    `honing rag eval QA.jsonl --index DIR` scores it."""
 
 
 for _stage in STAGES.values():

@@ -1,5 +1,5 @@
-"""Configs of `honing rag index` (documents into a searchable index) and `honing rag ask` (a question answered
-from it, with its sources)."""
+"""Configs of `honing rag index` (documents into a searchable index), `honing rag ask` (a question answered
+from it, with its sources) and `honing rag eval` (retrieval, and optionally the answers, scored on a QA set)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from honing.config.base import StrictModel
+from honing.config.evaluation import JudgeConfig
 from honing.config.model import ChatModelConfig
 from honing.config.retrieval import RetrievalConfig
 from honing.config.sampling import SamplingConfig
@@ -77,4 +78,54 @@ class RagAskConfig(RetrievalConfig):
         if not self.question or not self.index:
             raise ValueError('question and index are both required (e.g. honing rag ask "How do I reset it?" '
                              "--index my-index)")
+        return self
+
+
+class RagEvalConfig(RetrievalConfig):
+    """`honing rag eval`: retrieve for every question of a QA set with gold sources or chunk ids and score the ranking
+    (recall@k, MRR, nDCG@k); answer=true also has the model answer from the chunks and scores the answers (the answer
+    found, citations of retrieved chunks, groundedness). Means with bootstrap intervals, per `kind` too."""
+
+    data: str = "builtin:kestrelmark"
+    """The QA set: a .jsonl of {"question", "sources" (gold document names as chunk ids give them, e.g.
+    manuals/a.md) or "chunks" (gold chunk ids, e.g. manuals/a.md#3), and optional "id", "answer", "aliases",
+    "kind", "split"}; builtin:kestrelmark: the bundled task's 100 test questions over src/honing/rag/data/corpus (the
+    set honing eval and honing ladder call builtin:kestrelmark), builtin:kestrelmark_train: its 20 train questions."""
+    index: str | None = None
+    """The index directory `honing rag index` wrote (for builtin:kestrelmark, an index of
+    src/honing/rag/data/corpus, so chunk sources match the gold paths)."""
+    embedding_model: str | None = None
+    """The questions' embedding model: null, the one the index was built with; a directory that is not that model is
+    an error (vectors of two models are not comparable)."""
+    split: str | None = None
+    """Keep only the questions whose "split" field is this; null: every question of the file."""
+    answer: bool = False
+    """Also have the model answer each question from its retrieved chunks and score the answers; false: the ranking
+    metrics only (no model is loaded)."""
+    model: ChatModelConfig = ChatModelConfig()
+    """The model that answers (answer=true): model.path (+ model.adapter), model.endpoint + model.endpoint_model, or
+    the embedded SmolLM2 when neither is set. Its own `rag:` must stay unset: this command does the retrieving."""
+    sampling: SamplingConfig = SamplingConfig(max_new_tokens=200)
+    """How the answers are sampled (greedy by default, so scores reproduce)."""
+    batch_size: int = Field(8, ge=1)
+    """Questions answered (and judged) together."""
+    judge: JudgeConfig | None = None
+    """answer=true: the model that decides, claim by claim, whether each answer is supported by the retrieved
+    chunks; null: the overlap metric instead (a sentence is grounded when at least `overlap_threshold` of its content
+    words are in the chunks). results.json records which was used."""
+    overlap_threshold: float = Field(0.5, gt=0.0, le=1.0)
+    """Share of a sentence's content words that must be in the retrieved text for the overlap metric to count it
+    grounded."""
+    output: str | None = None
+    """The run directory (results.json, report.md, run.json); default runs/rag-eval-<date>-<time>."""
+
+    @model_validator(mode="after")
+    def _check(self) -> RagEvalConfig:
+        if not self.index:
+            raise ValueError("index is required (e.g. honing rag eval questions.jsonl --index my-index)")
+        if self.judge is not None and not self.answer:
+            raise ValueError("judge grades answers for groundedness: set answer=true (--answer), or drop judge")
+        if self.model.rag is not None:
+            raise ValueError("model.rag must be unset: honing rag eval retrieves the chunks itself (set k, mode, "
+                             "candidates on the command)")
         return self

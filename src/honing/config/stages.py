@@ -18,7 +18,7 @@ from honing.config.inference import ChatConfig, GenerateConfig, InspectConfig, M
 from honing.config.lineage import LineageConfig
 from honing.config.monitor import MonitorConfig, MonitorExportConfig
 from honing.config.pipeline import PipelineConfig
-from honing.config.rag import RagAskConfig, RagIndexConfig
+from honing.config.rag import RagAskConfig, RagEvalConfig, RagIndexConfig
 from honing.config.redteam import ConstituteConfig, RedteamConfig
 from honing.config.rl import RLConfig
 from honing.config.serve import ServeConfig
@@ -221,6 +221,12 @@ RAG_STAGES: dict[str, Stage] = {stage.name: stage for stage in (
           "answer, then its sources.", RagAskConfig, "honing.stages.rag:ask", group="rag", subject="question",
           subject_text=True, flags=(Flag("--index", "index", "The index directory.", metavar="DIR"),
                                     Flag("--no-answer", "answer", "Print only the retrieved chunks.", value="false"))),
+    Stage("eval", "Score retrieval on a QA set with gold sources or chunk ids (recall@k, MRR, nDCG@k, per kind, with "
+          "bootstrap intervals); --answer also scores the answers: found, citations, groundedness.", RagEvalConfig,
+          "honing.stages.rag:evaluate", group="rag", subject="data", output="output",
+          flags=(Flag("--index", "index", "The index directory.", metavar="DIR"),
+                 Flag("--answer", "answer", "Also have the model answer from the retrieved chunks and score the "
+                      "answers."))),
 )}
 """`honing rag <name>`."""
 

@@ -6,7 +6,8 @@
     store       FAISS + SQLite + bm25s on disk, updated incrementally by content hash
     search      BM25 + dense, fused by reciprocal rank fusion, optionally reranked
     ask         the prompt with labelled chunks, and the citations read back
-    metrics     recall@k, MRR, nDCG@k, overlap groundedness
+    metrics     recall@k, MRR, nDCG@k, overlap groundedness, the answer found
+    evaluate    a QA set with gold ids scored: per question, then bootstrap means overall and per kind
 
-The commands are in honing.stages.rag (`honing rag index`, `honing rag ask`).
+The commands are in honing.stages.rag (`honing rag index`, `honing rag ask`, `honing rag eval`).
 """

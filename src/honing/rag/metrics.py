@@ -10,12 +10,17 @@ ids counts each once (a source retrieved twice is one hit).
 
 Groundedness, when there is no judge: the share of the answer's sentences whose content words (lower-cased, not
 stop words, at least 3 characters) are mostly (≥ `threshold`) found in the retrieved text.
+
+Answer correctness: the expected answer or one of its aliases appears in the answer, both normalised (NFKC, so
+`m³` is `m3`; case-folded; dashes made `-`; runs of spaces made one), and not inside a longer word or number
+(`200` is not found in `1200`).
 """
 
 from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 
 STOP_WORDS = frozenset("""
@@ -25,6 +30,7 @@ was we were what when where which who will with would you your also any each oth
 """.split())
 SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 WORD = re.compile(r"[^\W_]+", re.UNICODE)
+DASHES = re.compile(r"[\u2010-\u2015\u2212]")
 
 
 def _deduplicated(retrieved: Sequence[str]) -> list[str]:
@@ -85,3 +91,17 @@ def groundedness(answer: str, retrieved: Iterable[str], threshold: float = 0.5) 
     grounded = sum(1 for claim in claims
                    if len(content_words(claim) & support) / len(content_words(claim)) >= threshold)
     return grounded / len(claims)
+
+
+def normalize_answer(text: str) -> str:
+    return " ".join(DASHES.sub("-", unicodedata.normalize("NFKC", text)).casefold().split())
+
+
+def contains_answer(response: str, forms: Iterable[str]) -> bool:
+    """Whether any of the accepted forms (the answer and its aliases) is in the response, as a whole word or number."""
+    said = normalize_answer(response)
+    for form in forms:
+        wanted = normalize_answer(form)
+        if wanted and re.search(rf"(?<![^\W_]){re.escape(wanted)}(?![^\W_])", said):
+            return True
+    return False

@@ -1,10 +1,13 @@
-"""`honing rag index` and `honing rag ask`.
+"""`honing rag index`, `honing rag ask` and `honing rag eval`.
 
     index   find the documents ─▶ read each (bad ones skipped into rejects, or stop) ─▶ load the embedding model
             (checked against the index's) ─▶ chunk by its tokens ─▶ update the store: embed only chunks whose hash
             is new, drop removed documents ─▶ run.json: every document with its sha256, counts, the model
     ask     open the index (its embedding model checked) ─▶ hybrid search ─▶ answer=false: print the chunks;
             else the model answers from them ─▶ the answer, which cited ids were retrieved, then the sources
+    eval    read the QA set (file:line errors) ─▶ open the index; warn about gold ids it cannot hold ─▶ [load the
+            model and judge] ─▶ retrieve for every question ─▶ recall@k, MRR, nDCG@k ─▶ [answer from the chunks ─▶
+            found, citations, groundedness (judge or overlap)] ─▶ bootstrap means, per kind ─▶ results.json, report.md
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from honing.config.rag import RagAskConfig, RagIndexConfig
+from honing.config.rag import RagAskConfig, RagEvalConfig, RagIndexConfig
 from honing.errors import HoningError
 from honing.ui import console
 
@@ -200,3 +203,126 @@ def ask(cfg: RagAskConfig, *, model: Any = None) -> dict[str, Any]:
     say()
     _print_sources(hits, citations)
     return {"answer": answer, "chunks": chunks, "cited": citations.retrieved, "cited_unknown": citations.unknown}
+
+
+# --------------------------------------------------------------------------- eval
+
+
+def _check_gold(cfg: RagEvalConfig, retriever: Any, questions: list[Any]) -> dict[str, list[str]]:
+    """The gold ids whose document the index lacks, per question; warned once with the count."""
+    from honing.rag.evaluate import missing_gold
+
+    missing = missing_gold(questions, set(retriever.store.documents()))
+    if missing:
+        absent = sorted({g for ids in missing.values() for g in ids})
+        console.print(f"[yellow]{len(absent)} gold ids of {len(missing)} questions name documents the index "
+                      f"{cfg.index} does not hold (e.g. {', '.join(absent[:3])}): they can never be retrieved; index "
+                      "the directory the gold paths are relative to (builtin:kestrelmark: "
+                      "src/honing/rag/data/corpus)[/]", soft_wrap=True)
+    return missing
+
+
+def _load_models(cfg: RagEvalConfig, model: Any, judge: Any) -> tuple[Any, Any]:
+    """The answering model and the judge (None: overlap groundedness), both loaded before any answer is asked."""
+    from honing.evals.judges import build_judge
+    from honing.models.chat import ChatModel
+
+    if not cfg.answer:
+        return None, None
+    model = model or ChatModel.load(cfg.model, cfg.sampling, role="model", batch_size=cfg.batch_size, progress=True)
+    if judge is None and cfg.judge is not None:
+        judge = build_judge(cfg.judge, batch_size=cfg.batch_size)
+    return model, judge
+
+
+def _answer_all(cfg: RagEvalConfig, questions: list[Any], hits: list[list[Any]], records: list[dict[str, Any]],
+                model: Any, judge: Any) -> dict[str, Any]:
+    """Each question answered from its chunks and scored into its record; returns how groundedness was measured."""
+    from honing.rag.ask import rag_prompt
+    from honing.rag.evaluate import judge_groundedness, model_name, overlap_groundedness, score_answer
+
+    console.print(f"answering {len(questions)} questions with {model_name(model.identity)}", soft_wrap=True,
+                  markup=False)
+    responses = [text.strip() for text in model.texts([rag_prompt(q.question, h) for q, h in zip(questions, hits)],
+                                                      cfg.sampling)]
+    grounded = (judge_groundedness(judge, responses, hits) if judge is not None
+                else overlap_groundedness(responses, hits, cfg.overlap_threshold))
+    for record, question, found, response, verdict in zip(records, questions, hits, responses, grounded):
+        record.update(score_answer(question, found, response), **verdict)
+    return {"groundedness_method": "judge" if judge is not None else "overlap",
+            "groundedness_unparsed": sum(1 for g in grounded if g["groundedness"] is None),
+            "model": model.identity, "judge": judge.identity if judge is not None else None}
+
+
+def _print_summary(summary: dict[str, Any], names: list[str]) -> None:
+    from rich.table import Table
+
+    table = Table(title="honing rag eval (means, 95% bootstrap intervals)")
+    columns = ["all", *summary["by_kind"]]
+    table.add_column("metric")
+    for column in columns:
+        n = (summary["all"] if column == "all" else summary["by_kind"][column])[names[0]]["n"]
+        table.add_column(f"{column} (n={n})", justify="right")
+    for name in names:
+        cells = []
+        for column in columns:
+            value = (summary["all"] if column == "all" else summary["by_kind"][column])[name]
+            cells.append("–" if value["n"] == 0 else f"{value['mean']:.3f} [{value['low']:.2f}, {value['high']:.2f}]")
+        table.add_row(name, *cells)
+    console.print(table)
+
+
+def _record_eval(cfg: RagEvalConfig, data: Path, results: dict[str, Any]) -> dict[str, Any]:
+    from honing.io import write_json_atomic, write_text_atomic
+    from honing.rag.evaluate import report_markdown
+    from honing.runs import RUN_FILE, Run, file_sha256
+
+    run = Run.create("rag-eval", cfg, cfg.output)
+    index_record = Path(cfg.index) / RUN_FILE
+    run.add_input("rag_index", cfg.index, sha256=file_sha256(index_record) if index_record.is_file() else None,
+                  run_json=str(index_record))
+    run.add_input("data", data, split=cfg.split)
+    if results.get("model"):
+        run.set("model", results["model"])
+    if results.get("judge"):
+        run.set("judge", results["judge"])
+    run.add_output("results", write_json_atomic(run.dir / "results.json", results))
+    run.add_output("report", write_text_atomic(run.dir / "report.md", report_markdown(results)))
+    overall = results["summary"]["all"]
+    metrics = {name: overall[name]["mean"] for name in results["metrics"]}
+    run.finish("completed", metrics={**metrics, "questions": results["questions"],
+                                     "missing_gold": len(results["missing_gold"]),
+                                     **({"groundedness_unparsed": results["groundedness_unparsed"]}
+                                        if results.get("groundedness_method") else {})})
+    console.print(f"rag eval {run.dir}: results.json, report.md", soft_wrap=True, markup=False)
+    return {"run_dir": str(run.dir), "metrics": metrics, "summary": results["summary"]}
+
+
+def evaluate(cfg: RagEvalConfig, *, model: Any = None, judge: Any = None) -> dict[str, Any]:
+    """Score retrieval (and, answer=true, the answers) on a QA set; returns the run directory and the means.
+    `model`, `judge`: ChatModels already loaded (default: the ones cfg names)."""
+    from honing.rag.evaluate import load_questions, metric_names, score_retrieval, summarize
+    from honing.rag.search import Retriever
+
+    data, questions = load_questions(cfg.data, cfg.split)
+    retriever = Retriever(cfg.index, cfg.embedding_model, cfg.reranker)
+    try:
+        missing = _check_gold(cfg, retriever, questions)
+        model, judge = _load_models(cfg, model, judge)
+        console.print(f"{len(questions)} questions from {data}; retrieving {cfg.mode}, k={cfg.k}", soft_wrap=True)
+        hits = [retriever.search(q.question, cfg) for q in questions]
+    finally:
+        retriever.close()
+    records = [score_retrieval(q, found, cfg.k) for q, found in zip(questions, hits)]
+    answers = _answer_all(cfg, questions, hits, records, model, judge) if cfg.answer else {}
+    names = metric_names(cfg.k, cfg.answer)
+    summary = summarize(records, names)
+    _print_summary(summary, names)
+    results = {"data": str(data), "split": cfg.split, "index": cfg.index, "questions": len(questions),
+               "retrieval": {"k": cfg.k, "mode": cfg.mode, "candidates": cfg.candidates, "rrf_k": cfg.rrf_k,
+                             "reranker": cfg.reranker},
+               "metrics": names, "summary": summary, "missing_gold": missing, **answers,
+               **({"overlap_threshold": cfg.overlap_threshold} if answers.get("groundedness_method") == "overlap"
+                  else {}),
+               "per_question": records}
+    return _record_eval(cfg, data, results)
