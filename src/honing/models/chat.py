@@ -201,14 +201,15 @@ class ChatModel:
                                chat_template: bool, system_prompt: str | None, streamer: Any) -> list[Completion]:
         """complete() with each prompt's question (its last user turn, or the text itself) answered from the
         retrieved chunks; each completion names the chunks it was given."""
+        from honing.data.prompts import last_user_text, with_question
         from honing.rag.ask import rag_prompt
 
         asked, sources = [], []
         for prompt in prompts:
-            question = prompt if isinstance(prompt, str) else _last_user_text(prompt)
+            question = prompt if isinstance(prompt, str) else last_user_text(prompt)
             hits = self.retriever.search(question, self.rag) if question.strip() else []
             sources.append([hit.id for hit in hits])
-            asked.append(_with_question(prompt, rag_prompt(question, hits)))
+            asked.append(with_question(prompt, rag_prompt(question, hits)))
         completions = self._complete(asked, sampling, seed, chat_template, system_prompt, streamer)
         for completion, ids in zip(completions, sources):
             completion.sources = ids
@@ -259,26 +260,6 @@ class ChatModel:
                                    streamer=streamer, generation=self.generation)
         return [Completion(a.text, a.token_ids, "stop" if a.stopped else "length", a.prompt_tokens, len(a.token_ids))
                 for a in answers]
-
-
-def _last_user_text(messages: Sequence[dict[str, Any]]) -> str:
-    for message in reversed(messages):
-        if message.get("role") == "user":
-            content = message.get("content")
-            return content if isinstance(content, str) else ""
-    return ""
-
-
-def _with_question(prompt: Prompt, text: str) -> Prompt:
-    """`prompt` with its question (the last user turn, or the whole text) replaced by `text`."""
-    if isinstance(prompt, str):
-        return text
-    messages = [dict(m) for m in prompt]
-    for message in reversed(messages):
-        if message.get("role") == "user":
-            message["content"] = text
-            return messages
-    return [*messages, {"role": "user", "content": text}]
 
 
 class _Endpoint:

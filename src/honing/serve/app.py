@@ -755,10 +755,10 @@ async def _ground(server: Server, retrieval: Retrieval, asked: list[dict[str, st
                   deadline: float) -> list[dict[str, str]] | str:
     """`asked` with its question (the last user message; a completion's prompt) replaced by rag_prompt's turn over
     the chunks retrieved for it, as ChatModel does for `rag:` elsewhere; the chunks go in `entry.sources`."""
-    from honing.models.chat import _last_user_text, _with_question
+    from honing.data.prompts import last_user_text, with_question
     from honing.rag.ask import rag_prompt
 
-    question = asked if isinstance(asked, str) else _last_user_text(asked)
+    question = asked if isinstance(asked, str) else last_user_text(asked)
     if not question.strip():
         missing = isinstance(asked, list) and not any(m["role"] == "user" for m in asked)
         where = "prompt" if isinstance(asked, str) else "last user message"
@@ -780,7 +780,7 @@ async def _ground(server: Server, retrieval: Retrieval, asked: list[dict[str, st
     entry.sources = {"index": str(retrieval.rag.index),
                      "chunks": [{"id": hit.id, "source": hit.chunk["source"], "path": hit.chunk["path"],
                                  "score": hit.score} for hit in hits]}
-    return _with_question(asked, rag_prompt(question, hits))
+    return with_question(asked, rag_prompt(question, hits))
 
 
 def _public_sources(entry: LoggedRequest) -> dict[str, Any]:
