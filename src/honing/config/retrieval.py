@@ -23,7 +23,7 @@ class RetrievalConfig(StrictModel):
     """Reciprocal rank fusion's constant: a chunk scores sum(1 / (rrf_k + rank)) over the searches (ranks from 1)."""
     reranker: str | None = None
     """A local sentence-transformers cross-encoder directory that reorders the fused candidates; null: no reranking."""
-    nprobe: int = Field(32, ge=1)
+    nprobe: int = Field(64, ge=1)
     """Approximate (ivf) indexes only: the inverted lists each dense search scans, of the index's nlist (≈ 4·√chunks;
     more is slower and closer to exact, nlist is exact); `python -m bench.rag` measures recall against exact search
     (bench/RESULTS.md). An exact (flat) index ignores it."""
