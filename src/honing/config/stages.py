@@ -15,6 +15,7 @@ from honing.config.base import StrictModel
 from honing.config.evaluation import EvalConfig
 from honing.config.export import ExportConfig
 from honing.config.inference import ChatConfig, GenerateConfig, InspectConfig, MergeConfig
+from honing.config.ladder import LadderConfig
 from honing.config.lineage import LineageConfig
 from honing.config.monitor import MonitorConfig, MonitorExportConfig
 from honing.config.pipeline import PipelineConfig
@@ -176,6 +177,8 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
            flags=(Flag("--port", "port", "Port to listen on (default 8000; 0: a free one).", metavar="PORT", kind=int),
                   Flag("--host", "host", "Address to listen on (default 127.0.0.1; any other needs API keys).",
                        metavar="HOST"))),
+    _stage("ladder", LadderConfig, "Compare zero-shot, few-shot, RAG, fine-tuned and fine-tuned + RAG on one held-out "
+           "set: quality with intervals, cost per rung, and the cheapest rung not significantly worse than the best."),
     _stage("pipeline", PipelineConfig, "Run named steps (any honing command, or a registry gate) in order; a rerun "
            "skips the steps whose command, config and input files are unchanged.",
            flags=(Flag("--from", "from_step", "Run this step and every later one even when unchanged.",
