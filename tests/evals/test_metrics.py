@@ -269,3 +269,15 @@ def test_classification_rejects_bad_input():
         classification_summary(["pos"], ["other"], ["pos", "neg"])
     with pytest.raises(ValueError, match="2 predictions for 1 labels"):
         macro_f1(["pos", "neg"], ["pos"], ["pos", "neg"])
+
+
+def test_contains_reference_finds_a_fact_inside_a_sentence_as_whole_words():
+    from honing.evals.metrics import contains_reference
+
+    assert contains_reference("The AP-20 delivers 210 m³/h.", {"references": ["210 m3/h"]}) == 1.0  # NFKC: ³ is 3
+    assert contains_reference("Hold it for 1200 ms", {"reference": "200"}) == 0.0  # not inside a longer number
+    assert contains_reference("Firmware 3.2.0 fixed it", {"references": ["4.0", "3.2.0"]}) == 1.0  # any reference
+    assert contains_reference("about THIRTY days", {"reference": "thirty days"}) == 1.0
+    assert contains_reference("no idea", {"reference": "thirty days"}) == 0.0
+    with pytest.raises(ValueError, match="reference"):
+        contains_reference("x", {"answer_key": "y"})
