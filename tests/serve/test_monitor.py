@@ -340,3 +340,18 @@ def test_the_command_its_help_and_its_errors(tmp_path):
     report_help, export_help = shown.stdout.split("=====")
     assert "shadow: bool = false" in report_help and "export  Turn the feedback" in report_help
     assert "run_dir: str | None = null" in export_help and "shadow" not in export_help
+
+
+def test_drift_reads_a_grounded_request_as_the_question_the_client_asked():
+    from honing.rag.ask import rag_prompt
+    from honing.rag.search import Hit
+    from honing.serve.drift import served_prompt
+
+    hit = Hit({"id": "manual.md#0", "text": "Hold the button for ten seconds."}, 1.0)
+    seen = {"messages": [{"role": "system", "content": "Be brief."},
+                         {"role": "user", "content": rag_prompt("How do I reset it?", [hit])}]}
+    assert served_prompt(seen, grounded=True) == "How do I reset it?"
+    assert "ten seconds" in served_prompt(seen)  # a request without sources is read whole
+    assert served_prompt({"prompt": rag_prompt("Why?", [hit])}, grounded=True) == "Why?"
+    plain = {"messages": [{"role": "user", "content": "Question: no context here"}]}
+    assert served_prompt(plain, grounded=True) == "Question: no context here"

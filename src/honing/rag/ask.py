@@ -15,6 +15,8 @@ from honing.rag.search import Hit
 INSTRUCTION = ("Answer the question using only the context below. After each statement, cite the id of the context "
                "passage it comes from in square brackets, like [{example}]. If the context does not hold the answer, "
                "say that you do not know.")
+QUESTION_MARK = "\n\nQuestion: "
+"""What precedes the question in rag_prompt's turn (the request log's drift reads the question back after it)."""
 CITATION = re.compile(r"\[([^\[\]\n]+?)\]")
 
 
@@ -24,7 +26,7 @@ def rag_prompt(question: str, hits: Sequence[Hit], instruction: str | None = Non
     example = hits[0].id if hits else "doc.md#0"
     context = "\n\n".join(f"[{hit.id}]\n{hit.chunk['text'].strip()}" for hit in hits)
     told = instruction if instruction is not None else INSTRUCTION.format(example=example)
-    return f"{told}\n\nContext:\n\n{context}\n\nQuestion: {question}"
+    return f"{told}\n\nContext:\n\n{context}{QUESTION_MARK}{question}"
 
 
 def cited_ids(answer: str) -> list[str]:

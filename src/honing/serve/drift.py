@@ -139,16 +139,32 @@ def user_text(messages: Any) -> str:
     return "\n".join(content_text(m.get("content")) for m in messages if isinstance(m, dict) and m.get("role") == "user")
 
 
-def served_prompt(request: dict[str, Any] | None) -> str | None:
-    """What the client asked: the user turns of a chat request, or a completion's prompt; None without text."""
+def served_prompt(request: dict[str, Any] | None, *, grounded: bool = False) -> str | None:
+    """What the client asked: the user turns of a chat request, or a completion's prompt; None without text. A
+    `grounded` request (a model with rag:) was logged as the model saw it: its question turn holds the retrieved
+    chunks, so only the question after the chunks counts."""
     if not isinstance(request, dict):
         return None
     if "messages" in request:
-        return user_text(request["messages"]) or None
+        messages = request["messages"]
+        if grounded and isinstance(messages, list):
+            messages = [{**m, "content": asked_question(content_text(m.get("content")))}
+                        if isinstance(m, dict) and m.get("role") == "user" else m for m in messages]
+        return user_text(messages) or None
     prompt = request.get("prompt")
     if isinstance(prompt, list):
         prompt = "\n".join(p for p in prompt if isinstance(p, str))
+    if grounded and isinstance(prompt, str):
+        prompt = asked_question(prompt)
     return prompt if isinstance(prompt, str) and prompt else None
+
+
+def asked_question(text: str) -> str:
+    """The question of a turn that rag_prompt built (instruction, context, then "Question: ..."), else the text."""
+    from honing.rag.ask import QUESTION_MARK
+
+    head, mark, question = text.rpartition(QUESTION_MARK)
+    return question if mark and "Context:" in head else text
 
 
 def training_prompts(files: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
@@ -331,7 +347,8 @@ def drift_of(version: str, rows: list[dict[str, Any]], *, training_data: list[st
                                for p in training_data if not Path(p).exists()]}
     else:
         sources = training_files(version, registry)
-    served = [t for t in (served_prompt(r.get("request")) for r in rows if r["status"] == 200) if t]
+    served = [t for t in (served_prompt(r.get("request"), grounded=bool(r.get("sources")))
+                          for r in rows if r["status"] == 200) if t]
     training, notes = training_prompts(sources["files"])
     out: dict[str, Any] = {**sources, "notes": notes, "served_prompts": len(served), "training_prompts": len(training)}
     if not served:
