@@ -165,7 +165,7 @@ def test_json_schema_valid_wrong_type_missing_required():
 
 def test_load_metric_by_name():
     assert set(METRICS) == {
-        "exact_match", "exact_match_normalized", "token_f1", "rouge_l", "bleu", "chrf",
+        "exact_match", "exact_match_normalized", "contains_reference", "token_f1", "rouge_l", "bleu", "chrf",
         "regex_match", "json_valid", "json_schema",
     }  # fmt: skip
     assert load_metric("token_f1") is token_f1
@@ -279,5 +279,8 @@ def test_contains_reference_finds_a_fact_inside_a_sentence_as_whole_words():
     assert contains_reference("Firmware 3.2.0 fixed it", {"references": ["4.0", "3.2.0"]}) == 1.0  # any reference
     assert contains_reference("about THIRTY days", {"reference": "thirty days"}) == 1.0
     assert contains_reference("no idea", {"reference": "thirty days"}) == 0.0
+    for text in ("It is 200.5 bar", "about 3,200 units", "set to -200", "version 200.1"):  # a part of a number
+        assert contains_reference(text, {"reference": "200"}) == 0.0, text
+    assert contains_reference("200-300 rules, or 200.", {"reference": "200"}) == 1.0
     with pytest.raises(ValueError, match="reference"):
         contains_reference("x", {"answer_key": "y"})

@@ -155,3 +155,88 @@ def test_the_bundled_ladder_files_are_what_make_ladder_data_writes():
     for name, rows in records().items():
         assert (DATA / name).read_text(encoding="utf-8") == render(rows), "run python -m honing.rag.make_ladder_data"
     assert len(records()["kestrelmark_test.jsonl"]) == 100 and len(records()["kestrelmark_train.jsonl"]) == 20
+
+
+def test_a_finetune_dir_of_other_settings_or_an_unfinished_run_is_not_reused(ladder_files, tiny_model_dir):
+    from honing.stages.ladder import _prepare_finetune, finetune_key
+
+    cfg = _config(ladder_files, tiny_model_dir, rungs=["finetune"])
+    tuned = ladder_files.tmp / "tuned"
+    tuned.mkdir()
+    (tuned / "run.json").write_text(json.dumps({"status": "completed"}))
+    (tuned / "ladder.json").write_text(json.dumps({"key": "trained-with-something-else"}))
+    with pytest.raises(HoningError, match="other settings, training data or base model"):
+        _prepare_finetune(cfg)
+    (tuned / "ladder.json").write_text(json.dumps({"key": finetune_key(cfg)}))
+    (tuned / "run.json").write_text(json.dumps({"status": "failed"}))
+    with pytest.raises(HoningError, match="is failed"):
+        _prepare_finetune(cfg)
+    (tuned / "run.json").write_text("{not json")
+    with pytest.raises(HoningError, match="is unreadable"):
+        _prepare_finetune(cfg)
+    changed = _config(ladder_files, tiny_model_dir, rungs=["finetune"],
+                      finetune={"dir": str(tuned), "train": {"lr": 5e-4}})
+    assert finetune_key(changed) != finetune_key(cfg)
+
+
+def test_significance_needs_the_exact_test_for_a_0_1_metric():
+    from honing.evals.ladder import mcnemar_p
+
+    best = [1.0] * 100
+    five_wins = [0.0] * 5 + [1.0] * 95
+    assert mcnemar_p(five_wins, best) == pytest.approx(2 / 2 ** 5)  # 0.0625: not significant at 95 %
+    assert mcnemar_p([0.0] * 10 + [1.0] * 90, best) < 0.01
+    assert mcnemar_p(best, best) == 1.0
+    assert mcnemar_p([0.5] * 100, best) is None  # not a 0/1 metric: the bootstrap decides alone
+
+
+def test_five_losses_in_a_hundred_are_not_called_significant():
+    from honing.evals.ladder import score_ladder
+    from honing.evals.tasks import Example
+    from honing.stages.ladder import RungAnswers
+
+    examples = [Example(str(i), f"t:{i}", {"reference": "yes"}, prompt="q") for i in range(100)]
+
+    def rows(wrong: int) -> list[dict]:
+        return [{"answer": "no" if i < wrong else "yes", "prompt_tokens": 10, "new_tokens": 1, "seconds": 0.1,
+                 "context": [], "sources": []} for i in range(100)]
+
+    cfg = LadderConfig.model_validate({"task": {"name": "t", "data": "t.jsonl", "metrics": ["exact_match"]},
+                                       "train": "train.jsonl", "rungs": ["zero_shot", "few_shot"], "resamples": 500})
+    results = score_ladder(cfg, examples, {"zero_shot": RungAnswers("zero_shot", rows(5)),
+                                           "few_shot": RungAnswers("few_shot", rows(0))}, None)
+    zero = results["rungs"]["zero_shot"]
+    assert zero["vs_best"]["high"] < 0  # the bootstrap interval alone excludes zero ...
+    assert not zero["significantly_worse"] and results["recommendation"]["rung"] == "zero_shot"  # ... McNemar does not
+
+
+def test_partial_finetune_settings_keep_the_ladder_defaults_and_the_base_model_must_be_plain():
+    cfg = LadderConfig.model_validate({"task": {"name": "t", "data": "t.jsonl"}, "train": "x.jsonl",
+                                       "rungs": ["finetune"],
+                                       "finetune": {"train": {"epochs": 3}, "adapter": {"rank": 8}}})
+    assert (cfg.finetune.train.epochs, cfg.finetune.train.lr, cfg.finetune.train.micro_batch_size) == (3, 1e-3, 8)
+    assert (cfg.finetune.adapter.rank, cfg.finetune.adapter.alpha, cfg.finetune.adapter.dropout) == (8, 32, 0.0)
+    with pytest.raises(ValueError, match="plain base"):
+        LadderConfig.model_validate({"task": {"name": "t", "data": "t.jsonl"}, "rungs": ["zero_shot"],
+                                     "model": {"adapter": "some/adapter"}})
+
+
+def test_held_out_questions_in_the_training_data_are_counted(ladder_files, tiny_model_dir, tmp_path):
+    from honing.errors import DataError
+    from honing.evals.tasks import load_examples
+    from honing.stages.ladder import finetune_dir, overlap, read_shots
+
+    cfg = _config(ladder_files, tiny_model_dir)
+    # The fixture's four held-out questions are among its six training ones (case and spacing aside).
+    assert overlap(load_examples(cfg.task), read_shots(str(ladder_files.train))) == ["q0", "q1", "q2", "q3"]
+    missing = _config(ladder_files, tiny_model_dir, train=str(tmp_path / "gone.jsonl"), finetune={})
+    with pytest.raises(DataError, match="does not exist"):
+        finetune_dir(missing)
+
+
+def test_scores_outside_0_1_read_as_numbers_not_percentages():
+    from honing.evals.ladder import difference_text, interval_text
+
+    assert interval_text({"mean": 7.5, "low": 6.0, "high": 9.0}, False) == "7.5 [6, 9]"
+    assert difference_text({"mean": -2.5, "low": -4.0, "high": -1.0}, False) == "-2.5 [-4, -1]"
+    assert difference_text({"mean": -0.025, "low": -0.04, "high": -0.01}, True) == "-2.5 [-4.0, -1.0]"

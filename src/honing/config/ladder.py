@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from honing.config.base import StrictModel
 from honing.config.evaluation import EvalTaskConfig
@@ -65,6 +65,16 @@ class FinetuneConfig(StrictModel):
     validation_split: float = Field(0.0, ge=0.0, lt=0.5)
     """Share of the training data held out for validation loss during training."""
 
+    @field_validator("adapter", "train", mode="before")
+    @classmethod
+    def _over_the_defaults(cls, value: Any, info: Any) -> Any:
+        """A partial `train:` or `adapter:` changes only the keys it gives; the rest keep the ladder's defaults
+        (not the stage's: `train: {epochs: 3}` keeps lr 1e-3)."""
+        if isinstance(value, dict):
+            default = cls.model_fields[info.field_name].default
+            return {**default.model_dump(), **value}
+        return value
+
 
 class LadderConfig(StrictModel):
     """`honing ladder`: on one held-out set, the model zero-shot, few-shot with retrieved examples, with RAG over the
@@ -112,6 +122,12 @@ class LadderConfig(StrictModel):
             raise ValueError("rungs names a rung twice")
         if self.model.endpoint:
             raise ValueError("model.endpoint: the ladder fine-tunes the model, which needs its weights; set model.path")
+        if self.model.adapter or self.model.rag:
+            raise ValueError("model.adapter and model.rag: the ladder's model is the plain base every rung starts from; "
+                             "the rungs add retrieval (rag:) and the adapter (finetune:) themselves")
+        if self.task.chat_template is False:
+            raise ValueError(f"task {self.task.name}: the ladder asks in the chat template (few-shot examples are "
+                             "earlier turns); chat_template: false is not supported here")
         needs_train = [r for r in self.rungs if r in NEEDS_TRAIN and not (r != "few_shot" and self.finetune.run)]
         if needs_train and not self.train:
             raise ValueError(f"rungs {', '.join(needs_train)} need train (the training data file)")

@@ -98,10 +98,15 @@ def normalize_answer(text: str) -> str:
 
 
 def contains_answer(response: str, forms: Iterable[str]) -> bool:
-    """Whether any of the accepted forms (the answer and its aliases) is in the response, as a whole word or number."""
+    """Whether any of the accepted forms (the answer and its aliases) is in the response, as a whole word or number:
+    "200" is not found in "1200", "200.5", "3,200" or "-200" (a minus sign after a space), but is in "200-300"."""
     said = normalize_answer(response)
     for form in forms:
         wanted = normalize_answer(form)
-        if wanted and re.search(rf"(?<![^\W_]){re.escape(wanted)}(?![^\W_])", said):
+        if not wanted:
+            continue
+        before = r"(?<![^\W_])" + (r"(?<!\d[.,])(?<!\s-)(?<!^-)" if wanted[0].isdigit() else "")
+        after = r"(?![^\W_])" + (r"(?![.,]\d)" if wanted[-1].isdigit() else "")
+        if re.search(before + re.escape(wanted) + after, said):
             return True
     return False

@@ -84,14 +84,22 @@ def read_shots(path: str) -> list[tuple[str, str]]:
     return shots
 
 
+def same_text_key(text: str) -> str:
+    """Two questions that differ only in case, spacing, Unicode form or end punctuation are the same question."""
+    import unicodedata
+
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split()).strip(" .?!")
+
+
 class ShotPicker:
-    """The training examples nearest a question by embedding cosine (the question itself left out when the
-    training data holds it too)."""
+    """The training examples nearest a question by embedding cosine; a training example that is the question itself
+    (same_text_key) is never its own example."""
 
     def __init__(self, shots: list[tuple[str, str]], embedding_model: str | None):
         from honing.rag.embed import Embedder
 
         self.shots = shots
+        self.keys = [same_text_key(question) for question, _ in shots]
         self.embedder = Embedder(embedding_model)
         self.vectors = self.embedder.embed([question for question, _ in shots])  # (N, D) unit rows
 
@@ -102,9 +110,18 @@ class ShotPicker:
         similarity = self.embedder.embed(questions) @ self.vectors.T  # (Q, N)
         picked = []
         for row, question in zip(similarity, questions):
-            order = [int(i) for i in np.argsort(-row, kind="stable") if self.shots[int(i)][0].strip() != question.strip()]
+            asked = same_text_key(question)
+            order = [int(i) for i in np.argsort(-row, kind="stable") if self.keys[int(i)] != asked]
             picked.append(order[:k][::-1])
         return picked
+
+
+def overlap(examples: list[Any], shots: list[tuple[str, str]]) -> list[str]:
+    """Ids of held-out examples whose question is also in the training data (they inflate the fine-tuned rungs)."""
+    from honing.data.prompts import as_messages, last_user_text
+
+    trained = {same_text_key(question) for question, _ in shots}
+    return [e.id for e in examples if same_text_key(last_user_text(as_messages(e.prompt))) in trained]
 
 
 def _prepare_index(cfg: LadderConfig) -> Path:
@@ -138,57 +155,121 @@ def _sft_config(cfg: LadderConfig, directory: str | None) -> Any:
     tune = cfg.finetune
     model = ModelConfig(path=cfg.model.path, tokenizer=cfg.model.tokenizer, dtype=cfg.model.dtype)
     return SFTConfig(model=model, adapter=tune.adapter, train=tune.train,
-                     data=DataConfig(train=cfg.train, max_length=tune.max_length,
+                     data=DataConfig(train=cfg.train, max_length=tune.max_length, system_prompt=cfg.task.system_prompt,
                                      validation_split=tune.validation_split, train_on="all_assistant"),
                      output=OutputConfig(dir=directory, save="adapter", tensorboard=False))
+
+
+def _train_data_sha(path: str) -> str:
+    from honing.runs import file_sha256, tree_sha256
+
+    train = Path(path)
+    if not train.exists():
+        raise DataError(f"train: {train} does not exist; give the training data file (or directory)")
+    return tree_sha256(train) if train.is_dir() else file_sha256(train)
+
+
+def _settings(cfg: LadderConfig) -> dict[str, Any]:
+    return _sft_config(cfg, None).model_dump(mode="json", exclude={"output"})
 
 
 def finetune_dir(cfg: LadderConfig) -> Path:
     """runs/ladder-finetune-<12 hex>: the hash of the fine-tune's settings and of the training data's bytes."""
     from honing.evals.cache import key_of
-    from honing.runs import file_sha256
 
     if cfg.finetune.dir:
         return Path(cfg.finetune.dir)
-    settings = _sft_config(cfg, None).model_dump(mode="json", exclude={"output"})
-    return Path("runs") / f"ladder-finetune-{key_of(settings=settings, data=file_sha256(Path(cfg.train)))[:12]}"
+    return Path("runs") / f"ladder-finetune-{key_of(settings=_settings(cfg), data=_train_data_sha(cfg.train))[:12]}"
+
+
+def finetune_key(cfg: LadderConfig) -> str:
+    """What the fine-tune is a function of: its settings, the training data's bytes and the base model's weights
+    (written beside the run as ladder.json, checked before it is reused or resumed)."""
+    from honing.evals.cache import key_of
+
+    return key_of(settings=_settings(cfg), data=_train_data_sha(cfg.train), base=_fingerprint(cfg, None))
 
 
 def _run_minutes(run_dir: Path) -> float | None:
-    """Wall minutes of a run from its record (started → finished, or → each resume's end), None when unknown."""
+    """Training minutes of a run: its train_seconds (summed over resumes), else started → finished; None unknown."""
     import datetime as dt
 
-    path = run_dir / "run.json"
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+        train_seconds = (record.get("metrics") or {}).get("train_seconds")
+        if isinstance(train_seconds, (int, float)) and train_seconds > 0:
+            return train_seconds / 60
         started, finished = dt.datetime.fromisoformat(record["started"]), dt.datetime.fromisoformat(record["finished"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    train_seconds = (record.get("metrics") or {}).get("train_seconds")
-    if isinstance(train_seconds, (int, float)) and train_seconds > 0:
-        return train_seconds / 60
     return (finished - started).total_seconds() / 60
 
 
+def _given_run(cfg: LadderConfig) -> Tuned:
+    """finetune.run: its adapter, checked to be trained on the ladder's model."""
+    from honing.config.model import ModelConfig
+    from honing.errors import ModelError
+    from honing.models.adapters import read_adapter_base, resolve_adapter_dir
+    from honing.models.source import resolve_model_source, source_sha256
+
+    try:
+        adapter = resolve_adapter_dir(cfg.finetune.run)
+        trained_on = read_adapter_base(adapter)
+    except ModelError as err:
+        raise HoningError(f"finetune.run: {err}") from None
+    base_sha = source_sha256(resolve_model_source(ModelConfig(path=cfg.model.path)))
+    if trained_on.get("sha256") and base_sha and trained_on["sha256"] != base_sha:
+        named = trained_on.get("model_id") or trained_on.get("path")
+        raise HoningError(f"finetune.run: {adapter} was trained on {named} (weights sha256 {trained_on['sha256'][:12]}…), "
+                          f"not on the ladder's model {cfg.model.path or 'embedded SmolLM2-135M-Instruct'}; set "
+                          "model.path to the adapter's base so every rung starts from the same weights")
+    run_dir = next((d for d in (adapter, adapter.parent) if (d / "run.json").is_file()), None)
+    console.print(f"fine-tuned rungs: the adapter of {cfg.finetune.run} (given; not trained again)")
+    return Tuned(adapter, run_dir, _run_minutes(run_dir) if run_dir else None, reused=True)
+
+
+def _status(directory: Path) -> str | None:
+    record = directory / "run.json"
+    if not record.is_file():
+        return None
+    try:
+        status = json.loads(record.read_text(encoding="utf-8")).get("status")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        status = "unreadable"
+    return status if isinstance(status, str) else "unreadable"
+
+
 def _prepare_finetune(cfg: LadderConfig) -> Tuned:
+    """Reuse the finished fine-tune with the same key, resume an interrupted one, or train it."""
     from honing.config.stages import STAGES
     from honing.models.adapters import resolve_adapter_dir
 
     if cfg.finetune.run:
-        adapter = resolve_adapter_dir(cfg.finetune.run)
-        run_dir = next((d for d in (adapter, adapter.parent) if (d / "run.json").is_file()), None)
-        minutes = _run_minutes(run_dir) if run_dir else None
-        console.print(f"fine-tuned rungs: the adapter of {cfg.finetune.run} (given; not trained again)")
-        return Tuned(adapter, run_dir, minutes, reused=True)
-    directory = finetune_dir(cfg)
-    record = directory / "run.json"
-    status = json.loads(record.read_text(encoding="utf-8")).get("status") if record.is_file() else None
-    if status == "completed":
-        console.print(f"fine-tuned rungs: reusing the finished fine-tune in {directory}")
-        return Tuned(resolve_adapter_dir(directory), directory, _run_minutes(directory), reused=True)
-    resume = directory if status is not None else None
+        return _given_run(cfg)
+    directory, key = finetune_dir(cfg), finetune_key(cfg)
+    status, stamp = _status(directory), directory / "ladder.json"
+    if status is not None:
+        try:
+            recorded = json.loads(stamp.read_text(encoding="utf-8")).get("key") if stamp.is_file() else None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            recorded = None
+        if recorded != key:
+            raise HoningError(f"finetune.dir {directory} holds a fine-tune of other settings, training data or base "
+                              "model; delete it or choose another finetune.dir")
+        if status in ("completed", "early_stopped"):
+            console.print(f"fine-tuned rungs: reusing the finished fine-tune in {directory}")
+            return Tuned(resolve_adapter_dir(directory), directory, _run_minutes(directory), reused=True)
+        if status != "interrupted":
+            raise HoningError(f"the fine-tune in {directory} is {status} (not finished, not interrupted); delete the "
+                              "directory to train it again, or wait for the process that is training it")
+    resume = directory if status == "interrupted" else None
     console.print(f"fine-tuned rungs: {'resuming' if resume else 'training'} a LoRA fine-tune on {cfg.train} in "
                   f"{directory}")
+    if resume is None:
+        from honing.io import write_json_atomic
+
+        directory.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(stamp, {"key": key})
     result = STAGES["sft"].run(_sft_config(cfg, str(directory)), resume=resume)
     if result.get("status") not in ("completed", "early_stopped"):
         raise HoningError(f"the fine-tune in {directory} stopped ({result.get('status')}); run the ladder again to "
@@ -212,7 +293,8 @@ def rung_prompts(rung: str, examples: list[Any], cfg: LadderConfig, picker: Shot
         for i, picked in enumerate(nearest):
             turns = [turn for s in picked for turn in ({"role": "user", "content": picker.shots[s][0]},
                                                         {"role": "assistant", "content": picker.shots[s][1]})]
-            prompts[i] = [*prompts[i][:-1], *turns, prompts[i][-1]]
+            lead = 1 if prompts[i][0].get("role") == "system" else 0  # examples right after the system turn
+            prompts[i] = [*prompts[i][:lead], *turns, *prompts[i][lead:]]
     sources: list[list[Any]] = [[] for _ in prompts]
     seconds = 0.0
     if rung in NEEDS_RAG:
@@ -309,11 +391,20 @@ def ladder(cfg: LadderConfig) -> dict[str, Any]:
     from honing.runs import Run, file_sha256
 
     examples = _load_task(cfg)
-    picker = None
-    if "few_shot" in cfg.rungs:
+    picker, leaked = None, []
+    trains_here = any(r in FINETUNE_RUNGS for r in cfg.rungs) and not cfg.finetune.run
+    if cfg.train and ("few_shot" in cfg.rungs or trains_here):
         shots = read_shots(cfg.train)
-        console.print(f"few-shot pool: {len(shots)} training examples from {cfg.train}; {cfg.few_shot.k} per prompt")
-        picker = ShotPicker(shots, cfg.few_shot.embedding_model)
+        leaked = overlap(examples, shots)
+        if leaked:
+            console.print(f"[yellow]{len(leaked)} of {len(examples)} held-out questions are also in the training data "
+                          f"{cfg.train} ({', '.join(leaked[:5])}{', …' if len(leaked) > 5 else ''}): the fine-tuned "
+                          "rungs have seen their answers (few-shot never shows a question as its own example)[/]",
+                          soft_wrap=True)
+        if "few_shot" in cfg.rungs:
+            console.print(f"few-shot pool: {len(shots)} training examples from {cfg.train}; {cfg.few_shot.k} per "
+                          "prompt")
+            picker = ShotPicker(shots, cfg.few_shot.embedding_model)
     index = _prepare_index(cfg) if any(r in NEEDS_RAG for r in cfg.rungs) else None
     tuned = _prepare_finetune(cfg) if any(r in FINETUNE_RUNGS for r in cfg.rungs) else None
 
@@ -328,9 +419,13 @@ def ladder(cfg: LadderConfig) -> dict[str, Any]:
     if tuned is not None:
         run.add_input("adapter", tuned.adapter, run_dir=str(tuned.run_dir) if tuned.run_dir else None,
                       reused=tuned.reused)
-    answers = run_rungs(cfg, examples, picker, index, tuned)
+    try:
+        answers = run_rungs(cfg, examples, picker, index, tuned)
+    except BaseException as err:  # the record says the run did not finish; the answers so far stay cached
+        run.finish("interrupted" if isinstance(err, KeyboardInterrupt) else "failed")
+        raise
     results = score_ladder(cfg, examples, answers, tuned)
-    results["run_dir"] = str(run.dir)
+    results["run_dir"], results["train_overlap"] = str(run.dir), leaked
     write_json_atomic(run.dir / "results.json", results)
     write_jsonl_atomic(run.dir / "answers.jsonl", [
         {"rung": rung, "id": e.id, "answer": row["answer"], "scores": scores, "prompt_tokens": row["prompt_tokens"],
@@ -349,21 +444,22 @@ def ladder(cfg: LadderConfig) -> dict[str, Any]:
 def _print_summary(results: dict[str, Any], paths: dict[str, Path]) -> None:
     from rich.table import Table
 
-    metric = results["metric"]
+    from honing.evals.ladder import LABELS, difference_text, interval_text, is_share
+
+    metric, share = results["metric"], is_share(results)
     table = Table(title=f"{results['task']} · {results['examples']} held-out examples · {metric}")
     for column in ("rung", metric, "vs best", "prompt tok", "s/answer", "tok/s", "train min"):
-        table.add_column(column, justify="left" if column == "rung" else "right")
+        table.add_column(column, justify="left" if column == "rung" else "right", no_wrap=column != "rung")
     for rung, row in results["rungs"].items():
-        q, d, cost = row["quality"], row["vs_best"], row["cost"]
-        table.add_row(rung, f"{q['mean']:.1%} [{q['low']:.1%}, {q['high']:.1%}]",
-                      "best" if rung == results["best"] else f"{d['mean'] * 100:+.1f} [{d['low'] * 100:+.1f}, "
-                                                             f"{d['high'] * 100:+.1f}]",
+        cost = row["cost"]
+        table.add_row(LABELS[rung], interval_text(row["quality"], share),
+                      "best" if rung == results["best"] else difference_text(row["vs_best"], share),
                       f"{cost['prompt_tokens']:.0f}", f"{cost['seconds_per_answer']:.2f}",
                       f"{cost['tokens_per_s']:.1f}" if cost["tokens_per_s"] else "n/a",
                       f"{cost['training_minutes']:.1f}" if cost["training_minutes"] is not None else "")
     console.print(table)
-    console.print(f"[bold]recommended: {results['recommendation']['rung']}[/] — {results['recommendation']['why']}",
-                  soft_wrap=True)
+    console.print(f"[bold]recommended: {LABELS[results['recommendation']['rung']]}[/] — "
+                  f"{results['recommendation']['why']}", soft_wrap=True)
     console.print(f"report: {paths['html']} (and {paths['markdown'].name}); answers: answers.jsonl")
 
 
