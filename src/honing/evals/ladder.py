@@ -187,7 +187,7 @@ def ladder_blocks(results: dict[str, Any], charts: bool) -> list[Block]:
     blocks.append(Block("h2", "Quality"))
     quality = [[row["label"], interval_text(row["quality"], share),
                 "best" if rung == results["best"] else difference_text(row["vs_best"], share),
-                "n/a" if row["mcnemar_p"] is None else f"{row['mcnemar_p']:.3g}",
+                "" if rung == results["best"] else "n/a" if row["mcnemar_p"] is None else f"{row['mcnemar_p']:.3g}",
                 "yes" if row["significantly_worse"] else "no",
                 score_text(row["groundedness_overlap"]["mean"], True) if "groundedness_overlap" in row else ""]
                for rung, row in rungs.items()]

@@ -352,6 +352,7 @@ def run_rungs(cfg: LadderConfig, examples: list[Any], picker: ShotPicker | None,
         from honing.rag.search import Retriever
 
         retriever = Retriever(index, cfg.rag.embedding_model, cfg.rag.reranker)
+        retriever.search("warm-up", cfg.rag)  # loads the query's embedding model now, not inside the timed rung
     cache = AnswerCache(enabled=cfg.cache)
     results: dict[str, RungAnswers] = {}
     try:
@@ -442,21 +443,22 @@ def ladder(cfg: LadderConfig) -> dict[str, Any]:
 
 
 def _print_summary(results: dict[str, Any], paths: dict[str, Path]) -> None:
+    from rich import box
     from rich.table import Table
 
     from honing.evals.ladder import LABELS, difference_text, interval_text, is_share
 
     metric, share = results["metric"], is_share(results)
-    table = Table(title=f"{results['task']} · {results['examples']} held-out examples · {metric}")
-    for column in ("rung", metric, "vs best", "prompt tok", "s/answer", "tok/s", "train min"):
-        table.add_column(column, justify="left" if column == "rung" else "right", no_wrap=column != "rung")
+    table = Table(title=f"{results['task']}: {results['examples']} held-out examples, {metric}", box=box.SIMPLE_HEAD,
+                  padding=(0, 1))
+    unit = " (%)" if share else ""
+    for column in ("rung", f"score{unit}", f"vs best{' (points)' if share else ''}", "prompt", "s/ans"):
+        table.add_column(column, justify="left" if column == "rung" else "right", no_wrap=True)
     for rung, row in results["rungs"].items():
-        cost = row["cost"]
-        table.add_row(LABELS[rung], interval_text(row["quality"], share),
+        score = interval_text(row["quality"], share).replace("%", "")
+        table.add_row(LABELS[rung], score,
                       "best" if rung == results["best"] else difference_text(row["vs_best"], share),
-                      f"{cost['prompt_tokens']:.0f}", f"{cost['seconds_per_answer']:.2f}",
-                      f"{cost['tokens_per_s']:.1f}" if cost["tokens_per_s"] else "n/a",
-                      f"{cost['training_minutes']:.1f}" if cost["training_minutes"] is not None else "")
+                      f"{row['cost']['prompt_tokens']:.0f}", f"{row['cost']['seconds_per_answer']:.2f}")
     console.print(table)
     console.print(f"[bold]recommended: {LABELS[results['recommendation']['rung']]}[/] — "
                   f"{results['recommendation']['why']}", soft_wrap=True)
