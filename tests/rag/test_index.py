@@ -179,3 +179,20 @@ def test_rag_ask_on_the_command_line_prints_the_answer_then_its_sources(corpus, 
     assert "18 months" in answer  # the embedded SmolLM2 reads it off the retrieved chunk
     lines = [line.split() for line in sources.strip().splitlines()]
     assert lines[0][:2] == [str(corpus / "manual.md"), "manual.md#1"] and len(lines) == 2
+
+
+def test_dense_index_reaches_the_store_from_the_command(corpus):
+    from honing.rag.store import Store
+
+    build(corpus, dense_index="ivf")
+    store = Store.open("idx")
+    try:
+        assert store.dense_info()["index"] == "ivf"
+    finally:
+        store.close()
+    build(corpus)  # auto: a few chunks are searched exactly
+    store = Store.open("idx")
+    try:
+        assert store.dense_info()["index"] == "flat"
+    finally:
+        store.close()

@@ -114,7 +114,7 @@ def index(cfg: RagIndexConfig) -> dict[str, Any]:
         run = _start_run(cfg, store.dir)
         settings = {"embedding_model": embedder.identity, "chunk_tokens": cfg.chunk_tokens,
                     "overlap_tokens": cfg.overlap_tokens}
-        counts = store.update(chunks, table, embedder, settings)
+        counts = store.update(chunks, table, embedder, settings, dense_index=cfg.dense_index)
     finally:
         store.close()
     return _record_index(run, cfg, embedder, table, rejects, counts)
