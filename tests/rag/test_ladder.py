@@ -240,3 +240,33 @@ def test_scores_outside_0_1_read_as_numbers_not_percentages():
     assert interval_text({"mean": 7.5, "low": 6.0, "high": 9.0}, False) == "7.5 [6, 9]"
     assert difference_text({"mean": -2.5, "low": -4.0, "high": -1.0}, False) == "-2.5 [-4, -1]"
     assert difference_text({"mean": -0.025, "low": -0.04, "high": -0.01}, True) == "-2.5 [-4.0, -1.0]"
+
+
+def test_an_interrupted_rung_keeps_the_groups_it_answered(tmp_path, monkeypatch):
+    from honing.evals.cache import AnswerCache
+    from honing.models.chat import Completion
+    from honing.stages import ladder as stage
+
+    monkeypatch.setattr(stage, "ANSWER_GROUP", 1)
+    cfg = LadderConfig.model_validate({"task": {"name": "t", "data": "t.jsonl"}, "rungs": ["zero_shot"],
+                                       "batch_size": 2})
+    prompts = [[{"role": "user", "content": f"question {i}"}] for i in range(6)]
+
+    class Chat:
+        def __init__(self, fail_after: int | None = None):
+            self.asked, self.fail_after = [], fail_after
+
+        def complete(self, batch, sampling):
+            if self.fail_after is not None and len(self.asked) >= self.fail_after:
+                raise KeyboardInterrupt
+            self.asked += [p[0]["content"] for p in batch]
+            return [Completion(f"answer to {p[0]['content']}", prompt_tokens=3, completion_tokens=2) for p in batch]
+
+    cache = AnswerCache(tmp_path / "answers.sqlite")
+    with pytest.raises(KeyboardInterrupt):
+        stage.answer(Chat(fail_after=4), "weights", "zero_shot", prompts, cfg, cache)  # two groups of two, then ^C
+    again = Chat()
+    rows, computed = stage.answer(again, "weights", "zero_shot", prompts, cfg, cache)
+    assert again.asked == ["question 4", "question 5"] and computed == 2
+    assert [r["answer"] for r in rows] == [f"answer to question {i}" for i in range(6)]
+    cache.close()

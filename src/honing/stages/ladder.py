@@ -24,6 +24,8 @@ from honing.errors import DataError, HoningError
 from honing.ui import console
 
 CACHE_VERSION = 1
+ANSWER_GROUP = 8
+"""Prompts answered (and cached) together, in batches: batch_size × this."""
 FINETUNE_RUNGS = ("finetune", "finetune_rag")
 
 
@@ -324,11 +326,14 @@ def answer(chat: Any, fingerprint: str, rung: str, prompts: list[list[dict[str, 
     todo = [i for i, key in enumerate(keys) if key not in found]
     if todo:
         console.print(f"{rung}: answering {len(todo)} of {len(prompts)} prompts ({len(prompts) - len(todo)} cached)")
+    step = cfg.batch_size * ANSWER_GROUP
+    for start in range(0, len(todo), step):  # each group is cached as it ends: Ctrl-C loses at most one group
+        group = todo[start:start + step]
         started = time.perf_counter()
-        completions = chat.complete([prompts[i] for i in todo], sampling)
-        share = (time.perf_counter() - started) / len(todo)
+        completions = chat.complete([prompts[i] for i in group], sampling)
+        share = (time.perf_counter() - started) / len(group)
         new = {keys[i]: {"answer": c.text, "prompt_tokens": c.prompt_tokens, "new_tokens": c.completion_tokens,
-                         "finish_reason": c.finish_reason, "seconds": share} for i, c in zip(todo, completions)}
+                         "finish_reason": c.finish_reason, "seconds": share} for i, c in zip(group, completions)}
         cache.put_many(fingerprint, settings, new)
         found.update(new)
     return [found[key] for key in keys], len(todo)
