@@ -12,9 +12,9 @@ timed) → an exact IndexFlatIP over the same vectors, for comparison → querie
 dense exact, dense ivf at `--nprobe`, hybrid) → recall@10 of ivf against exact for an nprobe sweep → tables and
 JSON (bench/results-rag-<chunks>.json).
 
-Chunk texts: each is one to three runs of consecutive sentences, each run from a randomly chosen corpus document
-(seeded), packed to a random length between half of and all of `--chunk-tokens` tokens (counted with the
-model's tokenizer, sentence by sentence). The texts are real sentences recombined, so SQLite and BM25 index
+Chunk texts: each is a few runs of one to six consecutive sentences, each run from a randomly chosen corpus
+document (seeded), packed to a random length between half of and all of `--chunk-tokens` tokens (counted with
+the model's tokenizer, sentence by sentence); every text is distinct. The texts are real sentences recombined, so SQLite and BM25 index
 `--chunks` real-looking texts (over the corpus's vocabulary, recorded as corpus_vocabulary: far narrower than a
 real collection of this size).
 
@@ -131,18 +131,21 @@ def corpus_pieces(embedder: Any, chunk_tokens: int, limit: int | None) -> tuple[
 
 def compose(pieces: list[Piece], by_document: list[list[int]], count: int, chunk_tokens: int,
             seed: int) -> tuple[list[str], list[list[int]]]:
-    """(chunk texts, each chunk's sentence indexes): one to three runs of consecutive sentences from random
-    documents, packed to a random length between chunk_tokens / 2 and chunk_tokens."""
+    """(chunk texts, each chunk's sentence indexes): runs of one to six consecutive sentences from random
+    documents, packed to a random length between chunk_tokens / 2 and chunk_tokens; every text distinct (a repeat
+    is drawn again), so the index holds `count` different chunks and vectors."""
     rng = random.Random(seed)
-    texts, members = [], []
-    for _ in range(count):
+    texts, members, seen = [], [], set()
+    while len(texts) < count:
         target = rng.randint(chunk_tokens // 2, chunk_tokens)
         chosen: list[int] = []
         tokens = 0
-        for _run in range(3):
+        for _run in range(8):
             document = by_document[rng.randrange(len(by_document))]
             position = rng.randrange(len(document))
-            while position < len(document) and tokens + pieces[document[position]].tokens <= target:
+            for _ in range(rng.randint(1, 6)):
+                if position >= len(document) or tokens + pieces[document[position]].tokens > target:
+                    break
                 chosen.append(document[position])
                 tokens += pieces[document[position]].tokens
                 position += 1
@@ -150,8 +153,11 @@ def compose(pieces: list[Piece], by_document: list[list[int]], count: int, chunk
                 break
         if not chosen:  # the first sentence drawn was longer than the target: that sentence alone
             chosen = [document[rng.randrange(len(document))]]
-        texts.append(" ".join(pieces[i].text for i in chosen))
-        members.append(chosen)
+        text = " ".join(pieces[i].text for i in chosen)
+        if text not in seen:
+            seen.add(text)
+            texts.append(text)
+            members.append(chosen)
     return texts, members
 
 
@@ -362,7 +368,8 @@ def build_phase(args, data: dict[str, Any], directory: Path, timer: PhaseTimer) 
     info = store.dense_info()
     store.close()
     timer("Store.update (SQLite + BM25 + ivf)", update_s)
-    del chunks, documents
+    del chunks, documents, embedder
+    data["vectors"] = None  # the store holds them now (and `matrix` below)
     matrix = captured.pop("matrix")
     started = time.perf_counter()
     exact, _ = build_dense(matrix, "flat")

@@ -25,8 +25,8 @@ class RetrievalConfig(StrictModel):
     """A local sentence-transformers cross-encoder directory that reorders the fused candidates; null: no reranking."""
     nprobe: int = Field(64, ge=1)
     """Approximate (ivf) indexes only: the inverted lists each dense search scans, of the index's nlist (≈ 4·√chunks;
-    more is slower and closer to exact, nlist is exact); `python -m bench.rag` measures recall against exact search
-    (bench/RESULTS.md). An exact (flat) index ignores it."""
+    more is slower and closer to exact, nlist is exact). At 1 M chunks (nlist 4,000) recall@10 against exact search
+    was 0.969 at 64 and 0.940 at 32 (`python -m bench.rag`, bench/RESULTS.md). An exact (flat) index ignores it."""
 
     @model_validator(mode="after")
     def _enough_candidates(self) -> RetrievalConfig:

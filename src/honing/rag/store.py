@@ -23,8 +23,9 @@ Exact or approximate dense search (`dense_index`). flat: IndexFlatIP, every vect
 IndexIVFFlat, the vectors split by k-means into nlist ≈ 4·√N inverted lists (trained on at most 64 vectors a list,
 10 iterations, seed 0), a query compared with the vectors of its `nprobe` nearest lists only. auto: flat below
 AUTO_IVF_ROWS chunks, ivf from there. An ivf index is retrained on every update (the lists follow the data; the
-update stays one generation and one commit). `python -m bench.rag` measures both, and ivf's recall against
-exact search (bench/RESULTS.md, "Retrieval").
+update stays one generation and one commit). Measured by `python -m bench.rag` over 1 M chunks on 2 shared cores
+(bench/RESULTS.md, "Retrieval"; 999,000 of the vectors synthetic): exact search 349 ms a query, ivf (nlist 4,000)
+at nprobe 64 7 ms with recall@10 0.969 against exact; building the ivf index 195 s of the update's 408 s.
 """
 
 from __future__ import annotations
