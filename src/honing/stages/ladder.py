@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -312,6 +313,18 @@ def rung_prompts(rung: str, examples: list[Any], cfg: LadderConfig, picker: Shot
     return prompts, sources, seconds
 
 
+class _Lazy:
+    """A model loaded the first time it is asked for an answer (a ladder whose answers are all cached loads none)."""
+
+    def __init__(self, load: Any):
+        self._load, self._model = load, None
+
+    def complete(self, prompts: list[Any], sampling: Any) -> list[Any]:
+        if self._model is None:
+            self._model = self._load()
+        return self._model.complete(prompts, sampling)
+
+
 def answer(chat: Any, fingerprint: str, rung: str, prompts: list[list[dict[str, str]]], cfg: LadderConfig,
            cache: Any) -> tuple[list[dict[str, Any]], int]:
     """The model's answer to each prompt (cached by weights, sampling and the exact prompt), and how many were
@@ -366,20 +379,18 @@ def run_rungs(cfg: LadderConfig, examples: list[Any], picker: ShotPicker | None,
             if not rungs:
                 continue
             adapter = tuned.adapter if weights == "tuned" else None
-            model_cfg = cfg.model.model_copy(update={"adapter": str(adapter) if adapter else cfg.model.adapter,
-                                                     "rag": None})
-            fingerprint, chat = _fingerprint(cfg, adapter), None
+            model_cfg = cfg.model.model_copy(update={"adapter": str(adapter) if adapter else None})
+            model = _Lazy(partial(ChatModel.load, model_cfg, cfg.sampling, role=f"{weights} model",
+                                  batch_size=cfg.batch_size, progress=True))
+            fingerprint = _fingerprint(cfg, adapter)
             for rung in rungs:
                 prompts, sources, seconds = rung_prompts(rung, examples, cfg, picker, retriever)
-                if chat is None:
-                    chat = ChatModel.load(model_cfg, cfg.sampling, role=f"{weights} model", batch_size=cfg.batch_size,
-                                          progress=True)
-                rows, computed = answer(chat, fingerprint, rung, prompts, cfg, cache)
+                rows, computed = answer(model, fingerprint, rung, prompts, cfg, cache)
                 for row, prompt, hits in zip(rows, prompts, sources):
                     row.update(prompt=prompt, sources=[hit.id for hit in hits],
                                context=[hit.chunk["text"] for hit in hits])
                 results[rung] = RungAnswers(rung, rows, computed, seconds)
-            chat = None
+            model = None  # the base's weights go before the fine-tuned ones load
     finally:
         cache.close()
         if retriever is not None:
