@@ -263,7 +263,7 @@ class Retrieval:
     def __init__(self, name: str, rag: ModelRagConfig):
         from concurrent.futures import ThreadPoolExecutor
 
-        self.name, self.rag = name, rag
+        self.name, self.rag, self._closed = name, rag, False
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"honing-rag-{name[:8]}")
         try:
             self.retriever = self.executor.submit(self._open).result()
@@ -287,6 +287,10 @@ class Retrieval:
         return self.executor.submit(self.retriever.search, question, self.rag)
 
     def close(self) -> None:
+        """Close the index on its own thread, once (a second call does nothing)."""
+        if self._closed:
+            return
+        self._closed = True
         self.executor.submit(self.retriever.close)
         self.executor.shutdown(wait=False)
 
