@@ -270,3 +270,24 @@ def test_an_interrupted_rung_keeps_the_groups_it_answered(tmp_path, monkeypatch)
     assert again.asked == ["question 4", "question 5"] and computed == 2
     assert [r["answer"] for r in rows] == [f"answer to question {i}" for i in range(6)]
     cache.close()
+
+
+def test_a_fine_tune_with_context_trains_on_the_retrieved_chunks(ladder_files, tiny_model_dir):
+    from honing.stages.ladder import _prepare_index, finetune_dir, with_context_records
+
+    cfg = _config(ladder_files, tiny_model_dir, rungs=["finetune_rag"],
+                  finetune={"with_context": True, "dir": None})
+    _prepare_index(cfg)
+    records = with_context_records(cfg)
+    assert len(records) == len(FACTS)
+    for record, (question, answer) in zip(records, FACTS):
+        system, user, assistant = record["messages"]
+        assert system["role"] == "system" and assistant == {"role": "assistant", "content": answer}
+        assert "Context:" in user["content"] and user["content"].endswith(f"Question: {question}")
+        product = "zorbel.md#" if "Zorbel" in question else "quint.md#"
+        assert f"[{product}" in user["content"]  # the question's own document was retrieved into its turn
+    plain = _config(ladder_files, tiny_model_dir, rungs=["finetune_rag"], finetune={"dir": None})
+    assert finetune_dir(cfg) != finetune_dir(plain)  # another fine-tune, never reused for the plain one
+    with pytest.raises(ValueError, match="needs rag"):
+        LadderConfig.model_validate({"task": {"name": "t", "data": "t.jsonl"}, "train": "x.jsonl",
+                                     "rungs": ["finetune"], "finetune": {"with_context": True}})

@@ -64,6 +64,10 @@ class FinetuneConfig(StrictModel):
     """Longest training sequence, in tokens."""
     validation_split: float = Field(0.0, ge=0.0, lt=0.5)
     """Share of the training data held out for validation loss during training."""
+    with_context: bool = False
+    """Train on prompts that carry the retrieved chunks (each training question's top rag.k, put in as the RAG rungs
+    do), so the fine-tune learns to read passages (as RAFT does) rather than to answer from the question alone.
+    Needs rag; both fine-tuned rungs use this fine-tune."""
 
     @field_validator("adapter", "train", mode="before")
     @classmethod
@@ -134,6 +138,8 @@ class LadderConfig(StrictModel):
         needs_rag = [r for r in self.rungs if r in NEEDS_RAG]
         if needs_rag and self.rag is None:
             raise ValueError(f"rungs {', '.join(needs_rag)} need rag (rag.index, and rag.docs to build it)")
+        if self.finetune.with_context and self.rag is None:
+            raise ValueError("finetune.with_context trains on retrieved chunks: it needs rag (rag.index, rag.docs)")
         if self.rag is not None and self.rag.overlap_tokens >= self.rag.chunk_tokens:
             raise ValueError(f"rag.overlap_tokens ({self.rag.overlap_tokens}) must be below rag.chunk_tokens "
                              f"({self.rag.chunk_tokens})")

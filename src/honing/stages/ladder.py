@@ -173,7 +173,41 @@ def _train_data_sha(path: str) -> str:
 
 
 def _settings(cfg: LadderConfig) -> dict[str, Any]:
-    return _sft_config(cfg, None).model_dump(mode="json", exclude={"output"})
+    settings = _sft_config(cfg, None).model_dump(mode="json", exclude={"output"})
+    if cfg.finetune.with_context:  # the training prompts depend on the index and how it is searched
+        from honing.runs import file_sha256
+
+        record = Path(cfg.rag.index) / "run.json"
+        settings["with_context"] = {**cfg.rag.model_dump(mode="json", exclude={"docs", "index"}),
+                                    "index_record": file_sha256(record) if record.is_file() else None}
+    return settings
+
+
+def with_context_records(cfg: LadderConfig) -> list[dict[str, Any]]:
+    """The training records with each question's retrieved chunks in its turn, as the RAG rungs ask it."""
+    from honing.data.loading import read_records
+    from honing.data.prompts import as_messages, last_user_text, prompt_of, with_question
+    from honing.evals.tasks import reference_of
+    from honing.rag.ask import rag_prompt
+    from honing.rag.search import Retriever
+
+    retriever = Retriever(cfg.rag.index, cfg.rag.embedding_model, cfg.rag.reranker)
+    records = []
+    try:
+        for file, line, record in read_records(Path(cfg.train)):
+            where = f"{file}:{line}"
+            if not isinstance(record, dict):
+                raise DataError(f"{where}: each training record must be an object, got {type(record).__name__}")
+            messages = as_messages(prompt_of(record, where), cfg.task.system_prompt)
+            question, answer = last_user_text(messages), reference_of(record)
+            if not question.strip() or not isinstance(answer, str):
+                raise DataError(f"{where}: a training record needs a user turn and an answer")
+            hits = retriever.search(question, cfg.rag)
+            grounded = with_question(messages, rag_prompt(question, hits, cfg.rag.instruction))
+            records.append({"messages": [*grounded, {"role": "assistant", "content": answer}]})
+    finally:
+        retriever.close()
+    return records
 
 
 def finetune_dir(cfg: LadderConfig) -> Path:
@@ -273,7 +307,14 @@ def _prepare_finetune(cfg: LadderConfig) -> Tuned:
 
         directory.mkdir(parents=True, exist_ok=True)
         write_json_atomic(stamp, {"key": key})
-    result = STAGES["sft"].run(_sft_config(cfg, str(directory)), resume=resume)
+    sft_cfg = _sft_config(cfg, str(directory))
+    if cfg.finetune.with_context:  # the same records, each question's chunks in its turn
+        from honing.io import write_jsonl_atomic
+
+        grounded = write_jsonl_atomic(directory / "train-with-context.jsonl", with_context_records(cfg))
+        sft_cfg = sft_cfg.model_copy(update={"data": sft_cfg.data.model_copy(update={"train": str(grounded)})})
+        console.print(f"training prompts carry each question's top {cfg.rag.k} chunks: {grounded}")
+    result = STAGES["sft"].run(sft_cfg, resume=resume)
     if result.get("status") not in ("completed", "early_stopped"):
         raise HoningError(f"the fine-tune in {directory} stopped ({result.get('status')}); run the ladder again to "
                           "resume it")
@@ -422,7 +463,8 @@ def ladder(cfg: LadderConfig) -> dict[str, Any]:
             console.print(f"few-shot pool: {len(shots)} training examples from {cfg.train}; {cfg.few_shot.k} per "
                           "prompt")
             picker = ShotPicker(shots, cfg.few_shot.embedding_model)
-    index = _prepare_index(cfg) if any(r in NEEDS_RAG for r in cfg.rungs) else None
+    grounds_training = cfg.finetune.with_context and trains_here
+    index = _prepare_index(cfg) if any(r in NEEDS_RAG for r in cfg.rungs) or grounds_training else None
     tuned = _prepare_finetune(cfg) if any(r in FINETUNE_RUNGS for r in cfg.rungs) else None
 
     run = Run.create("ladder", cfg, cfg.output.dir)
