@@ -70,13 +70,23 @@ def test_a_missing_index_on_a_model_entry_is_one_line(tmp_path):
 
 def test_the_answer_cache_keeps_answers_with_and_without_rag_apart(tmp_path):
     from honing.evals.runner import model_fingerprint
+    from honing.stages.rag import index
 
-    (tmp_path / "idx").mkdir()
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# A\n\nThe code word is amber.\n")
+    def build() -> None:
+        index(RagIndexConfig(docs=[str(docs)], index=str(tmp_path / "idx")))
+
+    build()
     plain = ChatModelConfig(endpoint="http://127.0.0.1:1/v1", endpoint_model="m")
     with_rag = ChatModelConfig.model_validate({**plain.model_dump(), "rag": {"index": str(tmp_path / "idx"), "k": 2}})
     first = model_fingerprint(with_rag)
     assert first != model_fingerprint(plain)
     other_k = ChatModelConfig.model_validate({**with_rag.model_dump(), "rag": {"index": str(tmp_path / "idx"), "k": 3}})
     assert model_fingerprint(other_k) != first
-    (tmp_path / "idx" / "run.json").write_text('{"run_id": "rag-index-1"}')  # the index was updated
+    build()  # an update that changes nothing (a new run.json) keeps the answers
+    assert model_fingerprint(with_rag) == first
+    (docs / "b.md").write_text("# B\n\nThe code word is teal.\n")
+    build()  # a new document: other chunks can be retrieved, so other answers
     assert model_fingerprint(with_rag) != first

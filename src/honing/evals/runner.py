@@ -91,11 +91,11 @@ def model_fingerprint(cfg: ChatModelConfig) -> str:
 
 
 def _index_record(index: str) -> str | None:
-    """The sha256 of an index's run.json: it changes with every update of the index (documents and their hashes)."""
-    from honing.runs import file_sha256
+    """What the index holds, by content (documents' hashes, embedding model, chunking): it changes when an update
+    changes the index, not when an update finds nothing to change."""
+    from honing.rag.store import index_content_key
 
-    record = Path(index) / "run.json"
-    return file_sha256(record) if record.is_file() else None
+    return index_content_key(index)
 
 
 def task_key(task: EvalTaskConfig, cfg: EvalConfig) -> str:

@@ -59,6 +59,17 @@ CREATE TABLE IF NOT EXISTS vectors (sha256 TEXT PRIMARY KEY, vector BLOB NOT NUL
 """
 
 
+def index_content_key(directory: str | Path) -> str | None:
+    """Store.content_key of the index in `directory`; None when there is no index there."""
+    if not (Path(directory) / DATABASE).is_file():
+        return None
+    store = Store.open(directory)
+    try:
+        return store.content_key()
+    finally:
+        store.close()
+
+
 @dataclass
 class UpdateCounts:
     """What an update did, for the run record."""
@@ -158,6 +169,18 @@ class Store:
     def documents(self) -> dict[str, dict[str, Any]]:
         rows = self.conn.execute("SELECT source, path, sha256, chunks FROM documents ORDER BY source")
         return {source: {"path": path, "sha256": sha, "chunks": n} for source, path, sha, n in rows}
+
+    def content_key(self) -> str:
+        """What the index holds, by content: every document's sha256, the embedding model, the chunking and the
+        dense index kind; the same after an update that changed nothing (unlike its run.json)."""
+        import hashlib
+
+        dense = self.meta("dense") or {"index": "flat"}
+        state = {"documents": {source: entry["sha256"] for source, entry in self.documents().items()},
+                 "embedding_model": self.meta("embedding_model"), "chunk_tokens": self.meta("chunk_tokens"),
+                 "overlap_tokens": self.meta("overlap_tokens"),
+                 "dense": {key: dense.get(key) for key in ("index", "nlist")}}
+        return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
 
     def count(self) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]

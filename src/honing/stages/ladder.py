@@ -174,12 +174,11 @@ def _train_data_sha(path: str) -> str:
 
 def _settings(cfg: LadderConfig) -> dict[str, Any]:
     settings = _sft_config(cfg, None).model_dump(mode="json", exclude={"output"})
-    if cfg.finetune.with_context:  # the training prompts depend on the index and how it is searched
-        from honing.runs import file_sha256
+    if cfg.finetune.with_context:  # the training prompts depend on what the index holds and how it is searched
+        from honing.rag.store import index_content_key
 
-        record = Path(cfg.rag.index) / "run.json"
         settings["with_context"] = {**cfg.rag.model_dump(mode="json", exclude={"docs", "index"}),
-                                    "index_record": file_sha256(record) if record.is_file() else None}
+                                    "index": index_content_key(cfg.rag.index)}
     return settings
 
 
