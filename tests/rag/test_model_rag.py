@@ -12,9 +12,7 @@ from honing.config.output import OutputConfig
 from honing.config.rag import RagIndexConfig
 from honing.config.stages import STAGES
 from tests.fake_openai import serve as fake_openai
-
-FACTS = {"zephyr.md": ("Zephyr relay", "QX-4471"), "tulip.md": ("Tulip lamp", "BR-2290"),
-         "orca.md": ("Orca pump", "MT-6013")}
+from tests.rag.facts import FACTS, write_fact_docs
 
 
 def _reply(body: dict) -> str:
@@ -28,11 +26,7 @@ def _reply(body: dict) -> str:
 def test_rag_in_a_model_entry_answers_eval_questions_from_the_index(tmp_path):
     from honing.stages.rag import index
 
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    for name, (thing, code) in FACTS.items():
-        (docs / name).write_text(f"# {thing}\n\nThe {thing}'s activation code is {code}. Keep it private.\n\n"
-                                 f"## Care\n\nWipe the {thing} with a dry cloth once a month.\n")
+    docs = write_fact_docs(tmp_path / "docs")
     index(RagIndexConfig(docs=[str(docs)], index=str(tmp_path / "idx")))
     data = tmp_path / "questions.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"What is the {thing}'s activation code?", "answer": code}) + "\n"

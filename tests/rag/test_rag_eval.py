@@ -17,9 +17,8 @@ from honing.errors import DataError
 from honing.rag.evaluate import load_questions, parse_claim_verdicts
 from honing.rag.metrics import contains_answer
 from tests.fake_openai import serve as fake_openai
+from tests.rag.facts import write_fact_docs
 
-FACTS = {"zephyr.md": ("Zephyr relay", "QX-4471"), "tulip.md": ("Tulip lamp", "BR-2290"),
-         "orca.md": ("Orca pump", "MT-6013")}
 NDCG_SECOND = 1 / math.log2(3)
 """nDCG@2 of one gold id found at rank 2."""
 
@@ -30,11 +29,7 @@ def tiny_index(tmp_path_factory):
     from honing.stages.rag import index
 
     root = tmp_path_factory.mktemp("rag_eval")
-    docs = root / "docs"
-    docs.mkdir()
-    for name, (thing, code) in FACTS.items():
-        (docs / name).write_text(f"# {thing}\n\nThe {thing}'s activation code is {code}. Keep it private.\n\n"
-                                 f"## Care\n\nWipe the {thing} with a dry cloth once a month.\n")
+    docs = write_fact_docs(root / "docs")
     index(RagIndexConfig(docs=[str(docs)], index=str(root / "idx")))
     return root / "idx"
 
