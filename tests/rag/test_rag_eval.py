@@ -223,3 +223,9 @@ def test_the_bundled_sets_are_the_task_splits():
     _, test = load_questions("builtin:kestrelmark")
     _, train = load_questions("builtin:kestrelmark_train")
     assert (len(test), len(train)) == (100, 20) and test[0].gold == ["manuals/aerolith-ap20-manual.md"]
+
+
+def test_an_output_that_is_a_file_is_refused_before_any_search(tmp_path):
+    (tmp_path / "taken").write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a directory"):
+        RagEvalConfig(index=str(tmp_path / "idx"), output=str(tmp_path / "taken"))

@@ -3,6 +3,7 @@ from it, with its sources) and `honing rag eval` (retrieval, and optionally the 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -128,4 +129,7 @@ class RagEvalConfig(RetrievalConfig):
         if self.model.rag is not None:
             raise ValueError("model.rag must be unset: honing rag eval retrieves the chunks itself (set k, mode, "
                              "candidates on the command)")
+        if self.output and Path(self.output).exists() and not Path(self.output).is_dir():
+            raise ValueError(f"output {self.output} is a file, not a directory; give a new or existing directory "
+                             "(checked before any question is searched)")
         return self
