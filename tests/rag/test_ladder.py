@@ -71,6 +71,7 @@ def test_a_ladder_on_a_tiny_model_produces_every_rung(ladder_files, tiny_model_d
     assert tokens["finetune"] == tokens["zero_shot"] and tokens["finetune_rag"] == tokens["rag"]
     assert results["rungs"]["finetune"]["cost"]["training_minutes"] > 0
     assert results["rungs"]["finetune"]["cost"]["training_reused"] is False
+    assert results["rungs"]["finetune"]["cost"]["training_truncated"] == 0  # read from the fine-tune's run record
     assert "groundedness_overlap" in results["rungs"]["rag"] and "groundedness_overlap" not in results["rungs"]["few_shot"]
     answers = [json.loads(line) for line in (run_dir / "answers.jsonl").read_text().splitlines()]
     assert len(answers) == 20

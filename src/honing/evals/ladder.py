@@ -65,6 +65,7 @@ def _cost(rows: list[dict[str, Any]], retrieval_seconds: float, training: dict[s
             "retrieval_ms": retrieval_seconds / n * 1000 if retrieval_seconds else None,
             "training_minutes": training["minutes"] if training else None,
             "training_reused": training["reused"] if training else None,
+            "training_truncated": training["truncated"] if training else None,
             "stopped_at_length": sum(r.get("finish_reason") == "length" for r in rows)}
 
 
@@ -79,7 +80,8 @@ def score_ladder(cfg: Any, examples: list[Any], answers: dict[str, Any], tuned: 
     means = {rung: interval(metrics[primary], cfg).mean for rung, metrics in rows.items()}
     order = list(answers)
     best = max(order, key=lambda r: (means[r] if higher else -means[r], -order.index(r)))
-    training = {"minutes": tuned.minutes, "reused": tuned.reused} if tuned is not None else None
+    training = ({"minutes": tuned.minutes, "reused": tuned.reused, "truncated": tuned.truncated}
+                if tuned is not None else None)
     rungs: dict[str, Any] = {}
     for rung, metrics in rows.items():
         diff = difference(metrics[primary], rows[best][primary], cfg)
@@ -193,6 +195,11 @@ def ladder_blocks(results: dict[str, Any], charts: bool) -> list[Block]:
                for rung, row in rungs.items()]
     blocks.append(Block("table", (["rung", metric, f"vs best ({'points' if share else 'difference'})",
                                    "McNemar p", "significantly worse", "groundedness (overlap)"], quality)))
+    cut = next((row["cost"]["training_truncated"] for row in rungs.values() if row["cost"]["training_truncated"]), 0)
+    if cut:
+        blocks.append(Block("p", f"{cut} training examples of the fine-tune were longer than finetune.max_length and "
+                                 "were cut from the end to it (part of their answers not trained; the fine-tune's run record counts them).",
+                            "fail"))
     if results.get("train_overlap"):
         blocks.append(Block("p", f"{len(results['train_overlap'])} held-out questions are also in the training data; "
                                  "the fine-tuned rungs have seen their answers.", "fail"))

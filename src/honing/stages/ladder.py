@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,6 @@ class RungAnswers:
     rows: list[dict[str, Any]]
     computed: int = 0
     retrieval_seconds: float = 0.0
-    notes: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -49,6 +48,16 @@ class Tuned:
     run_dir: Path | None
     minutes: float | None
     reused: bool
+
+    @property
+    def truncated(self) -> int | None:
+        """Training examples the fine-tune cut to its max_length (its run record's data.truncated)."""
+        try:
+            record = json.loads((self.run_dir / "run.json").read_text(encoding="utf-8"))
+            value = record["data"]["truncated"]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+        return value if isinstance(value, int) else None
 
 
 # --------------------------------------------------------------------------- inputs
